@@ -1,0 +1,24 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Eager PyTorch references for every lcengine kernel (imported by tests and benchmarks)."""
+from .ops import (
+    REDUCTIONS,
+    constraint_loss_ref,
+    distance_penalty_ref,
+    gaussian_kl_ref,
+    latent_adam_ref_,
+    reparameterize_ref,
+    standard_normal_ref,
+)
+from .philox import philox_first_two_ref, philox_normal_ref
+
+__all__ = [
+    "REDUCTIONS",
+    "constraint_loss_ref",
+    "distance_penalty_ref",
+    "gaussian_kl_ref",
+    "latent_adam_ref_",
+    "philox_first_two_ref",
+    "philox_normal_ref",
+    "reparameterize_ref",
+    "standard_normal_ref",
+]
