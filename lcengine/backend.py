@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Backend selection, lazy loading of the native module and the Triton kernels, build_info().
+
+Backends:
+    eager   the PyTorch references in lcengine.reference (always available; also float64).
+    native  lcengine._C: C++/OpenMP on CPU tensors, CUDA on GPU tensors (when compiled in).
+    triton  the Triton kernels (GPU tensors; CPU tensors only under TRITON_INTERPRET=1).
+    auto    the fastest available implementation for the tensor's device; falls back to eager
+            with a single warning per device type. Never fails.
+
+Precedence: the op's ``backend=`` argument, then the innermost ``use_backend`` context, then the
+``LCENGINE_BACKEND`` environment variable, then ``auto``. Explicitly requesting a backend that is
+not available raises ``RuntimeError`` saying why.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+import warnings
+from typing import Iterator, Optional
+
+import torch
+
+BACKENDS = ("auto", "eager", "native", "triton")
+ENV_VAR = "LCENGINE_BACKEND"
+
+# Order in which `auto` tries the fused backends, per device type (one place for this fact).
+AUTO_ORDER = {"cpu": ("native",), "cuda": ("native", "triton")}
+
+# Storage dtypes the fused kernels accept; eager also takes float64 (for gradcheck).
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+EAGER_DTYPES = FUSED_DTYPES + (torch.float64,)
+
+_context_backend: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
+    "lcengine_backend", default=None)
+_warned_fallback: set[str] = set()
+_native_cache: dict[str, object] = {}
+_triton_cache: dict[str, object] = {}
+
+
+def _check_name(name: str, source: str) -> str:
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager selecting the backend for lcengine ops inside the block."""
+    token = _context_backend.set(_check_name(name, "use_backend(name)"))
+    try:
+        yield
+    finally:
+        _context_backend.reset(token)
+
+
+def requested_backend(backend: Optional[str] = None) -> str:
+    """The backend name in force for a call, before availability is considered."""
+    if backend is not None:
+        return _check_name(backend, "backend")
+    ctx = _context_backend.get()
+    if ctx is not None:
+        return ctx
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return _check_name(env.strip().lower(), f"environment variable {ENV_VAR}")
+    return "auto"
+
+
+def native_module():
+    """The compiled ``lcengine._C`` module, or None if it could not be imported."""
+    if "module" not in _native_cache:
+        try:
+            _native_cache["module"] = importlib.import_module("lcengine._C")
+            _native_cache["error"] = None
+        except ImportError as exc:  # not built, or built for another Python
+            _native_cache["module"] = None
+            _native_cache["error"] = f"{type(exc).__name__}: {exc}"
+    return _native_cache["module"]
+
+
+def triton_module():
+    """The packaged Triton launchers (``lcengine._triton``), or None if Triton is unusable."""
+    if "module" not in _triton_cache:
+        try:
+            _triton_cache["module"] = importlib.import_module("lcengine._triton")
+            _triton_cache["error"] = None
+        except Exception as exc:  # ImportError, or Triton failing to initialise its driver
+            _triton_cache["module"] = None
+            _triton_cache["error"] = f"{type(exc).__name__}: {exc}"
+    return _triton_cache["module"]
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unavailable_reason(name: str, device_type: str) -> Optional[str]:
+    """Why ``name`` cannot run on ``device_type`` tensors, or None if it can."""
+    if name == "eager":
+        return None
+    if name == "native":
+        mod = native_module()
+        if mod is None:
+            return f"lcengine._C could not be imported ({_native_cache['error']})"
+        if device_type == "cpu":
+            return None
+        if device_type == "cuda":
+            if not mod.with_cuda:
+                return "lcengine._C was built without CUDA kernels (nvcc not found or LCENGINE_CUDA=OFF)"
+            if mod.cuda_device_count() < 1:
+                return "lcengine._C has CUDA kernels but its CUDA runtime sees no device"
+            return None
+        return f"no native kernels for device type {device_type!r}"
+    if name == "triton":
+        if device_type == "cpu" and not _triton_interpret():
+            return "Triton runs CPU tensors only under TRITON_INTERPRET=1"
+        if device_type not in ("cpu", "cuda"):
+            return f"no Triton kernels for device type {device_type!r}"
+        if device_type == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device is available"
+        if triton_module() is None:
+            return f"Triton kernels could not be loaded ({_triton_cache['error']})"
+        return None
+    raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+
+
+def resolve_backend(backend: Optional[str], device: torch.device,
+                    dtype: Optional[torch.dtype] = None) -> str:
+    """The concrete backend ("eager", "native" or "triton") to run an op on ``device``.
+
+    Args:
+        backend: the op's ``backend=`` argument (None: context, environment, then auto).
+        device: device of the op's tensors.
+        dtype: storage dtype; float64 only runs on eager (auto falls back to it).
+    """
+    name = requested_backend(backend)
+    device_type = torch.device(device).type
+    if name == "auto":
+        if dtype is not None and dtype not in FUSED_DTYPES:
+            return "eager"
+        for candidate in AUTO_ORDER.get(device_type, ()):
+            if unavailable_reason(candidate, device_type) is None:
+                return candidate
+        if device_type not in _warned_fallback:
+            _warned_fallback.add(device_type)
+            reasons = "; ".join(f"{c}: {unavailable_reason(c, device_type)}"
+                                for c in AUTO_ORDER.get(device_type, ())) or "none registered"
+            warnings.warn(f"lcengine: no fused backend for {device_type} tensors ({reasons}); "
+                          "falling back to the eager PyTorch references", RuntimeWarning,
+                          stacklevel=3)
+        return "eager"
+    reason = unavailable_reason(name, device_type)
+    if reason is not None:
+        raise RuntimeError(f"backend {name!r} was requested for {device_type} tensors but is not "
+                           f"available: {reason}")
+    return name
+
+
+def build_info() -> dict:
+    """What was built and what is usable here: version, CUDA, GPU, Triton, OpenMP threads."""
+    from . import __version__
+
+    mod = native_module()
+    info = {
+        "version": __version__,
+        "torch": torch.__version__,
+        "native_available": mod is not None,
+        "native_error": _native_cache.get("error"),
+        "cuda_compiled": bool(mod is not None and mod.with_cuda),
+        "cuda_architectures": (mod.cuda_architectures if mod is not None else ""),
+        "openmp": bool(mod is not None and mod.with_openmp),
+        "openmp_threads": (mod.cpu_num_threads() if mod is not None else 0),
+        "gpu_available": torch.cuda.is_available(),
+        "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "triton_interpret": _triton_interpret(),
+    }
+    try:
+        import triton  # noqa: F401
+
+        info["triton_version"] = triton.__version__
+    except Exception as exc:  # triton missing or broken
+        info["triton_version"] = None
+        info["triton_error"] = f"{type(exc).__name__}: {exc}"
+    for device_type in ("cpu", "cuda"):
+        info[f"backends_{device_type}"] = {
+            name: (unavailable_reason(name, device_type) or "available")
+            for name in ("eager", "native", "triton")
+        }
+    info["auto_cpu"] = resolve_backend("auto", torch.device("cpu"))
+    info["requested_backend"] = requested_backend()
+    return info

@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``lcengine`` command: info, bench, and the method's demo/fit/sample/transform."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .backend import build_info
+
+    info = build_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .benchmark import run_from_args
+
+    return run_from_args(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcengine",
+        description="Latent constraints: conditional generation from unconditional models, on "
+                    "fused kernels.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    info = sub.add_parser("info", help="what was built and which backends are usable here")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_cmd_info)
+
+    from .benchmark import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="time the kernels against eager PyTorch and "
+                                         "torch.compile")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
+
+    from .method.commands import add_commands
+
+    add_commands(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"lcengine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

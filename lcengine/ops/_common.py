@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared validation and dispatch helpers for the public ops (validate, allocate, dispatch)."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from ..backend import EAGER_DTYPES, FUSED_DTYPES, native_module, resolve_backend, triton_module
+from ..reference import REDUCTIONS
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+MAX_INT64 = 2**63 - 1
+
+
+def check_tensor(name: str, t, *, allow_empty: bool = False) -> torch.Tensor:
+    """A floating tensor with at least one dimension (and elements unless allow_empty)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in EAGER_DTYPES:
+        raise TypeError(f"{name} must be float32, float16 or bfloat16 (float64 on the eager "
+                        f"backend), got {t.dtype}")
+    if t.dim() < 1:
+        raise ValueError(f"{name} must have at least one dimension [..., D], got a 0-d tensor")
+    if not allow_empty and t.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, *,
+               dtype: bool = True) -> None:
+    """``t`` matches ``ref`` in shape, device and (optionally) dtype."""
+    if t.shape != ref.shape:
+        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, "
+                         f"got {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
+                         "all tensors must be on one device")
+    if dtype and t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+
+
+def check_int(name: str, value, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, torch.SymInt):
+            return value
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum or value > maximum:
+        raise ValueError(f"{name} must be in [{minimum}, {maximum}], got {value}")
+    return value
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not (ok and math.isfinite(value)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value}")
+    return value
+
+
+def pick_backend(backend: Optional[str], t: torch.Tensor, names: Sequence[str]) -> str:
+    """Resolve the backend for tensor ``t``; float64 is eager-only."""
+    chosen = resolve_backend(backend, t.device, t.dtype)
+    if chosen != "eager" and t.dtype not in FUSED_DTYPES:
+        raise TypeError(f"{names[0]} has dtype {t.dtype}, which the {chosen!r} backend does not "
+                        "support (float32, float16, bfloat16); use backend='eager' for float64")
+    return chosen
+
+
+def rows_and_dim(t: torch.Tensor) -> tuple[int, int]:
+    dim = t.shape[-1]
+    return (t.numel() // dim if dim else 0), dim
+
+
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def ptr(t: Optional[torch.Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def native_fn(op: str, device: torch.device):
+    """``_C.<op>_cpu`` or ``_C.<op>_cuda`` (with the current stream bound as last argument)."""
+    mod = native_module()
+    if device.type == "cpu":
+        return getattr(mod, f"{op}_cpu")
+    fn = getattr(mod, f"{op}_cuda")
+    stream = torch.cuda.current_stream(device).cuda_stream
+
+    def launch(*args):
+        with torch.cuda.device(device):
+            return fn(*args, stream)
+
+    return launch
+
+
+def triton_fn(op: str):
+    return getattr(triton_module(), op)
+
+
+def is_unit_grad(grad: torch.Tensor) -> bool:
+    """True when an incoming gradient is exactly one everywhere, so a saved unit gradient can
+    be returned without another pass over memory. Never inspects values while tracing."""
+    if torch.compiler.is_compiling():
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+
+    if is_fake(grad) or grad.requires_grad:
+        return False
+    if grad.numel() == 1:
+        return bool(grad.item() == 1.0)
+    return bool((grad == 1).all().item())

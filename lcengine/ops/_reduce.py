@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Row-reduction bookkeeping shared by the loss ops whose kernels emit float32 row sums and
+gradients pre-scaled for an upstream gradient of one."""
+from __future__ import annotations
+
+import torch
+
+from ._common import is_unit_grad
+
+
+def grad_scale_for(reduction: str, count: int) -> float:
+    """d(reduced)/d(row value): 1/count for "mean", 1 otherwise."""
+    return 1.0 / count if reduction == "mean" and count > 0 else 1.0
+
+
+def finish_row_reduction(row_values: torch.Tensor, reduction: str, lead_shape,
+                         dtype: torch.dtype, count: int = 0) -> torch.Tensor:
+    """Reduce float32 per-row values ``[R]`` and cast to the input dtype.
+
+    Args:
+        row_values: float32 per-row results. # [R]
+        reduction: "none", "mean" or "sum".
+        lead_shape: the leading shape to restore for "none".
+        dtype: output dtype.
+        count: divisor for "mean" (defaults to the number of rows).
+    """
+    if reduction == "none":
+        return row_values.reshape(lead_shape).to(dtype)
+    total = row_values.sum()  # [] float32
+    if reduction == "mean":
+        total = total / (count or row_values.numel())
+    return total.to(dtype)
+
+
+def scale_saved_grad(saved: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """Chain rule for a saved unit gradient: ``saved * grad_out`` broadcast over the last dim.
+
+    ``grad_out`` is a scalar (mean/sum) or has the leading shape (none). When it is exactly one
+    (the usual ``loss.backward()``), ``saved`` is returned as is: no second pass over memory.
+    """
+    if is_unit_grad(grad_out):
+        return saved
+    g = grad_out.to(saved.dtype)
+    if g.dim() == 0:
+        return saved * g
+    if g.shape == saved.shape:
+        return saved * g
+    return saved * g.unsqueeze(-1)
