@@ -32,7 +32,7 @@ def _gaussian_kl_op(mu: torch.Tensor, logvar: torch.Tensor, reduction: str, need
     if need_grad:
         grad_mu, grad_logvar = torch.empty_like(mu), torch.empty_like(logvar)  # [..., D]
     else:
-        grad_mu = grad_logvar = mu.new_empty(0)
+        grad_mu, grad_logvar = mu.new_empty(0), mu.new_empty(0)  # distinct: outputs must not alias
     scale = grad_scale_for(reduction, rows)
     if backend == "triton":
         triton_fn("gaussian_kl")(mu.view(rows, dim), logvar.view(rows, dim), kl_rows,

@@ -87,7 +87,9 @@ def constraint_loss_ref(logits: torch.Tensor, target: torch.Tensor, *,
     """
     ct = _compute_dtype(logits)
     l, t = logits.to(ct), target.to(ct)  # [..., A]
-    loss = torch.clamp_min(l, 0) - l * t + torch.log1p(torch.exp(-l.abs()))
+    # torch's own stable form max(l, 0) - l t + log1p(exp(-|l|)); unlike that expression written
+    # out, its autograd gives sigmoid(l) - t at l == 0 too.
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(l, t, reduction="none")
     if weight is not None:
         loss = loss * weight.to(ct)
     if reduction == "none":

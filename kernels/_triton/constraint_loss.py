@@ -1,14 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Weighted binary cross-entropy with logits (the attribute-constraint loss), gradient fused."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import row_config, row_grid, wrap
+from ._common import row_grid, row_launch_config, wrap
 from ._math import _log1p_nonneg
 
 WEIGHT_NONE = 0  # w = 1
@@ -21,7 +21,7 @@ def _constraint_loss_fwd_kernel(logits_ptr, target_ptr, weight_ptr, loss_elems_p
                                 loss_rows_ptr, grad_logits_ptr, grad_scale, n_rows, dim,
                                 WEIGHT_MODE: tl.constexpr, HAS_ELEMS: tl.constexpr,
                                 HAS_ROWS: tl.constexpr, HAS_GRAD: tl.constexpr,
-                                EVEN_D: tl.constexpr, BLOCK_R: tl.constexpr,
+                                EVEN_D: tl.constexpr, D_STATIC: tl.constexpr, BLOCK_R: tl.constexpr,
                                 BLOCK_D: tl.constexpr):
     """Stable BCE with logits l, targets t, weights w (float32 math):
 
@@ -36,7 +36,9 @@ def _constraint_loss_fwd_kernel(logits_ptr, target_ptr, weight_ptr, loss_elems_p
     row_mask = rows < n_rows
     row_start = rows * dim  # [BLOCK_R] int64
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for d0 in range(0, dim, BLOCK_D):
+    # D_STATIC >= 0 only under the interpreter (see _common.row_launch_config); a conditional
+    # expression, not an assignment, which the interpreter would turn back into a tensor.
+    for d0 in range(0, D_STATIC if D_STATIC >= 0 else dim, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)  # [BLOCK_D]
         offs = row_start[:, None] + cols[None, :]  # [BLOCK_R, BLOCK_D] int64
         if EVEN_D:
@@ -97,7 +99,7 @@ def constraint_loss(logits: torch.Tensor, target: torch.Tensor, weight: Optional
                                      grad_logits is not None)
     if rows == 0 or not (has_elems or has_rows or has_grad):
         return
-    cfg = row_config(rows, dim)
+    cfg = row_launch_config(_constraint_loss_fwd_kernel, rows, dim)
     wrap(_constraint_loss_fwd_kernel)[row_grid(rows, cfg["BLOCK_R"])](
         logits, target, weight if weight is not None else logits,
         loss_elems if has_elems else logits, loss_rows if has_rows else logits,

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Device helpers shared by several kernels."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 import triton
 import triton.language as tl
 
@@ -20,4 +20,4 @@ def _log1p_nonneg(x):
     safe_d = tl.where(d == 0.0, 1.0, d)
     r = tl.log(u) * (x / safe_d)
     r = tl.where(d == 0.0, x, r)
-    return tl.where(x > 1.0e30, tl.log(x), r)
+    return tl.where(x > 1.0e30, tl.log(tl.maximum(x, 1.0)), r)  # max: no log(0) warnings

@@ -1,14 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Actor distance penalty (1/D) sum_d log(1 + (z - z_ref)^2) / sigma_bar_d^2, gradient fused."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import row_config, row_grid, wrap
+from ._common import row_grid, row_launch_config, wrap
 from ._math import _log1p_nonneg
 
 
@@ -16,8 +16,8 @@ from ._math import _log1p_nonneg
 def _distance_penalty_fwd_kernel(z_ptr, z_ref_ptr, inv_sigma_sq_ptr, out_rows_ptr, grad_z_ptr,
                                  inv_dim, grad_coef, n_rows, dim,
                                  SIGMA_PER_DIM: tl.constexpr, HAS_GRAD: tl.constexpr,
-                                 EVEN_D: tl.constexpr, BLOCK_R: tl.constexpr,
-                                 BLOCK_D: tl.constexpr):
+                                 EVEN_D: tl.constexpr, D_STATIC: tl.constexpr,
+                                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """out_rows[r] = (1/D) sum_d log1p((z - z_ref)^2) * inv_sigma_sq[d]   (float32).
 
     inv_sigma_sq has D entries with SIGMA_PER_DIM, else one. With HAS_GRAD, also
@@ -30,7 +30,9 @@ def _distance_penalty_fwd_kernel(z_ptr, z_ref_ptr, inv_sigma_sq_ptr, out_rows_pt
     if not SIGMA_PER_DIM:
         inv_s = tl.load(inv_sigma_sq_ptr).to(tl.float32)  # scalar
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for d0 in range(0, dim, BLOCK_D):
+    # D_STATIC >= 0 only under the interpreter (see _common.row_launch_config); a conditional
+    # expression, not an assignment, which the interpreter would turn back into a tensor.
+    for d0 in range(0, D_STATIC if D_STATIC >= 0 else dim, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)  # [BLOCK_D]
         offs = row_start[:, None] + cols[None, :]  # [BLOCK_R, BLOCK_D] int64
         if EVEN_D:
@@ -75,7 +77,7 @@ def distance_penalty(z: torch.Tensor, z_ref: torch.Tensor, inv_sigma_sq: torch.T
         out_rows.fill_(float("nan"))
         return
     has_grad = grad_z is not None
-    cfg = row_config(rows, dim)
+    cfg = row_launch_config(_distance_penalty_fwd_kernel, rows, dim)
     wrap(_distance_penalty_fwd_kernel)[row_grid(rows, cfg["BLOCK_R"])](
         z, z_ref, inv_sigma_sq, out_rows, grad_z if has_grad else z, 1.0 / dim,
         2.0 * float(grad_scale) / dim, rows, dim, SIGMA_PER_DIM=bool(sigma_per_dim),

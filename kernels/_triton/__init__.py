@@ -29,9 +29,6 @@ from .rng import (
 )
 
 __all__ = [
-    "WEIGHT_FULL",
-    "WEIGHT_LAST_DIM",
-    "WEIGHT_NONE",
     "constraint_loss",
     "distance_penalty",
     "gaussian_kl",

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """In-place Adam step on a batch of latents (the gradient-based latent optimizer), row-masked."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 import math
 from typing import Optional
 
@@ -9,14 +9,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import row_config, row_grid, wrap
+from ._common import row_grid, row_launch_config, wrap
 
 
 @triton.jit
 def _latent_adam_fwd_kernel(z_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, active_ptr,
                             beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
                             sqrt_bias_c2, n_rows, dim, HAS_ACTIVE: tl.constexpr,
-                            EVEN_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+                            EVEN_D: tl.constexpr, D_STATIC: tl.constexpr,
+                            BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """torch.optim.Adam (no weight decay) on rows with active[r] != 0, float32 math:
 
         m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
@@ -32,7 +33,9 @@ def _latent_adam_fwd_kernel(z_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, active
         active = tl.load(active_ptr + rows, mask=row_mask, other=0)  # [BLOCK_R] uint8
         row_mask = row_mask & (active != 0)
     row_start = rows * dim  # [BLOCK_R] int64
-    for d0 in range(0, dim, BLOCK_D):
+    # D_STATIC >= 0 only under the interpreter (see _common.row_launch_config); a conditional
+    # expression, not an assignment, which the interpreter would turn back into a tensor.
+    for d0 in range(0, D_STATIC if D_STATIC >= 0 else dim, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)  # [BLOCK_D]
         offs = row_start[:, None] + cols[None, :]  # [BLOCK_R, BLOCK_D] int64
         if EVEN_D:
@@ -69,7 +72,7 @@ def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     if rows == 0 or dim == 0:
         return
     has_active = active is not None
-    cfg = row_config(rows, dim)
+    cfg = row_launch_config(_latent_adam_fwd_kernel, rows, dim)
     wrap(_latent_adam_fwd_kernel)[row_grid(rows, cfg["BLOCK_R"])](
         z, grad, exp_avg, exp_avg_sq, active if has_active else z,
         float(beta1), 1.0 - float(beta1), float(beta2), 1.0 - float(beta2), float(eps),

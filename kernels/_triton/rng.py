@@ -5,8 +5,8 @@ The stream is Triton's own ``tl.randn(seed, offset + i)`` with int64 counters: P
 counter (lo, hi, 0, 0) of the 64-bit position, key (seed_lo, seed_hi), Box-Muller on the first
 two words. Backward regenerates eps from (seed, offset) instead of storing it.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 import torch
 import triton
 import triton.language as tl

@@ -1,20 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
 """KL(N(mu, exp(logvar)) || N(0, I)) per row, with the gradient fused into the same pass."""
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
+# annotations, not their strings.
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
-from ._common import row_config, row_grid, wrap
+from ._common import row_grid, row_launch_config, wrap
 
 
 @triton.jit
 def _gaussian_kl_fwd_kernel(mu_ptr, logvar_ptr, kl_rows_ptr, grad_mu_ptr, grad_logvar_ptr,
                             grad_scale, n_rows, dim, HAS_GRAD: tl.constexpr,
-                            EVEN_D: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+                            EVEN_D: tl.constexpr, D_STATIC: tl.constexpr,
+                            BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """kl_rows[r] = -1/2 sum_d (1 + lv - mu^2 - exp(lv))   (float32 accumulation).
 
     With HAS_GRAD, also the gradient of grad_scale * kl_rows[r], in the input dtype:
@@ -25,7 +26,9 @@ def _gaussian_kl_fwd_kernel(mu_ptr, logvar_ptr, kl_rows_ptr, grad_mu_ptr, grad_l
     row_mask = rows < n_rows
     row_start = rows * dim  # [BLOCK_R] int64
     acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
-    for d0 in range(0, dim, BLOCK_D):
+    # D_STATIC >= 0 only under the interpreter (see _common.row_launch_config); a conditional
+    # expression, not an assignment, which the interpreter would turn back into a tensor.
+    for d0 in range(0, D_STATIC if D_STATIC >= 0 else dim, BLOCK_D):
         cols = d0 + tl.arange(0, BLOCK_D)  # [BLOCK_D]
         offs = row_start[:, None] + cols[None, :]  # [BLOCK_R, BLOCK_D] int64
         if EVEN_D:
@@ -65,7 +68,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, kl_rows: torch.Tensor,
     has_grad = grad_mu is not None
     if has_grad != (grad_logvar is not None):
         raise ValueError("grad_mu and grad_logvar must be given together")
-    cfg = row_config(rows, dim)
+    cfg = row_launch_config(_gaussian_kl_fwd_kernel, rows, dim)
     wrap(_gaussian_kl_fwd_kernel)[row_grid(rows, cfg["BLOCK_R"])](
         mu, logvar, kl_rows, grad_mu if has_grad else mu, grad_logvar if has_grad else logvar,
-        float(grad_scale), rows, dim, HAS_GRAD=has_grad, **cfg)
+        float(grad_scale), rows, dim, HAS_GRAD=has_grad,
+        **cfg)
