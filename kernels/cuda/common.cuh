@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -55,9 +56,10 @@ __device__ __forceinline__ Pack<T, VEC> load_ro(const T* p) {
   Pack<T, VEC> out;
   if constexpr (sizeof(T) * VEC == 16) {
     const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-    out = *reinterpret_cast<const Pack<T, VEC>*>(&raw);
+    memcpy(&out, &raw, sizeof(out));
   } else {
-    out = *reinterpret_cast<const Pack<T, VEC>*>(p);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out.v[j] = __ldg(p + j);
   }
   return out;
 }
@@ -96,12 +98,38 @@ __device__ __forceinline__ void load_floats(const float* p, float (&out)[VEC]) {
 // first two Philox4x32-10 words at counter (ctr_lo, ctr_hi) and key (seed_lo, seed_hi). Precise
 // logf / cosf / sqrtf (no fast-math) so the stream matches the CPU and Triton to float rounding.
 // ---------------------------------------------------------------------------------------------
-__device__ __forceinline__ float philox_normal(uint64_t counter, uint32_t key0, uint32_t key1) {
+// (u0, u1): u0 = max(uniform(w0), 1e-7), u1 = uniform(w1) from the first two Philox words.
+__device__ __forceinline__ void philox_uniforms(uint64_t counter, uint32_t key0, uint32_t key1,
+                                                float& u0, float& u1) {
   const philox::Pair w = philox::philox_first_two(static_cast<uint32_t>(counter),
                                                   static_cast<uint32_t>(counter >> 32), key0, key1);
-  const float u0 = fmaxf(philox::uint_to_uniform(w.c0), philox::kMinUniform);
-  const float u1 = philox::uint_to_uniform(w.c1);
+  u0 = fmaxf(philox::uint_to_uniform(w.c0), philox::kMinUniform);
+  u1 = philox::uint_to_uniform(w.c1);
+}
+
+// Box-Muller, first output: sqrt(-2 log u0) * cos(2 pi u1), float32 throughout.
+__device__ __forceinline__ float box_muller(float u0, float u1) {
   return sqrtf(-2.0f * logf(u0)) * cosf(philox::kTwoPi * u1);
+}
+
+__device__ __forceinline__ float philox_normal(uint64_t counter, uint32_t key0, uint32_t key1) {
+  float u0, u1;
+  philox_uniforms(counter, key0, key1, u0, u1);
+  return box_muller(u0, u1);
+}
+
+// Pairwise (tree) sum of a small register array: shorter rounding chains than a running sum.
+template <int N>
+__device__ __forceinline__ float pairwise_sum(const float (&x)[N]) {
+  if constexpr (N == 1) {
+    return x[0];
+  } else {
+    static_assert(N % 2 == 0, "pairwise_sum needs a power of two");
+    float sums[N / 2];
+#pragma unroll
+    for (int j = 0; j < N / 2; ++j) sums[j] = x[2 * j] + x[2 * j + 1];
+    return pairwise_sum<N / 2>(sums);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
