@@ -1,0 +1,265 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The networks of latent constraints: realism critic, attribute critic and actor.
+
+Every network is a plain MLP whose weights live in an ``nn.ModuleList`` named ``layers`` (only
+``nn.Linear`` modules, applied in order, with the nonlinearity named by the string attribute
+``activation`` between them and none after the last), plus, for the conditional networks, one
+``nn.Linear`` named ``y_embedding`` that maps the attribute vector to an embedding concatenated
+to ``z`` before ``layers[0]``. That fixed structure is a contract: a fused kernel (the later
+``lcengine.optimize_latents``) reads the weights straight from ``layers`` and ``y_embedding``.
+
+Defaults follow the reference implementation of Engel et al. (ReLU MLPs, one logit), scaled down
+from 4 x 2048 to 4 x 256 so the whole demo trains in minutes on two CPU cores.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("relu", "softplus", "leaky_relu")
+DEFAULT_HIDDEN: tuple[int, ...] = (256, 256, 256, 256)
+DEFAULT_EMBED_DIM = 32
+_LEAKY_SLOPE = 0.2  # the usual GAN-critic slope; part of the "leaky_relu" contract
+
+
+def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The elementwise nonlinearity named ``name`` (one of :data:`ACTIVATIONS`)."""
+    if name == "relu":
+        return F.relu
+    if name == "softplus":
+        return F.softplus
+    if name == "leaky_relu":
+        return lambda h: F.leaky_relu(h, _LEAKY_SLOPE)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def _check_dims(latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any,
+                *, needs_attributes: bool = True) -> tuple[int, int, tuple[int, ...], str]:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+    if (isinstance(num_attributes, bool) or not isinstance(num_attributes, int)
+            or num_attributes < (1 if needs_attributes else 0)):
+        raise ValueError(f"num_attributes must be a positive int, got {num_attributes!r}")
+    if isinstance(hidden, int) or not isinstance(hidden, Sequence) or not hidden:
+        raise ValueError(f"hidden must be a non-empty sequence of layer widths, got {hidden!r}")
+    widths = tuple(hidden)
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
+        raise ValueError(f"hidden must hold positive ints, got {hidden!r}")
+    activation_fn(activation)  # validates the name
+    return latent_dim, num_attributes, widths, activation
+
+
+def _check_input(name: str, t: Any, width: int, module: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{module}: {name} must be a torch.Tensor of shape [B, {width}], "
+                        f"got {type(t).__name__}")
+    if t.dim() != 2 or t.shape[1] != width:
+        raise ValueError(f"{module}: {name} must have shape [B, {width}], got {list(t.shape)}")
+    return t
+
+
+class _MLP(nn.Module):
+    """``layers`` (nn.Linear only) with ``activation`` between them; none after the last."""
+
+    def _build_layers(self, in_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
+        widths = (in_dim,) + hidden + (out_dim,)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def _trunk(self, h: torch.Tensor) -> torch.Tensor:
+        act = activation_fn(self.activation)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < last:
+                h = act(h)
+        return h
+
+    def config(self) -> dict:
+        """JSON-serializable constructor arguments (``type(self)(**config)`` rebuilds it)."""
+        raise NotImplementedError
+
+
+class RealismCritic(_MLP):
+    """``D(z, y)``: one logit, high for encodings of real data carrying their own attributes.
+
+    ``y`` enters through the linear embedding ``y_embedding`` that is concatenated to ``z``; the
+    result goes through ``layers``. Trained (see :mod:`lcengine.method.training`) to say 1 on
+    ``[z ~ q(z|x), y]`` and 0 on prior samples, actor outputs and real encodings with another
+    row's attributes, so it judges realism *and* consistency with ``y``.
+
+    Args:
+        latent_dim: D.
+        num_attributes: A.
+        hidden: widths of the hidden layers.
+        embed_dim: width of the attribute embedding.
+        activation: "relu" | "softplus" | "leaky_relu".
+    """
+
+    def __init__(self, latent_dim: int, num_attributes: int,
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
+            latent_dim, num_attributes, hidden, activation)
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        self.embed_dim = embed_dim
+        self.y_embedding = nn.Linear(num_attributes, embed_dim)
+        self._build_layers(latent_dim + embed_dim, self.hidden, 1)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Realism logits.
+
+        Args:
+            z: latents. # [B, D]
+            y: attribute vectors (0/1 as floats). # [B, A]
+
+        Returns:
+            One logit per row. # [B]
+        """
+        _check_input("z", z, self.latent_dim, "RealismCritic")
+        _check_input("y", y, self.num_attributes, "RealismCritic")
+        h = torch.cat([z, self.y_embedding(y.to(z.dtype))], dim=1)  # [B, D + E]
+        return self._trunk(h).squeeze(1)  # [B]
+
+    def config(self) -> dict:
+        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
+                "hidden": list(self.hidden), "embed_dim": self.embed_dim,
+                "activation": self.activation}
+
+
+class AttributeCritic(_MLP):
+    """``D_attr(z)``: one logit per binary attribute, trained on encodings of labelled data.
+
+    Args:
+        latent_dim: D.
+        num_attributes: A (number of output logits).
+        hidden: widths of the hidden layers.
+        activation: "relu" | "softplus" | "leaky_relu".
+    """
+
+    def __init__(self, latent_dim: int, num_attributes: int,
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, activation: str = "relu") -> None:
+        super().__init__()
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
+            latent_dim, num_attributes, hidden, activation)
+        self._build_layers(latent_dim, self.hidden, num_attributes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Attribute logits.
+
+        Args:
+            z: latents. # [B, D]
+
+        Returns:
+            One logit per attribute. # [B, A]
+        """
+        _check_input("z", z, self.latent_dim, "AttributeCritic")
+        return self._trunk(z)  # [B, A]
+
+    def config(self) -> dict:
+        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
+                "hidden": list(self.hidden), "activation": self.activation}
+
+
+class StackedAttributeCritic(nn.Module):
+    """Several attribute critics read as one: their logits concatenated in order.
+
+    This is how zero-shot constraints join the data's attribute critic: the base critic gives
+    the first A logits, each zero-shot critic its own columns after them.
+
+    Args:
+        critics: attribute critics over the same latent space.
+    """
+
+    def __init__(self, critics: Sequence[AttributeCritic]) -> None:
+        super().__init__()
+        if not critics:
+            raise ValueError("critics must hold at least one AttributeCritic")
+        dims = {c.latent_dim for c in critics}
+        if len(dims) != 1:
+            raise ValueError(f"critics must share one latent_dim, got {sorted(dims)}")
+        self.critics = nn.ModuleList(critics)
+        self.latent_dim = dims.pop()
+        self.num_attributes = sum(c.num_attributes for c in critics)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Concatenated logits. # [B, D] -> [B, sum A_i]"""
+        return torch.cat([c(z) for c in self.critics], dim=1)
+
+
+class Actor(_MLP):
+    """``G(z, y)``: moves a latent into the region both critics accept, gated.
+
+    The trunk (``y_embedding`` + ``layers``) outputs ``2 D`` numbers, split into a proposal
+    ``dz`` and gate logits ``g``; the output is
+    ``z' = (1 - sigmoid(g)) * z + sigmoid(g) * dz``, so the actor can leave dimensions that are
+    already fine untouched (gate near 0), which keeps the distance penalty small.
+
+    Args:
+        latent_dim: D.
+        num_attributes: A.
+        hidden: widths of the hidden layers.
+        embed_dim: width of the attribute embedding.
+        activation: "relu" | "softplus" | "leaky_relu".
+    """
+
+    def __init__(self, latent_dim: int, num_attributes: int,
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
+            latent_dim, num_attributes, hidden, activation)
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        self.embed_dim = embed_dim
+        self.y_embedding = nn.Linear(num_attributes, embed_dim)
+        self._build_layers(latent_dim + embed_dim, self.hidden, 2 * latent_dim)
+
+    def forward_with_gates(self, z: torch.Tensor, y: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z', gates)``; gates = sigmoid(g) in (0, 1). # [B, D], [B, A] -> [B, D], [B, D]"""
+        _check_input("z", z, self.latent_dim, "Actor")
+        _check_input("y", y, self.num_attributes, "Actor")
+        h = torch.cat([z, self.y_embedding(y.to(z.dtype))], dim=1)  # [B, D + E]
+        out = self._trunk(h)  # [B, 2D]
+        dz, gate_logits = out[:, :self.latent_dim], out[:, self.latent_dim:]  # [B, D] each
+        gates = torch.sigmoid(gate_logits)  # [B, D]
+        return (1.0 - gates) * z + gates * dz, gates
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Transformed latents.
+
+        Args:
+            z: input latents (prior samples or encodings). # [B, D]
+            y: requested attribute vectors. # [B, A]
+
+        Returns:
+            ``z'``. # [B, D]
+        """
+        return self.forward_with_gates(z, y)[0]
+
+    def config(self) -> dict:
+        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
+                "hidden": list(self.hidden), "embed_dim": self.embed_dim,
+                "activation": self.activation}
+
+
+NETWORK_TYPES: dict[str, type] = {
+    "RealismCritic": RealismCritic,
+    "AttributeCritic": AttributeCritic,
+    "Actor": Actor,
+}
+
+
+def build_network(kind: str, config: Mapping[str, Any]) -> nn.Module:
+    """Rebuilds a network from its type name and :meth:`config` (used by checkpoint loading)."""
+    if kind not in NETWORK_TYPES:
+        raise ValueError(f"unknown network type {kind!r}; expected one of {list(NETWORK_TYPES)}")
+    try:
+        return NETWORK_TYPES[kind](**dict(config))
+    except TypeError as exc:
+        raise ValueError(f"bad config for {kind}: {exc}") from exc

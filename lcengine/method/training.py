@@ -1,0 +1,493 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Training of the attribute critic, the realism critic and the actor.
+
+The recipe is the one of Engel et al. (and of their released implementation):
+
+* attribute critic ``D_attr(z)``: multi-label ``constraint_loss`` on ``z ~ q(z|x)`` (sampled with
+  :func:`lcengine.reparameterize`) of labelled data;
+* realism critic ``D(z, y)``: each batch holds three blocks of ``batch_size`` rows,
+  ``[z ~ q(z|x), y] -> 1``, ``[fake, y] -> 0`` (fake = a prior sample with probability
+  ``prior_fake_prob``, else ``G(prior sample, y)``) and ``[z ~ q(z|x), y of other rows] -> 0``;
+  loss = ``constraint_loss`` + ``gp_weight`` * WGAN-GP penalty ``(|grad_z D(z_hat, y)| - 1)^2`` on
+  interpolates ``z_hat`` between the real and the fake block; Adam, betas (0, 0.9);
+* actor ``G(z, y)``: one update every ``actor_every`` critic updates, on prior samples *and* real
+  encodings, each paired with the attributes of a random data row; loss
+  ``constraint_loss(D(z', y), 1) + actor_attribute_weight * constraint_loss(D_attr(z'), y) +
+  lambda_dist * distance_penalty(z', z, sigma_bar)``. The attribute-critic term follows the paper
+  (its actor is trained against both critics); set ``actor_attribute_weight=0`` for the realism
+  critic alone, as in the released notebook.
+
+Every source of Gaussian noise is :func:`lcengine.reparameterize` / :func:`lcengine.standard_normal`
+keyed by a seed derived from ``(config.seed, purpose, step)``, and every index draw uses a
+generator seeded the same way, so training is deterministic and a resumed run continues with
+exactly the batches an uninterrupted one would have used.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import lcengine
+
+from .critics import DEFAULT_EMBED_DIM, DEFAULT_HIDDEN, Actor, AttributeCritic, RealismCritic
+
+_SEED_MASK = (1 << 62) - 1
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 62-bit Philox key for one purpose and step, derived from the run's seed.
+
+    Different purposes (``"realism/real"``, ``"actor/prior"`` ...) and steps get statistically
+    independent streams; the same arguments always give the same key.
+    """
+    text = "/".join(str(p) for p in (seed,) + parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _SEED_MASK
+
+
+def step_generator(seed: int, *parts: Any) -> torch.Generator:
+    """A CPU torch.Generator for index draws, seeded by :func:`derive_seed`."""
+    return torch.Generator().manual_seed(derive_seed(seed, *parts))
+
+
+@dataclass
+class TrainingConfig:
+    """Hyperparameters of the critics and the actor.
+
+    Defaults are the reference implementation's choices (Adam lr 1e-4, betas (0, 0.9),
+    gradient penalty 10, 10 critic updates per actor update, lambda_dist 0.1, 10% raw prior
+    samples among the fakes) except the width: 4 x 256 instead of 4 x 2048, so that training
+    fits a few minutes of two CPU cores. The demo (:func:`lcengine.method.demo.demo_config`)
+    raises the learning rates and lowers ``lambda_dist`` for its short budget and small
+    ``sigma_bar``; its report records what that reaches.
+
+    Attributes:
+        hidden: hidden widths of the realism critic and the actor.
+        embed_dim: width of their attribute embedding.
+        activation: "relu" | "softplus" | "leaky_relu" for all networks.
+        attribute_hidden: hidden widths of the attribute critic.
+        batch_size: rows per block (the realism batch has three blocks; the actor batch two).
+        attribute_batch_size: rows per attribute-critic batch.
+        attribute_steps: attribute-critic updates.
+        attribute_lr: its Adam learning rate (betas (0.9, 0.999)).
+        realism_steps: realism-critic updates; the actor gets ``realism_steps // actor_every``.
+        realism_lr: Adam learning rate of the realism critic.
+        actor_lr: Adam learning rate of the actor.
+        betas: Adam betas of the realism critic and the actor.
+        gp_weight: weight of the WGAN-GP gradient penalty.
+        prior_fake_prob: probability that a fake row is a raw prior sample instead of G(z, y).
+        actor_every: critic updates per actor update.
+        lambda_dist: weight of the actor's distance penalty.
+        actor_attribute_weight: weight of the attribute-critic term in the actor's loss.
+        log_every: record losses in the history every this many updates.
+        seed: run seed; every noise stream and index draw derives from it.
+    """
+
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    embed_dim: int = DEFAULT_EMBED_DIM
+    activation: str = "relu"
+    attribute_hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    batch_size: int = 128
+    attribute_batch_size: int = 256
+    attribute_steps: int = 3000
+    attribute_lr: float = 1e-3
+    realism_steps: int = 6000
+    realism_lr: float = 1e-4
+    actor_lr: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    gp_weight: float = 10.0
+    prior_fake_prob: float = 0.1
+    actor_every: int = 10
+    lambda_dist: float = 0.1
+    actor_attribute_weight: float = 1.0
+    log_every: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        self.attribute_hidden = tuple(int(h) for h in self.attribute_hidden)
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        for name in ("batch_size", "attribute_batch_size", "actor_every", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"TrainingConfig.{name} must be a positive int, got {v!r}")
+        for name in ("attribute_steps", "realism_steps", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"TrainingConfig.{name} must be a non-negative int, got {v!r}")
+        for name in ("attribute_lr", "realism_lr", "actor_lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise ValueError(f"TrainingConfig.{name} must be a positive float, got {v!r}")
+        for name in ("gp_weight", "lambda_dist", "actor_attribute_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
+                raise ValueError(f"TrainingConfig.{name} must be a float >= 0, got {v!r}")
+        if not 0.0 <= self.prior_fake_prob <= 1.0:
+            raise ValueError(f"TrainingConfig.prior_fake_prob must be in [0, 1], got "
+                             f"{self.prior_fake_prob!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"], d["attribute_hidden"] = list(self.hidden), list(self.attribute_hidden)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainingConfig keys {unknown}; expected some of "
+                             f"{sorted(known)}")
+        return cls(**dict(d))
+
+
+def _empty_history() -> dict[str, dict[str, list]]:
+    return {
+        "attribute": {"step": [], "loss": [], "accuracy": []},
+        "realism": {"step": [], "loss": [], "gp": [], "real_prob": [], "fake_prob": [],
+                    "mismatch_prob": []},
+        "actor": {"step": [], "loss": [], "realism": [], "attribute": [], "distance": []},
+    }
+
+
+@dataclass
+class TrainingData:
+    """Encodings of the labelled training set, as the critics see it.
+
+    Attributes:
+        mu: encoder means. # [N, D]
+        logvar: encoder log-variances. # [N, D]
+        attributes: 0/1 labels as float32. # [N, A]
+    """
+
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    attributes: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("mu", "logvar", "attributes"):
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor) or t.dim() != 2:
+                raise ValueError(f"TrainingData.{name} must be a 2-D tensor, got "
+                                 f"{getattr(t, 'shape', type(t).__name__)}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"TrainingData.{name} contains NaN or infinite values")
+        if self.mu.shape != self.logvar.shape:
+            raise ValueError(f"mu and logvar must have the same shape, got {list(self.mu.shape)} "
+                             f"and {list(self.logvar.shape)}")
+        if self.attributes.shape[0] != self.mu.shape[0]:
+            raise ValueError(f"attributes has {self.attributes.shape[0]} rows but mu has "
+                             f"{self.mu.shape[0]}")
+        if not bool(((self.attributes == 0) | (self.attributes == 1)).all()):
+            raise ValueError("attributes must hold only 0 and 1")
+        if self.mu.shape[0] < 2:
+            raise ValueError("the critics need at least 2 training rows")
+        self.mu = self.mu.detach().to(torch.float32).contiguous()
+        self.logvar = self.logvar.detach().to(torch.float32).contiguous()
+        self.attributes = self.attributes.detach().to(torch.float32).contiguous()
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.mu.shape[0])
+
+
+class ConstraintTrainer:
+    """Owns the three networks, their optimizers, step counters and loss history.
+
+    Training is resumable: :meth:`state_tensors` / :meth:`load_state_tensors` hold the weights
+    and the Adam moments, :meth:`state_json` the step counters and history; ``train_*`` methods
+    take a target *total* number of updates and continue from the current count.
+
+    Args:
+        latent_dim: D.
+        num_attributes: A.
+        sigma_bar: per-dimension average encoder scale, for the actor's distance penalty. # [D]
+        config: hyperparameters.
+    """
+
+    def __init__(self, latent_dim: int, num_attributes: int, sigma_bar: torch.Tensor,
+                 config: Optional[TrainingConfig] = None) -> None:
+        self.config = config if config is not None else TrainingConfig()
+        c = self.config
+        # Weight init is part of the seeded run; the caller's global RNG state is left alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(c.seed, "init"))
+            self.realism = RealismCritic(latent_dim, num_attributes, c.hidden, c.embed_dim,
+                                         c.activation)
+            self.attribute = AttributeCritic(latent_dim, num_attributes, c.attribute_hidden,
+                                             c.activation)
+            self.actor = Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation)
+        self.sigma_bar = sigma_bar.detach().to(torch.float32)  # [D]
+        self.opt_attribute = torch.optim.Adam(self.attribute.parameters(), lr=c.attribute_lr)
+        self.opt_realism = torch.optim.Adam(self.realism.parameters(), lr=c.realism_lr,
+                                            betas=c.betas)
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, betas=c.betas)
+        self.attribute_step = 0
+        self.realism_step = 0
+        self.actor_step = 0
+        self.history = _empty_history()
+
+    # ------------------------------------------------------------------ attribute critic
+    def train_attribute(self, data: TrainingData, until: int, *, progress: bool = True,
+                        desc: str = "attribute critic") -> None:
+        """Trains the attribute critic until it has made ``until`` updates in total."""
+        c = self.config
+        _check_data(data, self.attribute.latent_dim, self.attribute.num_attributes)
+        todo = max(0, until - self.attribute_step)
+        if todo == 0:
+            return
+        self.attribute.train()
+        bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
+        while self.attribute_step < until:
+            step = self.attribute_step
+            gen = step_generator(c.seed, "attribute/index", step)
+            idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
+            z = lcengine.reparameterize(data.mu[idx], data.logvar[idx],
+                                        seed=derive_seed(c.seed, "attribute/q", step))  # [B, D]
+            y = data.attributes[idx]  # [B, A]
+            logits = self.attribute(z)  # [B, A]
+            loss = lcengine.constraint_loss(logits, y)
+            self.opt_attribute.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_attribute.step()
+            self.attribute_step += 1
+            if step % c.log_every == 0 or self.attribute_step == until:
+                acc = ((logits.detach() > 0).float() == y).float().mean().item()
+                h = self.history["attribute"]
+                h["step"].append(self.attribute_step)
+                h["loss"].append(float(loss.item()))
+                h["accuracy"].append(acc)
+                bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+            bar.update(1)
+        bar.close()
+
+    # ------------------------------------------------------------------ realism critic + actor
+    def _real_block(self, data: TrainingData, purpose: str, step: int,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z ~ q(z|x)`` of random rows, their attributes and indices. # [B, D], [B, A], [B]"""
+        b = self.config.batch_size
+        idx = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
+        z = lcengine.reparameterize(data.mu[idx], data.logvar[idx],
+                                    seed=derive_seed(self.config.seed, purpose, step))  # [B, D]
+        return z, data.attributes[idx], idx
+
+    def _realism_update(self, data: TrainingData) -> None:
+        c = self.config
+        step = self.realism_step
+        gen = step_generator(c.seed, "realism/index", step)
+        b, d = c.batch_size, self.realism.latent_dim
+        z_real, y_real, _ = self._real_block(data, "realism/real", step, gen)  # [B, D], [B, A]
+
+        # Fakes carry the real block's attributes, so y alone never gives a fake away.
+        z_prior = lcengine.standard_normal((b, d), seed=derive_seed(c.seed, "realism/prior",
+                                                                    step))  # [B, D]
+        with torch.no_grad():
+            z_actor = self.actor(z_prior, y_real)  # [B, D]
+        use_prior = torch.rand(b, generator=gen) < c.prior_fake_prob  # [B]
+        z_fake = torch.where(use_prior[:, None], z_prior, z_actor)  # [B, D]
+
+        # Real encodings with the attributes of other rows; rows whose borrowed attributes
+        # happen to equal their own are not mismatches and are left out of the loss.
+        z_mis, y_own, _ = self._real_block(data, "realism/mismatch", step, gen)  # [B, D], [B, A]
+        other = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
+        y_mis = data.attributes[other]  # [B, A]
+        differs = (y_mis != y_own).any(dim=1).float()  # [B]
+
+        z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
+        y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
+        target = torch.cat([torch.ones(b), torch.zeros(2 * b)])  # [3B]
+        weight = torch.cat([torch.ones(2 * b), differs])  # [3B]
+        logits = self.realism(z_all, y_all)  # [3B]
+        bce = lcengine.constraint_loss(logits, target, weight=weight)
+
+        alpha = torch.rand(b, 1, generator=gen)  # [B, 1]
+        z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
+        d_hat = self.realism(z_hat, y_real)  # [B]
+        (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
+        gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
+
+        loss = bce + c.gp_weight * gp
+        self.opt_realism.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(self.realism.parameters()))
+        self.opt_realism.step()
+        self.realism_step += 1
+        if step % c.log_every == 0:
+            with torch.no_grad():
+                p = torch.sigmoid(logits.detach())  # [3B]
+                h = self.history["realism"]
+                h["step"].append(self.realism_step)
+                h["loss"].append(float(bce.item()))
+                h["gp"].append(float(gp.item()))
+                h["real_prob"].append(float(p[:b].mean()))
+                h["fake_prob"].append(float(p[b:2 * b].mean()))
+                h["mismatch_prob"].append(float((p[2 * b:] * differs).sum()
+                                                / differs.sum().clamp_min(1.0)))
+
+    def actor_loss(self, z_in: torch.Tensor, y_in: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor's loss on a batch and its three terms.
+
+        Args:
+            z_in: actor inputs (prior samples or encodings). # [B, D]
+            y_in: requested attributes. # [B, A]
+        """
+        c = self.config
+        z_out = self.actor(z_in, y_in)  # [B, D]
+        realism = lcengine.constraint_loss(self.realism(z_out, y_in), torch.ones(len(z_in)))
+        attribute = (lcengine.constraint_loss(self.attribute(z_out), y_in)
+                     if c.actor_attribute_weight > 0 else torch.zeros(()))
+        distance = lcengine.distance_penalty(z_out, z_in, self.sigma_bar)
+        loss = realism + c.actor_attribute_weight * attribute + c.lambda_dist * distance
+        return loss, {"realism": realism, "attribute": attribute, "distance": distance}
+
+    def _actor_update(self, data: TrainingData) -> None:
+        c = self.config
+        step = self.actor_step
+        gen = step_generator(c.seed, "actor/index", step)
+        b, d = c.batch_size, self.actor.latent_dim
+        z_prior = lcengine.standard_normal((b, d), seed=derive_seed(c.seed, "actor/prior",
+                                                                    step))  # [B, D]
+        z_real, _, _ = self._real_block(data, "actor/real", step, gen)  # [B, D]
+        # Attributes of random rows: at sampling time any request meets any starting point.
+        y_in = data.attributes[torch.randint(data.num_rows, (2 * b,), generator=gen)]  # [2B, A]
+        z_in = torch.cat([z_prior, z_real])  # [2B, D]
+        loss, parts = self.actor_loss(z_in, y_in)
+        self.opt_actor.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(self.actor.parameters()))
+        self.opt_actor.step()
+        self.actor_step += 1
+        if step % max(1, c.log_every // c.actor_every) == 0:
+            h = self.history["actor"]
+            h["step"].append(self.realism_step)
+            h["loss"].append(float(loss.item()))
+            for k, v in parts.items():
+                h[k].append(float(v.item()))
+
+    def train_realism_actor(self, data: TrainingData, until: int, *, progress: bool = True,
+                            desc: str = "realism critic + actor",
+                            callback: Optional[Callable[["ConstraintTrainer"], None]] = None,
+                            callback_every: int = 0) -> None:
+        """Alternates realism-critic updates with an actor update every ``actor_every``.
+
+        Args:
+            data: training encodings.
+            until: target total number of realism-critic updates.
+            progress: show a tqdm bar.
+            desc: its label.
+            callback: called with the trainer every ``callback_every`` updates (checkpoints).
+            callback_every: 0 = never.
+        """
+        c = self.config
+        _check_data(data, self.realism.latent_dim, self.realism.num_attributes)
+        todo = max(0, until - self.realism_step)
+        if todo == 0:
+            return
+        self.realism.train()
+        self.actor.train()
+        bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
+        while self.realism_step < until:
+            self._realism_update(data)
+            if self.realism_step % c.actor_every == 0:
+                self._actor_update(data)
+            bar.update(1)
+            if self.realism_step % 50 == 0 and self.history["realism"]["step"]:
+                h = self.history["realism"]
+                bar.set_postfix(real=f"{h['real_prob'][-1]:.2f}", fake=f"{h['fake_prob'][-1]:.2f}",
+                                mis=f"{h['mismatch_prob'][-1]:.2f}")
+            if callback is not None and callback_every and self.realism_step % callback_every == 0:
+                callback(self)
+        bar.close()
+
+    # ------------------------------------------------------------------ state
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"realism": self.realism, "attribute": self.attribute, "actor": self.actor}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"realism": self.opt_realism, "attribute": self.opt_attribute,
+                "actor": self.opt_actor}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Weights (``net.<module>.<param>``) and Adam moments (``opt.<name>.<i>.<key>``)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, module in self.modules().items():
+            for k, v in module.state_dict().items():
+                out[f"net.{name}.{k}"] = v.detach().contiguous().clone()
+        for name, opt in self.optimizers().items():
+            for i, st in opt.state_dict()["state"].items():
+                for k, v in st.items():
+                    t = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                    out[f"opt.{name}.{i}.{k}"] = t.detach().contiguous().clone()
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+        """Restores :meth:`state_tensors`; a missing or mis-shaped tensor raises ValueError."""
+        for name, module in self.modules().items():
+            prefix = f"net.{name}."
+            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            expected = module.state_dict()
+            missing = sorted(set(expected) - set(sub))
+            if missing:
+                raise ValueError(f"{source}: missing tensors for {name}: "
+                                 f"{[prefix + m for m in missing]}")
+            for k, v in expected.items():
+                if tuple(sub[k].shape) != tuple(v.shape):
+                    raise ValueError(f"{source}: tensor {prefix + k} has shape "
+                                     f"{list(sub[k].shape)}, the configured network expects "
+                                     f"{list(v.shape)}")
+            module.load_state_dict(sub)
+        for name, opt in self.optimizers().items():
+            prefix = f"opt.{name}."
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in tensors.items():
+                if k.startswith(prefix):
+                    i, _, key = k[len(prefix):].partition(".")
+                    state.setdefault(int(i), {})[key] = v.clone()
+            if state:
+                sd = opt.state_dict()
+                params = [p for g in opt.param_groups for p in g["params"]]
+                for i, st in state.items():
+                    if i >= len(params) or ("exp_avg" in st and
+                                            st["exp_avg"].shape != params[i].shape):
+                        raise ValueError(f"{source}: optimizer state {prefix}{i} does not match "
+                                         "the configured network")
+                sd["state"] = state
+                opt.load_state_dict(sd)
+
+    def state_json(self) -> dict:
+        return {"attribute_step": self.attribute_step, "realism_step": self.realism_step,
+                "actor_step": self.actor_step, "history": self.history}
+
+    def load_state_json(self, d: Mapping[str, Any], source: str) -> None:
+        try:
+            self.attribute_step = int(d["attribute_step"])
+            self.realism_step = int(d["realism_step"])
+            self.actor_step = int(d["actor_step"])
+            history = d.get("history") or _empty_history()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: bad training state ({exc})") from exc
+        base = _empty_history()
+        for group, cols in base.items():
+            for col in cols:
+                cols[col] = list(history.get(group, {}).get(col, []))
+        self.history = base
+
+
+def _check_data(data: TrainingData, latent_dim: int, num_attributes: int) -> None:
+    if not isinstance(data, TrainingData):
+        raise TypeError(f"data must be a TrainingData, got {type(data).__name__}")
+    if data.mu.shape[1] != latent_dim:
+        raise ValueError(f"data has latent dimension {data.mu.shape[1]}, the critics expect "
+                         f"{latent_dim}")
+    if data.attributes.shape[1] != num_attributes:
+        raise ValueError(f"data has {data.attributes.shape[1]} attributes, the critics expect "
+                         f"{num_attributes}")
+
+
+__all__ = ["ConstraintTrainer", "TrainingConfig", "TrainingData", "derive_seed",
+           "step_generator"]

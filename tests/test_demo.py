@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``lcengine demo --fast`` end to end, its outputs, and the fit/sample/transform commands."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from lcengine.cli import main
+from lcengine.method.pipeline import METHODS
+
+warnings.filterwarnings("ignore", message=".*falling back to the eager.*")
+warnings.filterwarnings("ignore", message=".*no fused.*")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # the commands set torch's thread count (default --threads 1); keep the session's setting
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    out, cache = root / "out", root / "cache"
+    rc = main(["demo", "--fast", "--out", str(out), "--cache-dir", str(cache), "--no-progress",
+               "--threads", "1"])
+    assert rc == 0
+    return out, cache
+
+
+def test_demo_writes_every_output(demo_run):
+    out, _ = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("conditional", "requests", "transforms", "transforms_overall", "zero_shot",
+                "goals", "config", "timings_seconds", "figures", "samples", "training"):
+        assert key in m, key
+    for row in ("real", "reconstruction") + METHODS:
+        r = m["conditional"][row]
+        assert 0.0 <= r["overall_accuracy"] <= 1.0 and r["fcd"] >= 0.0
+        for name in ("digit_7", "thick", "slant_right"):
+            assert set(r["per_attribute"][name]) >= {"accuracy", "precision", "recall", "f1"}
+    for goal in m["goals"].values():
+        assert isinstance(goal["met"], bool)
+    t = m["transforms_overall"]
+    assert 0.0 <= t["converged_fraction"] <= 1.0
+    for change in m["transforms"].values():
+        assert {"converged_fraction", "mean_steps", "mean_latent_distance",
+                "mean_pixel_distance"} <= set(change["optimize"])
+
+    report = (out / "report.md").read_text()
+    assert "Quality goals" in report and "FCD" in report and "--fast" in report
+    for rel in m["figures"]:
+        assert (out / rel).read_bytes()[:8] == PNG_MAGIC, rel
+    names = {p.name for p in (out / "figures").iterdir()}
+    assert "training_curves.png" in names and "zero_shot.png" in names
+    assert any(n.startswith("request_") for n in names)
+    assert any(n.startswith("transform_") for n in names)
+    assert not [p for p in out.rglob("*.tmp")]  # atomic writes leave no temporaries
+
+    with np.load(out / "samples.npz", allow_pickle=False) as s:
+        images, attrs = s["images"], s["attributes"]
+        n, a = attrs.shape
+        assert images.shape == (n, 28, 28) and images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0
+        assert attrs.dtype == np.int8 and set(np.unique(attrs)) <= {0, 1}
+        names = list(s["attribute_names"])
+        assert len(names) == a and names[:3] == ["digit_0", "digit_1", "digit_2"]
+        assert "thick" in names and "slant_right" in names and "top_heavy" in names
+        assert s["method"].shape == (n,) and set(s["method"]) == set(METHODS)
+        assert s["requested_mask"].shape == (n, a) and s["requested_mask"].dtype == bool
+        assert s["measured"].shape == (n, a)
+
+
+def test_run_folder_commands(demo_run, tmp_path, capsys):
+    out, cache = demo_run
+    npz, png = tmp_path / "s.npz", tmp_path / "s.png"
+    assert main(["sample", "--run", str(out), "--request", "7 thick", "-n", "4", "--method",
+                 "optimize", "--steps", "5", "--out", str(npz), "--png", str(png)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 4 and "digit_7" in summary["requested"]
+    with np.load(npz) as s:
+        assert s["images"].shape == (4, 28, 28) and s["attributes"][:, 7].tolist() == [1] * 4
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+    assert main(["transform", "--run", str(out), "--changes", "slant_right", "--heldout", "3",
+                 "--steps", "5", "--out", str(tmp_path / "t.npz")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 3 and len(summary["per_row"]) == 3
+    inp = tmp_path / "in.npy"
+    np.save(inp, np.zeros((2, 28, 28), np.float32))
+    assert main(["transform", "--run", str(out), "--changes", "top_heavy", "--input", str(inp),
+                 "--steps", "3"]) == 0
+    capsys.readouterr()
+
+    # fit continues from the saved step count
+    before = json.loads((out / "constraints" / "constraints.json").read_text())["state"]
+    assert main(["fit", "--run", str(out), "--realism-steps",
+                 str(before["realism_step"] + 10), "--no-progress"]) == 0
+    after = json.loads((out / "constraints" / "constraints.json").read_text())["state"]
+    assert after["realism_step"] == before["realism_step"] + 10
+    assert after["attribute_step"] == before["attribute_step"]
+    capsys.readouterr()
+
+
+def test_command_errors(demo_run, tmp_path, capsys):
+    out, _ = demo_run
+    assert main(["sample", "--run", str(out), "--request", "purple"]) == 2
+    assert "unknown attribute name" in capsys.readouterr().err
+    assert main(["sample", "--run", str(out), "--request", ""]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert main(["sample", "--run", str(tmp_path / "none"), "--request", "7"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((2, 5), np.float32))
+    assert main(["transform", "--run", str(out), "--changes", "thick", "--input", str(bad)]) == 2
+    assert "28, 28" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    assert main(["fit", "--run", str(tmp_path / "junk")]) == 2
+    assert "refusing" in capsys.readouterr().err
+
+
+def test_corrupted_checkpoint_is_reported(demo_run, tmp_path, capsys):
+    import shutil
+
+    out, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    w = copy / "constraints" / "constraints.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])  # truncated
+    assert main(["sample", "--run", str(copy), "--request", "3"]) == 2
+    assert "constraints.safetensors" in capsys.readouterr().err
+    v = copy / "vae" / "vae.safetensors"
+    v.write_bytes(b"garbage")
+    assert main(["sample", "--run", str(copy), "--request", "3"]) == 2
+    assert "vae.safetensors" in capsys.readouterr().err
+
+
+def test_demo_resumes_an_interrupted_fit(tmp_path):
+    """A demo folder holding a checkpoint of the same config continues from it."""
+    from lcengine.method.demo import demo_config, prepare_run
+
+    cfg = demo_config(fast=True)
+    cfg.training.realism_steps = 20
+    cache = tmp_path / "cache"
+    logs = []
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = prepare_run(tmp_path / "r", cfg, cache=cache, progress=False, log=logs.append)
+        assert run.constraints.trainer.realism_step == 20
+        cfg2 = demo_config(fast=True)
+        cfg2.training.realism_steps = 20
+        run2 = prepare_run(tmp_path / "r", cfg2, cache=cache, progress=False, log=logs.append)
+    finally:
+        torch.set_num_threads(n)
+    assert any("resuming" in msg for msg in logs)
+    assert run2.constraints.trainer.realism_step == 20
