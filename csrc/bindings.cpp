@@ -4,10 +4,13 @@
 // dtype, device, contiguity and sizes. Here we keep cheap invariant checks that turn a would-be
 // crash into a Python exception.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "lcengine_ops.h"
 
@@ -40,6 +43,86 @@ void require_sizes(int64_t rows, int64_t dim) {
 
 void require_n(int64_t n) {
   if (n < 0) throw std::invalid_argument("n must be non-negative");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused latent optimizer (CPU): the nets arrive as parallel lists (activation code, widths,
+// weight and bias data pointers per layer; entry 0 of each pointer list is unused because every
+// first layer lives in w_first). The sgemm_ address is injected by the Python layer.
+// ---------------------------------------------------------------------------------------------
+void optimize_latents_cpu_binding(
+    const std::vector<int>& activations, const std::vector<std::vector<int64_t>>& widths,
+    const std::vector<std::vector<std::uintptr_t>>& weights,
+    const std::vector<std::vector<std::uintptr_t>>& biases, std::uintptr_t w_first,
+    std::uintptr_t b_first, int64_t first_width, std::uintptr_t row_bias, int64_t row_bias_width,
+    int64_t num_outputs, std::uintptr_t target, std::uintptr_t loss_weight,
+    std::uintptr_t requirement, std::uintptr_t upper, std::uintptr_t lower,
+    std::uintptr_t inv_sigma_sq, float w_dist, std::uintptr_t z_start, std::uintptr_t z_out,
+    std::uintptr_t converged, std::uintptr_t steps_taken, std::uintptr_t logits_out, int64_t rows,
+    int64_t dim, int64_t steps, double lr, double beta1, double beta2, double eps,
+    int64_t tile_rows, int threads, std::uintptr_t sgemm, std::uintptr_t set_threads_local) {
+  const size_t num_nets = activations.size();
+  if (num_nets == 0) throw std::invalid_argument("optimize_latents_cpu: at least one net");
+  if (widths.size() != num_nets || weights.size() != num_nets || biases.size() != num_nets)
+    throw std::invalid_argument("optimize_latents_cpu: activations, widths, weights and biases "
+                                "must have one entry per net");
+  require_sizes(rows, dim);
+  if (steps < 1) throw std::invalid_argument("optimize_latents_cpu: steps must be >= 1");
+  if (sgemm == 0) throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
+  if (first_width < 1 || num_outputs < 1 || row_bias_width < 0)
+    throw std::invalid_argument("optimize_latents_cpu: first_width and num_outputs must be >= 1");
+  std::vector<std::vector<const float*>> weight_ptrs(num_nets), bias_ptrs(num_nets);
+  std::vector<lcengine::OptimizeNet> nets(num_nets);
+  for (size_t n = 0; n < num_nets; ++n) {
+    if (activations[n] < 0 || activations[n] > 2)
+      throw std::invalid_argument("optimize_latents_cpu: activation codes are 0 (relu), 1 (softplus), 2 (leaky_relu)");
+    const size_t layers = weights[n].size();
+    if (layers < 2 || biases[n].size() != layers || widths[n].size() != layers + 1)
+      throw std::invalid_argument("optimize_latents_cpu: net " + std::to_string(n) + " needs >= 2 "
+                                  "layers, as many biases and layers + 1 widths");
+    for (size_t l = 0; l <= layers; ++l)
+      if (widths[n][l] < 1) throw std::invalid_argument("optimize_latents_cpu: widths must be >= 1");
+    if (widths[n][0] != dim) throw std::invalid_argument("optimize_latents_cpu: every net's widths[0] must be dim");
+    for (size_t l = 1; l < layers; ++l) {
+      require_ptr(weights[n][l], "layer weight", 1);
+      require_ptr(biases[n][l], "layer bias", 1);
+      weight_ptrs[n].push_back(ptr<const float>(weights[n][l]));
+      bias_ptrs[n].push_back(ptr<const float>(biases[n][l]));
+    }
+    weight_ptrs[n].insert(weight_ptrs[n].begin(), nullptr);
+    bias_ptrs[n].insert(bias_ptrs[n].begin(), nullptr);
+    nets[n] = lcengine::OptimizeNet{static_cast<lcengine::Activation>(activations[n]),
+                                    static_cast<int32_t>(layers), widths[n].data(),
+                                    weight_ptrs[n].data(), bias_ptrs[n].data()};
+  }
+  for (auto [p, name, n] : {std::tuple<std::uintptr_t, const char*, int64_t>{w_first, "w_first", 1},
+                            {b_first, "b_first", 1}, {target, "target", rows},
+                            {loss_weight, "loss_weight", rows}, {requirement, "requirement", rows},
+                            {upper, "upper", 1}, {lower, "lower", 1},
+                            {inv_sigma_sq, "inv_sigma_sq", 1}, {z_start, "z_start", rows},
+                            {z_out, "z_out", rows}, {converged, "converged", rows},
+                            {steps_taken, "steps_taken", rows}, {logits_out, "logits_out", rows}})
+    require_ptr(p, name, n);
+  lcengine::OptimizeLatentsArgs args;
+  args.rows = rows; args.dim = dim;
+  args.num_nets = static_cast<int32_t>(num_nets); args.nets = nets.data();
+  args.first_width = first_width;
+  args.w_first = ptr<const float>(w_first); args.b_first = ptr<const float>(b_first);
+  args.row_bias = ptr<const float>(row_bias); args.row_bias_width = row_bias_width;
+  args.num_outputs = num_outputs;
+  args.target = ptr<const float>(target); args.loss_weight = ptr<const float>(loss_weight);
+  args.requirement = ptr<const int8_t>(requirement);
+  args.upper = ptr<const float>(upper); args.lower = ptr<const float>(lower);
+  args.inv_sigma_sq = ptr<const float>(inv_sigma_sq); args.w_dist = w_dist;
+  args.z_start = ptr<const float>(z_start); args.z_out = ptr<float>(z_out);
+  args.converged = ptr<uint8_t>(converged); args.steps_taken = ptr<int64_t>(steps_taken);
+  args.logits_out = ptr<float>(logits_out);
+  args.steps = steps; args.lr = lr; args.beta1 = beta1; args.beta2 = beta2; args.eps = eps;
+  args.tile_rows = tile_rows; args.threads = threads;
+  args.sgemm = reinterpret_cast<lcengine::SgemmFn>(sgemm);
+  args.blas_set_threads_local = reinterpret_cast<lcengine::BlasSetThreadsLocalFn>(set_threads_local);
+  py::gil_scoped_release release;
+  lcengine::optimize_latents_cpu(args);
 }
 
 }  // namespace
@@ -147,6 +230,17 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_architectures") = "";
 #endif
   m.def("cpu_num_threads", &lcengine::cpu_num_threads);
+  m.def("optimize_latents_cpu", &optimize_latents_cpu_binding,
+        "Fused critic-gradient latent optimizer on CPU (see OptimizeLatentsArgs)",
+        py::arg("activations"), py::arg("widths"), py::arg("weights"), py::arg("biases"),
+        py::arg("w_first"), py::arg("b_first"), py::arg("first_width"), py::arg("row_bias"),
+        py::arg("row_bias_width"), py::arg("num_outputs"), py::arg("target"),
+        py::arg("loss_weight"), py::arg("requirement"), py::arg("upper"), py::arg("lower"),
+        py::arg("inv_sigma_sq"), py::arg("w_dist"), py::arg("z_start"), py::arg("z_out"),
+        py::arg("converged"), py::arg("steps_taken"), py::arg("logits_out"), py::arg("rows"),
+        py::arg("dim"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
+        py::arg("eps"), py::arg("tile_rows"), py::arg("threads"), py::arg("sgemm"),
+        py::arg("set_threads_local"));
 #ifdef _OPENMP
   m.attr("with_openmp") = true;
 #else

@@ -99,3 +99,81 @@ int cuda_device_count();
 #endif
 
 }  // namespace lcengine
+
+// ---------------------------------------------------------------------------------------------
+// Fused critic-gradient latent optimizer, CPU (csrc/optimize_cpu.cpp). The whole multi-step loop
+// runs here; the GEMMs go to a Fortran-BLAS sgemm_ whose address the caller injects (torch's
+// MKL, found at run time), so the core links no BLAS and no libtorch.
+// ---------------------------------------------------------------------------------------------
+namespace lcengine {
+
+// Fortran BLAS sgemm_ (column-major): C = alpha op(A) op(B) + beta C, 32-bit integers (LP64).
+using SgemmFn = void (*)(const char* transa, const char* transb, const int* m, const int* n,
+                         const int* k, const float* alpha, const float* a, const int* lda,
+                         const float* b, const int* ldb, const float* beta, float* c,
+                         const int* ldc);
+// mkl_set_num_threads_local(n): BLAS threads of the calling thread (0 restores the global
+// setting); returns the previous value. Optional.
+using BlasSetThreadsLocalFn = int (*)(int);
+
+// Nonlinearity between hidden layers (none after the last layer). leaky_relu has slope 0.2.
+enum class Activation : int { kReLU = 0, kSoftplus = 1, kLeakyReLU = 2 };
+
+// One critic MLP reading z: Linear layers 0..num_layers-1 (num_layers >= 2), `activation`
+// after every layer but the last. Layer 0 (z-columns only) is stored in the shared first-layer
+// block of OptimizeLatentsArgs; weights[l], biases[l] for l >= 1 are row-major
+// [widths[l+1], widths[l]] and [widths[l+1]] (entries 0 are ignored).
+struct OptimizeNet {
+  Activation activation;
+  int32_t num_layers;
+  const int64_t* widths;        // [num_layers + 1]; widths[0] = dim
+  const float* const* weights;  // [num_layers]
+  const float* const* biases;   // [num_layers]
+};
+
+// Everything one call of optimize_latents_cpu reads and writes (float32, contiguous).
+// Per row r, with logits l = concat over nets of their outputs ([C] columns):
+//   loss(z) = sum_c loss_weight[r,c] * BCE(l_c, target[r,c])
+//           + w_dist * (1/D) sum_d log(1 + (z_d - z_start_d)^2) * inv_sigma_sq[d]
+// Row r is satisfied when, for every column c, requirement +1: sigmoid(l_c) > upper[c];
+// -1: sigmoid(l_c) < lower[c]; 0: nothing. Step t = 1..steps: a satisfied row is frozen (before
+// the update, its steps_taken = t - 1); the others take one Adam step (global t for the bias
+// correction). Rows still active after `steps` updates are checked once more at their final z.
+struct OptimizeLatentsArgs {
+  int64_t rows = 0, dim = 0;
+  int32_t num_nets = 0;
+  const OptimizeNet* nets = nullptr;
+  int64_t first_width = 0;          // H1 = sum over nets of widths[1]
+  const float* w_first = nullptr;   // [H1, dim]: every net's layer-0 z-columns, stacked
+  const float* b_first = nullptr;   // [H1]
+  const float* row_bias = nullptr;  // nullable [rows, row_bias_width]: replaces
+  int64_t row_bias_width = 0;       //   b_first[0:row_bias_width] per row (the folded y-embedding)
+  int64_t num_outputs = 0;          // C
+  const float* target = nullptr;       // [rows, C]
+  const float* loss_weight = nullptr;  // [rows, C]
+  const int8_t* requirement = nullptr; // [rows, C]
+  const float* upper = nullptr;        // [C]
+  const float* lower = nullptr;        // [C]
+  const float* inv_sigma_sq = nullptr; // [dim]
+  float w_dist = 0.f;
+  const float* z_start = nullptr;   // [rows, dim]
+  float* z_out = nullptr;           // [rows, dim]
+  uint8_t* converged = nullptr;     // [rows]
+  int64_t* steps_taken = nullptr;   // [rows]
+  float* logits_out = nullptr;      // [rows, C], at the final latents
+  int64_t steps = 1;
+  double lr = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t tile_rows = 0;            // rows per work tile; 0: automatic
+  int32_t threads = 0;              // OpenMP threads over tiles; 0: automatic
+  SgemmFn sgemm = nullptr;
+  BlasSetThreadsLocalFn blas_set_threads_local = nullptr;
+};
+
+// Runs the optimizer. Rows are independent, so each tile of rows runs its whole step loop on its
+// own (activations, z and Adam state stay in cache), tiles spread over OpenMP threads with
+// single-threaded BLAS, or run one after another with BLAS's own threads when there are fewer
+// tiles than threads. Converged rows are compacted out of their tile. Throws
+// std::invalid_argument on inconsistent sizes.
+void optimize_latents_cpu(const OptimizeLatentsArgs& args);
+
+}  // namespace lcengine

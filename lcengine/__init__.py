@@ -3,7 +3,8 @@
 
 Public ops (each with ``backend=`` "auto" | "eager" | "native" | "triton"):
 :func:`reparameterize`, :func:`standard_normal`, :func:`gaussian_kl`, :func:`distance_penalty`,
-:func:`constraint_loss`, :func:`latent_adam_`. Backend selection: :func:`use_backend`,
+:func:`constraint_loss`, :func:`latent_adam_`, :func:`optimize_latents` (returns
+:class:`OptimizeResult`). Backend selection: :func:`use_backend`,
 ``LCENGINE_BACKEND``; what was built: :func:`build_info`. The method itself lives in
 :mod:`lcengine.method`.
 """
@@ -16,22 +17,26 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from .backend import BACKENDS, build_info, use_backend
 from .ops import (
+    OptimizeResult,
     constraint_loss,
     distance_penalty,
     gaussian_kl,
     latent_adam_,
+    optimize_latents,
     reparameterize,
     standard_normal,
 )
 
 __all__ = [
     "BACKENDS",
+    "OptimizeResult",
     "__version__",
     "build_info",
     "constraint_loss",
     "distance_penalty",
     "gaussian_kl",
     "latent_adam_",
+    "optimize_latents",
     "reparameterize",
     "standard_normal",
     "use_backend",

@@ -275,7 +275,12 @@ def format_table(report: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ops", default=",".join(CASES),
-                        help=f"comma-separated ops (default: all of {', '.join(CASES)})")
+                        help=f"comma-separated ops (default: all of {', '.join(CASES)}); "
+                             f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
+                             "table, CPU cases of --optimizer-cases)")
+    parser.add_argument("--optimizer-cases", default=",".join(OPTIMIZER_CASES),
+                        help="comma-separated optimize_latents cases (default: all of "
+                             f"{', '.join(OPTIMIZER_CASES)})")
     parser.add_argument("--shapes", default=None,
                         help="comma-separated ROWSxDIM (default: small shapes that finish in "
                              "about a minute; --large for the issue's target shapes)")
@@ -298,9 +303,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CASES]
+    unknown = [n for n in names if n not in CASES and n != OPTIMIZER_OP]
     if unknown or not names:
-        raise ValueError(f"--ops: unknown op(s) {unknown}; choose from {list(CASES)}")
+        raise ValueError(f"--ops: unknown op(s) {unknown}; choose from "
+                         f"{list(CASES) + [OPTIMIZER_OP]}")
+    optimizer_cases = []
+    if OPTIMIZER_OP in names:
+        names.remove(OPTIMIZER_OP)
+        optimizer_cases = [c.strip() for c in args.optimizer_cases.split(",") if c.strip()]
+        bad = [c for c in optimizer_cases if c not in OPTIMIZER_CASES]
+        if bad or not optimizer_cases:
+            raise ValueError(f"--optimizer-cases: unknown case(s) {bad}; choose from "
+                             f"{list(OPTIMIZER_CASES)}")
+        if device.type != "cpu":
+            raise ValueError("optimize_latents rows exist for CPU only so far (the fused "
+                             "CUDA/Triton optimizer is not built yet); pass --device cpu")
     if args.shapes:
         shapes = [parse_shape(s) for s in args.shapes.split(",")]
     else:
@@ -319,13 +336,250 @@ def run_from_args(args: argparse.Namespace) -> int:
                              f"{unavailable_reason(b, device.type)}")
     if args.warmup < 0 or args.reps < 1:
         raise ValueError("--warmup must be >= 0 and --reps >= 1")
+    report = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        report = run(names, shapes, DTYPES[args.dtype], device, warmup=args.warmup,
-                     reps=args.reps, compile_modes=modes, backends=backends)
-    print(format_table(report))
+        if names:
+            report = run(names, shapes, DTYPES[args.dtype], device, warmup=args.warmup,
+                         reps=args.reps, compile_modes=modes, backends=backends)
+            print(format_table(report))
+        if optimizer_cases:
+            opt = run_optimizer(optimizer_cases, warmup=min(args.warmup, 1),
+                                reps=min(args.reps, 5), compile_step="default" in modes,
+                                backends=backends)
+            print(format_optimizer_table(opt))
+            report = {**report, "optimizer": opt} if report else {"optimizer": opt}
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)
         print(f"saved {args.json_path}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# optimize_latents: whole optimizer calls, FLOP-based (selected with --ops optimize_latents).
+# ---------------------------------------------------------------------------------------------
+
+OPTIMIZER_OP = "optimize_latents"
+
+
+@dataclass
+class OptimizerCase:
+    """One latent-optimizer workload: B latents of width D, two critics of ``hidden`` widths.
+
+    Thresholds are out of reach (0.999999), so every row takes every step and the contenders do
+    the same work; ``steps`` is the number of Adam steps per timed call. A ``converging`` case
+    uses reachable thresholds (0.5, half the attributes requested) instead, so rows stop at
+    different steps, as in an interactive edit; its GFLOP/s is not reported (work varies).
+    """
+
+    name: str
+    rows: int
+    dim: int
+    hidden: tuple
+    activation: str
+    steps: int
+    attributes: int = 8
+    embed_dim: int = 32
+    compile_step: bool = False  # also time torch.compile of the eager step (small cases only)
+    converging: bool = False
+
+
+OPTIMIZER_CASES = {c.name: c for c in [
+    OptimizerCase("B64_D64_4x256_relu_300steps", 64, 64, (256,) * 4, "relu", 300,
+                  compile_step=True),
+    OptimizerCase("B64_D64_4x256_relu_300steps_converging", 64, 64, (256,) * 4, "relu", 300,
+                  converging=True),
+    OptimizerCase("B16384_D64_4x256_relu", 16384, 64, (256,) * 4, "relu", 3),
+    OptimizerCase("B16384_D64_4x256_softplus", 16384, 64, (256,) * 4, "softplus", 3),
+    OptimizerCase("B1_D1024_4x2048_relu", 1, 1024, (2048,) * 4, "relu", 20),
+    OptimizerCase("B1024_D1024_4x2048_relu", 1024, 1024, (2048,) * 4, "relu", 2),
+]}
+
+
+class _BenchCritic(torch.nn.Module):
+    """A critic following lcengine.method.critics' contract (``layers``, ``activation``,
+    optional ``y_embedding`` concatenated after z); defined here because the benchmark layer may
+    not import lcengine.method."""
+
+    def __init__(self, dim: int, hidden: tuple, out: int, activation: str,
+                 num_attributes: int = 0, embed_dim: int = 0):
+        super().__init__()
+        self.activation = activation
+        self.latent_dim, self.num_attributes = dim, num_attributes if embed_dim else out
+        self.y_embedding = torch.nn.Linear(num_attributes, embed_dim) if embed_dim else None
+        widths = (dim + embed_dim,) + tuple(hidden) + (out,)
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b)
+                                          for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, z, y=None):
+        act = {"relu": torch.nn.functional.relu, "softplus": torch.nn.functional.softplus,
+               "leaky_relu": lambda h: torch.nn.functional.leaky_relu(h, 0.2)}[self.activation]
+        h = z if self.y_embedding is None else torch.cat([z, self.y_embedding(y)], 1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = act(h)
+        return h.squeeze(1) if self.y_embedding is not None else h
+
+
+def optimizer_flops_per_step(case: OptimizerCase) -> float:
+    """FLOPs of one step: both critics' forward and input-gradient GEMMs (2 per MAC each)."""
+    macs = 0
+    for first, out in ((case.dim, 1), (case.dim, case.attributes)):
+        widths = (first,) + tuple(case.hidden) + (out,)
+        macs += sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    return 2.0 * 2.0 * macs * case.rows
+
+
+def _optimizer_inputs(case: OptimizerCase, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    real = _BenchCritic(case.dim, case.hidden, 1, case.activation, case.attributes,
+                        case.embed_dim).requires_grad_(False)
+    attr = _BenchCritic(case.dim, case.hidden, case.attributes,
+                        case.activation).requires_grad_(False)
+    tau = 0.5 if case.converging else 0.999999
+    mask = (torch.rand(case.rows, case.attributes) > 0.5 if case.converging
+            else torch.ones(case.rows, case.attributes, dtype=torch.bool))
+    return {"z": torch.randn(case.rows, case.dim),
+            "y": (torch.rand(case.rows, case.attributes) > 0.5).float(),
+            "mask": mask, "real": real, "attr": attr,
+            "kwargs": dict(steps=case.steps, tau_r=tau, tau_a=tau, lr=0.05, w_dist=0.1)}
+
+
+def _compiled_dense_loop(x: dict, steps: int):
+    """torch.compile of one eager step (critics, loss, autograd input gradient, satisfied
+    check, masked Adam) over all rows; the loop of ``steps`` calls it."""
+    real, attr, y, mask = x["real"], x["attr"], x["y"], x["mask"]
+    weight = mask.float()
+    ones = torch.ones(y.shape[0])
+
+    def step(z, anchor, m, v, t):
+        z = z.detach().requires_grad_(True)
+        r = real(z, y)
+        a = attr(z)
+        p_a = torch.sigmoid(a)
+        ok = (torch.sigmoid(r) > 0.999999) & (torch.where(y > 0.5, p_a > 0.999999,
+                                                           p_a < 1 - 0.999999) | ~mask).all(1)
+        loss = (constraint_loss_ref(r, ones, reduction="none")
+                + constraint_loss_ref(a, y, weight=weight, reduction="none").sum(1)
+                + 0.1 * distance_penalty_ref(z, anchor, 1.0, reduction="none"))
+        (g,) = torch.autograd.grad(loss.sum(), z)
+        g = torch.where(ok.unsqueeze(1), 0.0, g)
+        m2 = 0.9 * m + 0.1 * g
+        v2 = 0.999 * v + 0.001 * g * g
+        upd = 0.05 / (1 - 0.9 ** t) * m2 / (v2.sqrt() / (1 - 0.999 ** t) ** 0.5 + 1e-8)
+        keep = ok.unsqueeze(1)
+        return (torch.where(keep, z, z - upd).detach(), torch.where(keep, m, m2),
+                torch.where(keep, v, v2))
+
+    compiled = torch.compile(step, dynamic=False)
+
+    def loop():
+        z = x["z"].clone()
+        m, v = torch.zeros_like(z), torch.zeros_like(z)
+        for t in range(1, steps + 1):  # t as a tensor: one graph for every step
+            z, m, v = compiled(z, x["z"], m, v, torch.tensor(float(t)))
+        return z
+
+    return loop
+
+
+def gemm_probe(n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of a large float32 torch.mm (all torch threads) measured now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty(n, n)
+    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(torch.device("cpu")), warmup=2,
+                reps=reps)["mm"]
+    return 2.0 * n ** 3 / t / 1e9
+
+
+def run_optimizer(names: Sequence[str], *, warmup: int = 1, reps: int = 5,
+                  compile_step: bool = True, backends: Sequence[str] = ("auto",),
+                  progress: bool = True) -> dict:
+    """Times whole optimize_latents calls: lcengine backends vs the eager autograd loop
+    (lcengine.reference.optimize_latents_ref) and, for small cases, torch.compile of the eager
+    step; interleaved, medians. Adds GFLOP/s and its fraction of a GEMM probe from this run."""
+    from .ops.optimize_latents import optimize_latents
+    from .reference import optimize_latents_ref
+
+    device = torch.device("cpu")
+    timer = Timer(device)
+    probe = gemm_probe()
+    rows_out = []
+    for name in names:
+        case = OPTIMIZER_CASES[name]
+        x = _optimizer_inputs(case)
+        kw = x["kwargs"]
+        contenders = {"eager": lambda: optimize_latents_ref(
+            x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0, **kw)}
+        compile_error = None
+        if compile_step and case.compile_step:
+            try:
+                loop = _compiled_dense_loop(x, case.steps)
+                loop()  # compile outside the timed region
+                contenders["compile[default]"] = loop
+            except Exception as exc:  # reported, not hidden
+                compile_error = f"{type(exc).__name__}: {exc}"[:300]
+        for b in backends:
+            concrete = resolve_backend(b, device, torch.float32)
+            contenders[f"lcengine[{concrete}]"] = (
+                lambda bb=concrete: optimize_latents(x["z"], x["y"], x["mask"], x["real"],
+                                                     x["attr"], 1.0, backend=bb, **kw))
+        if progress:
+            print(f"  timing {name} ({len(contenders)} contenders, {case.steps} steps per "
+                  "call)...", flush=True)
+        times = measure(contenders, timer, warmup=warmup, reps=reps)
+        flops = None if case.converging else optimizer_flops_per_step(case) * case.steps
+        result = optimize_latents(x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0,
+                                  backend=resolve_backend(backends[0], device), **kw)
+        converged = int(result.converged.sum())
+        mean_steps = float(result.steps.float().mean())
+        for label, t in times.items():
+            if not label.startswith("lcengine["):
+                continue
+            gflops = None if flops is None else flops / t / 1e9
+            compile_t = times.get("compile[default]")
+            rows_out.append({
+                "op": OPTIMIZER_OP, "case": name, "rows": case.rows, "dim": case.dim,
+                "hidden": list(case.hidden), "activation": case.activation,
+                "steps_per_call": case.steps, "backend": label[9:-1],
+                "time_ms": t * 1e3, "ms_per_step": t * 1e3 / case.steps,
+                "eager_ms": times["eager"] * 1e3,
+                "eager_ms_per_step": times["eager"] * 1e3 / case.steps,
+                "compile_ms": None if compile_t is None else compile_t * 1e3,
+                "compile_error": compile_error,
+                "GFLOPs": gflops,
+                "eager_GFLOPs": None if flops is None else flops / times["eager"] / 1e9,
+                "gemm_probe_GFLOPs": probe,
+                "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
+                "speedup_vs_eager": times["eager"] / t,
+                "speedup_vs_compile": None if compile_t is None else compile_t / t,
+                "converged_rows": converged, "mean_steps_per_row": mean_steps,
+            })
+    return {"environment": _environment(device), "gemm_probe_GFLOPs": probe,
+            "settings": {"warmup": warmup, "reps": reps}, "rows": rows_out}
+
+
+def format_optimizer_table(report: dict) -> str:
+    header = (f"{'optimize_latents case':<38} {'backend':<7} {'ms/step':>9} {'eager':>9} "
+              f"{'GFLOP/s':>8} {'of GEMM':>8} {'x eager':>8} {'x compile':>10} "
+              f"{'converged':>10}")
+    lines = [header, "-" * len(header)]
+    for r in report["rows"]:
+        vs_compile = (f"{r['speedup_vs_compile']:>10.2f}" if r["speedup_vs_compile"] is not None
+                      else f"{'n/a':>10}")
+        gflops = "n/a" if r["GFLOPs"] is None else f"{r['GFLOPs']:.1f}"
+        frac = "n/a" if r["GFLOPs"] is None else f"{r['fraction_of_gemm_probe']:.0%}"
+        lines.append(f"{r['case']:<38} {r['backend']:<7} {r['ms_per_step']:>9.3f} "
+                     f"{r['eager_ms_per_step']:>9.3f} {gflops:>8} {frac:>8} "
+                     f"{r['speedup_vs_eager']:>8.2f} {vs_compile} "
+                     f"{r['converged_rows']:>4}/{r['rows']:<5}")
+    env = report["environment"]
+    lines.append(f"GEMM probe (2048^3 torch.mm) {report['gemm_probe_GFLOPs']:.1f} GFLOP/s; torch "
+                 f"{env['torch']}, {env['processor']}, {env['torch_threads']} torch threads, "
+                 f"{env['openmp_threads']} OpenMP threads")
+    for r in report["rows"]:
+        if r["compile_error"]:
+            lines.append(f"note: torch.compile failed for {r['case']}: {r['compile_error']}")
+    return "\n".join(lines)

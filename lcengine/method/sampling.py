@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generating under constraints: the actor in one pass, or gradient-based latent optimization.
 
-:func:`optimize_latents_eager` is the reference loop that a later fused kernel
-(``lcengine.optimize_latents``) must reproduce. Per row it minimizes
+:func:`optimize_latents_eager` is the autograd loop that the fused op
+``lcengine.optimize_latents`` reproduces (its eager twin is ``lcengine.reference.optimize_latents_ref``). Per row it minimizes
 
     w_realism * constraint_loss(D(z, y), 1)
   + w_attr    * sum_a mask_a * constraint_loss(D_attr(z)_a, y_a)
@@ -20,7 +20,6 @@ the request, i.e. it samples ``y ~ p(y | requested attributes)`` from the traini
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -28,28 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 import lcengine
+from lcengine import OptimizeResult  # the op's result type: one definition
 
 RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class OptimizeResult:
-    """What :func:`optimize_latents_eager` returns.
-
-    Attributes:
-        latents: final latents (the first satisfied point for converged rows). # [B, D]
-        converged: whether the row met the stopping rule within the step limit. # [B] bool
-        steps: Adam updates applied to the row (0 if its start already satisfied). # [B] int64
-        realism_prob: ``sigmoid(D(z, y))`` at the final latents. # [B]
-        attribute_prob: ``sigmoid(D_attr(z))`` at the final latents. # [B, A]
-    """
-
-    latents: torch.Tensor
-    converged: torch.Tensor
-    steps: torch.Tensor
-    realism_prob: torch.Tensor
-    attribute_prob: torch.Tensor
 
 
 def constraint_satisfied(realism_logits: torch.Tensor, attribute_logits: torch.Tensor,

@@ -4,13 +4,16 @@ from .constraint_loss import constraint_loss
 from .distance_penalty import distance_penalty
 from .gaussian_kl import gaussian_kl
 from .latent_adam import latent_adam_
+from .optimize_latents import OptimizeResult, optimize_latents
 from .reparameterize import reparameterize, standard_normal
 
 __all__ = [
+    "OptimizeResult",
     "constraint_loss",
     "distance_penalty",
     "gaussian_kl",
     "latent_adam_",
+    "optimize_latents",
     "reparameterize",
     "standard_normal",
 ]

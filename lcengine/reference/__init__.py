@@ -9,14 +9,17 @@ from .ops import (
     reparameterize_ref,
     standard_normal_ref,
 )
+from .optimize import constraint_satisfied_ref, optimize_latents_ref
 from .philox import philox_first_two_ref, philox_normal_ref
 
 __all__ = [
     "REDUCTIONS",
     "constraint_loss_ref",
+    "constraint_satisfied_ref",
     "distance_penalty_ref",
     "gaussian_kl_ref",
     "latent_adam_ref_",
+    "optimize_latents_ref",
     "philox_first_two_ref",
     "philox_normal_ref",
     "reparameterize_ref",

@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fused critic-gradient latent optimizer on CPU (contract: OptimizeLatentsArgs in lcengine_ops.h).
+//
+// Per tile of rows, the whole step loop runs here with no Python in between:
+//
+//   forward   H1 = act(z W_first^T + b)               one GEMM for every critic's first layer
+//             a_{l+1} = act(a_l W_l^T + b_l)          per critic, l = 1 .. L-2
+//             logits  = a_{L-1} W_{L-1}^T + b_{L-1}   written into the [M, C] logit block
+//   check     satisfied rows are frozen (written out, then compacted away)
+//   backward  g_logits = loss_weight (sigmoid(l) - target)          (zero for frozen rows)
+//             g_{a_l} = g_pre_l W_l;  g_pre_{l-1} = g_{a_l} * act'(a_l)   input gradients only;
+//             act' comes from the saved post-activation (relu/leaky: a > 0;
+//             softplus: sigmoid(x) = 1 - exp(-softplus(x)))
+//             g_z = G_1 W_first                                    one GEMM for every critic
+//   update    g = g_z + w_dist (2/D) inv_sigma_sq diff / (1 + diff^2),  Adam, in one pass over z
+//
+// Matrices are row-major; BLAS is column-major, so every row-major C = A B is issued as the
+// column-major C^T = B^T A^T (no copies, no transposes in memory).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu_math.h"
+#include "lcengine_ops.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define LC_OPT_MULTIVERSION \
+  __attribute__((noinline, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define LC_OPT_MULTIVERSION __attribute__((noinline))
+#endif
+
+namespace lcengine {
+
+namespace {
+
+using cpu::exp_f;
+using cpu::log1p_f;
+
+constexpr float kLeakySlope = 0.2f;
+constexpr float kSoftplusThreshold = 20.0f;  // torch's default: softplus(x) = x above it
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise epilogues (vectorized; compiled per ISA by target_clones).
+// ---------------------------------------------------------------------------------------------
+
+// x[i, c] = act(x[i, c] + bias[i * ld_bias + c]) for i < rows, c < cols (ld_bias 0: one bias
+// row broadcast). `apply_act` false: bias only (the output layer).
+LC_OPT_MULTIVERSION void bias_act(float* __restrict x, int64_t ldx, const float* __restrict bias,
+                                  int64_t ld_bias, int64_t rows, int64_t cols, int act,
+                                  bool apply_act) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* __restrict xi = x + i * ldx;
+    const float* __restrict bi = bias + i * ld_bias;
+    if (!apply_act) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) xi[c] += bi[c];
+    } else if (act == static_cast<int>(Activation::kReLU)) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = xi[c] + bi[c];
+        xi[c] = v > 0.f ? v : 0.f;
+      }
+    } else if (act == static_cast<int>(Activation::kLeakyReLU)) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = xi[c] + bi[c];
+        xi[c] = v > 0.f ? v : v * kLeakySlope;
+      }
+    } else {  // softplus(v) = log(1 + exp(v)), v above the threshold passes through
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = xi[c] + bi[c];
+        const float sp = log1p_f(exp_f(v > kSoftplusThreshold ? 0.f : v));
+        xi[c] = v > kSoftplusThreshold ? v : sp;
+      }
+    }
+  }
+}
+
+// a[i, c] = g[i, c] * act'(pre) where a holds the post-activation act(pre) on entry:
+//   relu: a > 0;  leaky: a > 0 ? 1 : 0.2;  softplus: sigmoid(pre) = 1 - exp(-a)
+//   (for small a, -expm1(-a) ~ a (1 - a/2) keeps the relative accuracy).
+LC_OPT_MULTIVERSION void act_backward(float* __restrict a, int64_t lda, const float* __restrict g,
+                                      int64_t ldg, int64_t rows, int64_t cols, int act) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* __restrict ai = a + i * lda;
+    const float* __restrict gi = g + i * ldg;
+    if (act == static_cast<int>(Activation::kReLU)) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) ai[c] = ai[c] > 0.f ? gi[c] : 0.f;
+    } else if (act == static_cast<int>(Activation::kLeakyReLU)) {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) ai[c] = ai[c] > 0.f ? gi[c] : gi[c] * kLeakySlope;
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < cols; ++c) {
+        const float y = ai[c];
+        const float big = 1.0f - exp_f(-y);
+        const float small = y * (1.0f - 0.5f * y);
+        ai[c] = gi[c] * (y < 1e-3f ? small : big);
+      }
+    }
+  }
+}
+
+struct AdamStep {
+  float b1, one_minus_b1, b2, one_minus_b2, step_size, sqrt_bc2, eps;
+};
+
+// One row: g = g_critics + coef[d] diff / (1 + diff^2) (coef = w_dist 2/D inv_sigma_sq), then
+// the torch.optim.Adam update of z, m, v (in the reference's order of float operations).
+LC_OPT_MULTIVERSION void distance_adam_row(float* __restrict z, float* __restrict m,
+                                           float* __restrict v, const float* __restrict anchor,
+                                           const float* __restrict g_critics,
+                                           const float* __restrict coef, int64_t dim,
+                                           AdamStep s) {
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) {
+    const float diff = z[d] - anchor[d];
+    const float g = g_critics[d] + coef[d] * diff / (1.0f + diff * diff);
+    const float mn = m[d] * s.b1 + s.one_minus_b1 * g;
+    const float vn = v[d] * s.b2 + s.one_minus_b2 * g * g;
+    const float denom = std::sqrt(vn) / s.sqrt_bc2 + s.eps;
+    z[d] = z[d] - s.step_size * mn / denom;
+    m[d] = mn;
+    v[d] = vn;
+  }
+}
+
+// Stable sigmoid: e = exp(-|l|), sigmoid = 1 / (1 + e) for l >= 0, e / (1 + e) otherwise.
+inline float sigmoid(float l) {
+  const float e = exp_f(-std::fabs(l));
+  const float inv = 1.0f / (1.0f + e);
+  return l >= 0.f ? inv : e * inv;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMMs on row-major matrices through the column-major Fortran interface.
+// ---------------------------------------------------------------------------------------------
+
+struct Blas {
+  SgemmFn sgemm;
+
+  // C[M, N] = A[M, K] W[N, K]^T  (a Linear layer's forward: W is [out, in])
+  void nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
+          int64_t ldw, float* c, int64_t ldc) const {
+    const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+    const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const float one = 1.f, zero = 0.f;
+    sgemm("T", "N", &mi, &ni, &ki, &one, w, &la, a, &lb, &zero, c, &lc);
+  }
+
+  // C[M, N] = A[M, K] W[K, N]  (a Linear layer's input gradient: W is [out, in], K = out)
+  void nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
+          int64_t ldw, float* c, int64_t ldc) const {
+    const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
+    const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const float one = 1.f, zero = 0.f;
+    sgemm("N", "N", &mi, &ni, &ki, &one, w, &la, a, &lb, &zero, c, &lc);
+  }
+};
+
+// Layout of a net's buffers inside a tile workspace.
+struct NetPlan {
+  int act;
+  int32_t layers;
+  const int64_t* widths;
+  const float* const* weights;
+  const float* const* biases;
+  int64_t first_offset;     // column of its first layer inside H1
+  int64_t output_offset;    // column of its outputs inside the logit block
+  std::vector<int64_t> hidden_offset;  // per layer l >= 2 (index l): offset (per row) in `hidden`
+};
+
+// Per-row sizes of everything a tile holds, in floats.
+struct Plan {
+  int64_t dim, h1, c, rbw, hidden_per_row, scratch_width;
+  std::vector<NetPlan> nets;
+};
+
+Plan make_plan(const OptimizeLatentsArgs& a) {
+  Plan p;
+  p.dim = a.dim;
+  p.h1 = a.first_width;
+  p.c = a.num_outputs;
+  p.rbw = a.row_bias ? a.row_bias_width : 0;
+  p.hidden_per_row = 0;
+  p.scratch_width = 1;
+  int64_t first = 0, out = 0;
+  for (int32_t n = 0; n < a.num_nets; ++n) {
+    const OptimizeNet& net = a.nets[n];
+    if (net.num_layers < 2)
+      throw std::invalid_argument("optimize_latents_cpu: every net needs >= 2 layers");
+    if (net.widths[0] != a.dim)
+      throw std::invalid_argument("optimize_latents_cpu: widths[0] != dim");
+    NetPlan np;
+    np.act = static_cast<int>(net.activation);
+    np.layers = net.num_layers;
+    np.widths = net.widths;
+    np.weights = net.weights;
+    np.biases = net.biases;
+    np.first_offset = first;
+    np.output_offset = out;
+    np.hidden_offset.assign(net.num_layers, -1);
+    for (int32_t l = 2; l < net.num_layers; ++l) {  // activations a_l, l = 2 .. L-1
+      np.hidden_offset[l] = p.hidden_per_row;
+      p.hidden_per_row += net.widths[l];
+    }
+    for (int32_t l = 1; l < net.num_layers; ++l)
+      p.scratch_width = std::max(p.scratch_width, net.widths[l]);
+    first += net.widths[1];
+    out += net.widths[net.num_layers];
+    p.nets.push_back(std::move(np));
+  }
+  if (first != a.first_width)
+    throw std::invalid_argument("optimize_latents_cpu: first_width != sum of widths[1]");
+  if (out != a.num_outputs)
+    throw std::invalid_argument("optimize_latents_cpu: num_outputs != sum of output widths");
+  if (a.row_bias && a.num_nets > 0 && a.row_bias_width != a.nets[0].widths[1])
+    throw std::invalid_argument(
+        "optimize_latents_cpu: row_bias_width must be the first net's widths[1]");
+  return p;
+}
+
+// The state of one tile of (at most `cap`) rows; rows [0, m) are the active ones.
+struct Tile {
+  const OptimizeLatentsArgs& a;
+  const Plan& p;
+  Blas blas;
+  int64_t cap;
+  std::vector<float> z, mom1, mom2, anchor, grad, rbias, tgt, lw, logits, glog, h1, hidden, scratch;
+  std::vector<int8_t> req;
+  std::vector<int64_t> idx;
+  std::vector<uint8_t> ok;
+
+  Tile(const OptimizeLatentsArgs& args, const Plan& plan, int64_t capacity)
+      : a(args), p(plan), blas{args.sgemm}, cap(capacity) {
+    const int64_t d = p.dim, c = p.c;
+    z.resize(cap * d); mom1.resize(cap * d); mom2.resize(cap * d); anchor.resize(cap * d);
+    grad.resize(cap * d); rbias.resize(cap * std::max<int64_t>(p.rbw, 1));
+    tgt.resize(cap * c); lw.resize(cap * c); logits.resize(cap * c); glog.resize(cap * c);
+    h1.resize(cap * p.h1); hidden.resize(cap * std::max<int64_t>(p.hidden_per_row, 1));
+    scratch.resize(cap * p.scratch_width);
+    req.resize(cap * c); idx.resize(cap); ok.resize(cap);
+  }
+
+  // Loads rows [r0, r0 + m) of the problem.
+  void load(int64_t r0, int64_t m) {
+    const int64_t d = p.dim, c = p.c;
+    std::memcpy(z.data(), a.z_start + r0 * d, sizeof(float) * m * d);
+    std::memcpy(anchor.data(), a.z_start + r0 * d, sizeof(float) * m * d);
+    std::fill(mom1.begin(), mom1.begin() + m * d, 0.f);
+    std::fill(mom2.begin(), mom2.begin() + m * d, 0.f);
+    if (p.rbw) std::memcpy(rbias.data(), a.row_bias + r0 * p.rbw, sizeof(float) * m * p.rbw);
+    std::memcpy(tgt.data(), a.target + r0 * c, sizeof(float) * m * c);
+    std::memcpy(lw.data(), a.loss_weight + r0 * c, sizeof(float) * m * c);
+    std::memcpy(req.data(), a.requirement + r0 * c, m * c);
+    for (int64_t i = 0; i < m; ++i) idx[i] = r0 + i;
+  }
+
+  // logits[0:m] = both critics at z[0:m]; keeps every hidden activation for backward.
+  void forward(int64_t m) {
+    const int64_t d = p.dim, h1w = p.h1, c = p.c;
+    blas.nt(m, h1w, d, z.data(), d, a.w_first, d, h1.data(), h1w);
+    for (size_t n = 0; n < p.nets.size(); ++n) {
+      const NetPlan& net = p.nets[n];
+      const int64_t w1 = net.widths[1];
+      float* first = h1.data() + net.first_offset;
+      if (n == 0 && p.rbw)
+        bias_act(first, h1w, rbias.data(), p.rbw, m, w1, net.act, true);
+      else
+        bias_act(first, h1w, a.b_first + net.first_offset, 0, m, w1, net.act, true);
+      const float* in = first;
+      int64_t ld_in = h1w;
+      for (int32_t l = 1; l < net.layers; ++l) {
+        const int64_t k = net.widths[l], nout = net.widths[l + 1];
+        const bool last = l == net.layers - 1;
+        float* out = last ? logits.data() + net.output_offset
+                          : hidden.data() + net.hidden_offset[l + 1] * m;
+        const int64_t ld_out = last ? c : nout;
+        blas.nt(m, nout, k, in, ld_in, net.weights[l], k, out, ld_out);
+        bias_act(out, ld_out, net.biases[l], 0, m, nout, net.act, !last);
+        in = out;
+        ld_in = ld_out;
+      }
+    }
+  }
+
+  // ok[i] = row i satisfied; glog[i] = loss gradient at the logits (0 where satisfied).
+  // Returns the number of satisfied rows.
+  int64_t check(int64_t m, bool want_grad) {
+    const int64_t c = p.c;
+    int64_t n_ok = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      bool sat = true;
+      for (int64_t j = 0; j < c; ++j) {
+        const float s = sigmoid(logits[i * c + j]);
+        const int8_t r = req[i * c + j];
+        if (r > 0) sat = sat && (s > a.upper[j]);
+        else if (r < 0) sat = sat && (s < a.lower[j]);
+        glog[i * c + j] = lw[i * c + j] * (s - tgt[i * c + j]);
+      }
+      ok[i] = sat;
+      n_ok += sat;
+      if (sat && want_grad)
+        for (int64_t j = 0; j < c; ++j) glog[i * c + j] = 0.f;
+    }
+    return n_ok;
+  }
+
+  // grad[0:m] = d(critic losses)/dz; overwrites the activations with their gradients.
+  void backward(int64_t m) {
+    const int64_t d = p.dim, h1w = p.h1, c = p.c;
+    for (const NetPlan& net : p.nets) {
+      const float* g_in = glog.data() + net.output_offset;  // gradient at layer l's output
+      int64_t ld_g = c;
+      for (int32_t l = net.layers - 1; l >= 1; --l) {
+        const int64_t k = net.widths[l + 1], nin = net.widths[l];
+        // scratch = g_out W_l: gradient at a_l (the input of layer l)
+        blas.nn(m, nin, k, g_in, ld_g, net.weights[l], nin, scratch.data(), nin);
+        float* act_l = l == 1 ? h1.data() + net.first_offset
+                              : hidden.data() + net.hidden_offset[l] * m;
+        const int64_t ld_act = l == 1 ? h1w : nin;
+        act_backward(act_l, ld_act, scratch.data(), nin, m, nin, net.act);  // -> g_pre_{l-1}
+        g_in = act_l;
+        ld_g = ld_act;
+      }
+    }
+    blas.nn(m, d, h1w, h1.data(), h1w, a.w_first, d, grad.data(), d);
+  }
+
+  void write_row(int64_t i, int64_t steps_done, bool converged) {
+    const int64_t d = p.dim, c = p.c, r = idx[i];
+    std::memcpy(a.z_out + r * d, z.data() + i * d, sizeof(float) * d);
+    std::memcpy(a.logits_out + r * c, logits.data() + i * c, sizeof(float) * c);
+    a.steps_taken[r] = steps_done;
+    a.converged[r] = converged ? 1 : 0;
+  }
+
+  // Drops the rows flagged in ok[0:m] (stable); returns the new m.
+  int64_t compact(int64_t m) {
+    const int64_t d = p.dim, c = p.c;
+    int64_t j = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      if (ok[i]) continue;
+      if (i != j) {
+        std::memcpy(&z[j * d], &z[i * d], sizeof(float) * d);
+        std::memcpy(&mom1[j * d], &mom1[i * d], sizeof(float) * d);
+        std::memcpy(&mom2[j * d], &mom2[i * d], sizeof(float) * d);
+        std::memcpy(&anchor[j * d], &anchor[i * d], sizeof(float) * d);
+        if (p.rbw) std::memcpy(&rbias[j * p.rbw], &rbias[i * p.rbw], sizeof(float) * p.rbw);
+        std::memcpy(&tgt[j * c], &tgt[i * c], sizeof(float) * c);
+        std::memcpy(&lw[j * c], &lw[i * c], sizeof(float) * c);
+        std::memcpy(&req[j * c], &req[i * c], c);
+        idx[j] = idx[i];
+      }
+      ++j;
+    }
+    return j;
+  }
+
+  // The whole step loop for rows [r0, r0 + m0).
+  void run(int64_t r0, int64_t m0, const std::vector<float>& coef) {
+    load(r0, m0);
+    int64_t m = m0;
+    double b1t = 1.0, b2t = 1.0;
+    for (int64_t t = 1; t <= a.steps && m > 0; ++t) {
+      forward(m);
+      const int64_t n_ok = check(m, true);
+      for (int64_t i = 0; i < m; ++i)
+        if (ok[i]) write_row(i, t - 1, true);
+      if (n_ok == m) { m = 0; break; }
+      backward(m);
+      b1t *= a.beta1;
+      b2t *= a.beta2;
+      const double bc1 = 1.0 - b1t, bc2 = 1.0 - b2t;
+      const AdamStep s{static_cast<float>(a.beta1), static_cast<float>(1.0 - a.beta1),
+                       static_cast<float>(a.beta2), static_cast<float>(1.0 - a.beta2),
+                       static_cast<float>(a.lr / bc1), static_cast<float>(std::sqrt(bc2)),
+                       static_cast<float>(a.eps)};
+      const int64_t d = p.dim;
+      for (int64_t i = 0; i < m; ++i)
+        if (!ok[i])
+          distance_adam_row(&z[i * d], &mom1[i * d], &mom2[i * d], &anchor[i * d],
+                            &grad[i * d], coef.data(), d, s);
+      if (n_ok) m = compact(m);
+    }
+    if (m > 0) {  // used every step: one more check at the final latents
+      forward(m);
+      check(m, false);
+      for (int64_t i = 0; i < m; ++i) write_row(i, a.steps, ok[i] != 0);
+    }
+  }
+};
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace
+
+void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
+  if (a.rows <= 0) return;
+  if (!a.sgemm) throw std::invalid_argument("optimize_latents_cpu: no sgemm function");
+  if (a.steps < 1) throw std::invalid_argument("optimize_latents_cpu: steps must be >= 1");
+  const Plan plan = make_plan(a);
+
+  // coef[d] = w_dist * 2 / D * inv_sigma_sq[d]: the distance gradient is coef diff / (1 + diff^2)
+  std::vector<float> coef(a.dim);
+  for (int64_t d = 0; d < a.dim; ++d)
+    coef[d] = static_cast<float>(static_cast<double>(a.w_dist) * 2.0 / static_cast<double>(a.dim)
+                                 * a.inv_sigma_sq[d]);
+
+  const int threads = a.threads > 0 ? a.threads : max_threads();
+  int64_t weight_floats = plan.h1 * plan.dim;
+  for (const NetPlan& net : plan.nets)
+    for (int32_t l = 1; l < net.layers; ++l) weight_floats += net.widths[l] * net.widths[l + 1];
+  int64_t tile = a.tile_rows;
+  if (tile <= 0) {
+    // Keep a tile's activations and state near 1 MiB (this core's share of L2). Weights that
+    // do not fit in a share of L3 are streamed from memory once per GEMM, so such tiles take at
+    // least 128 rows (>= 64 FLOP per weight byte); small critics at least 32.
+    const int64_t row_floats = plan.h1 + plan.hidden_per_row + plan.scratch_width + 5 * plan.dim +
+                               plan.rbw + 4 * plan.c;
+    const int64_t min_tile = weight_floats * 4 > (int64_t{8} << 20) ? 128 : 32;
+    tile = (int64_t{1} << 18) / std::max<int64_t>(row_floats, 1);
+    tile = std::min<int64_t>(std::max(min_tile, tile / 32 * 32), 512);  // whole BLAS panels
+    // Enough tiles for every thread when the batch allows it.
+    if (threads > 1 && a.rows >= 2 * 8) tile = std::min(tile, (a.rows + threads - 1) / threads);
+  }
+  tile = std::max<int64_t>(1, std::min(tile, a.rows));
+  const int64_t num_tiles = (a.rows + tile - 1) / tile;
+
+  if (threads > 1 && num_tiles >= threads) {
+    // One tile per thread at a time, BLAS single-threaded inside (no oversubscription).
+    std::string error;
+#pragma omp parallel num_threads(threads)
+    {
+      const int previous = a.blas_set_threads_local ? a.blas_set_threads_local(1) : 0;
+      std::unique_ptr<Tile> work;
+      try {
+        work = std::make_unique<Tile>(a, plan, tile);
+      } catch (const std::exception& exc) {
+#pragma omp critical(lc_optimize_error)
+        error = exc.what();
+      }
+      // Exceptions may not leave a worksharing loop: each iteration catches its own.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t t = 0; t < num_tiles; ++t) {
+        if (!work) continue;
+        try {
+          const int64_t r0 = t * tile;
+          work->run(r0, std::min(tile, a.rows - r0), coef);
+        } catch (const std::exception& exc) {
+#pragma omp critical(lc_optimize_error)
+          error = exc.what();
+        }
+      }
+      if (a.blas_set_threads_local) a.blas_set_threads_local(previous);
+    }
+    if (!error.empty()) throw std::runtime_error(error);
+  } else {
+    // One tile at a time. Only weights too big for one core's caches are worth BLAS's own
+    // threads: forking per GEMM for small critics costs more than it gains, and on a loaded
+    // machine a descheduled BLAS worker stalls every GEMM (measured: 50 ms instead of 1.5 ms
+    // per step at B=64, D=64, 4x256).
+    const bool small_weights = weight_floats * 4 <= (int64_t{8} << 20);
+    const int previous = (small_weights && a.blas_set_threads_local)
+                             ? a.blas_set_threads_local(1) : -1;
+    try {
+      Tile work(a, plan, tile);
+      for (int64_t t = 0; t < num_tiles; ++t) {
+        const int64_t r0 = t * tile;
+        work.run(r0, std::min(tile, a.rows - r0), coef);
+      }
+    } catch (...) {
+      if (previous >= 0) a.blas_set_threads_local(previous);
+      throw;
+    }
+    if (previous >= 0) a.blas_set_threads_local(previous);
+  }
+}
+
+}  // namespace lcengine

@@ -1,0 +1,283 @@
+# SPDX-License-Identifier: Apache-2.0
+"""optimize_latents: every backend against the eager autograd loop, and its bad inputs."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import lcengine
+from lcengine.method.critics import AttributeCritic, RealismCritic, StackedAttributeCritic
+from lcengine.method.sampling import optimize_latents_eager
+from lcengine.ops.optimize_latents import NATIVE_TUNING
+from lcengine.reference import optimize_latents_ref
+
+from conftest import backend_device_params
+
+STEPS = 25
+TIE = 1e-4  # a probability this close to its threshold may fall either way between backends
+
+
+def make_problem(b, d, hidden, activation, *, a=4, a_real=None, seed=0, sharpen=4.0,
+                 stacked=False):
+    """Small random critics whose logits move fast with z (``sharpen`` scales the last layers),
+    so that rows converge at different steps under the default thresholds."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    a_real = a if a_real is None else a_real
+    real = RealismCritic(d, a_real, hidden=hidden, embed_dim=3, activation=activation)
+    if stacked:
+        attr = StackedAttributeCritic([AttributeCritic(d, a - 1, hidden=hidden,
+                                                       activation=activation),
+                                       AttributeCritic(d, 1, hidden=hidden[:1],
+                                                       activation=activation)])
+        lasts = [c.layers[-1] for c in attr.critics]
+    else:
+        attr = AttributeCritic(d, a, hidden=hidden, activation=activation)
+        lasts = [attr.layers[-1]]
+    with torch.no_grad():
+        for layer in [real.layers[-1]] + lasts:
+            layer.weight.mul_(sharpen)
+    z = torch.randn(b, d, generator=g)  # [B, D]
+    y = (torch.rand(b, a, generator=g) > 0.5).float()  # [B, A]
+    mask = torch.rand(b, a, generator=g) > 0.4  # [B, A]
+    return z, y, mask, real, attr
+
+
+def assert_same_run(out, ref, y, mask, *, tau_r=0.5, tau_a=0.5, rtol=1e-4):
+    """Steps and convergence agree except at a threshold tie; latents within rtol (fp32)."""
+    same = (out.steps == ref.steps) & (out.converged == ref.converged)  # [B]
+    if not bool(same.all()):
+        bad = (~same).nonzero().squeeze(1)
+        p_r = ref.realism_prob[bad]
+        p_a = ref.attribute_prob[bad]
+        near_r = (p_r - tau_r).abs() < TIE
+        thr = torch.where(y[bad] > 0.5, torch.full_like(p_a, tau_a),
+                          torch.full_like(p_a, 1 - tau_a))
+        near_a = (((p_a - thr).abs() < TIE) & mask[bad]).any(1)
+        assert bool((near_r | near_a).all()), (
+            f"rows {bad.tolist()} differ without a threshold tie: steps {out.steps[bad].tolist()}"
+            f" vs {ref.steps[bad].tolist()}")
+    scale = ref.latents[same].abs().max().clamp_min(1.0) if bool(same.any()) else 1.0
+    torch.testing.assert_close(out.latents[same], ref.latents[same], rtol=rtol,
+                               atol=rtol * float(scale))
+    torch.testing.assert_close(out.realism_prob[same], ref.realism_prob[same], rtol=0, atol=1e-4)
+    torch.testing.assert_close(out.attribute_prob[same], ref.attribute_prob[same], rtol=0,
+                               atol=1e-4)
+    assert out.latents.dtype == torch.float32 and out.converged.dtype == torch.bool
+    assert out.steps.dtype == torch.int64
+
+
+def test_reference_is_the_method_loop():
+    z, y, mask, real, attr = make_problem(7, 5, (8, 8), "relu")
+    with lcengine.use_backend("eager"):
+        expected = optimize_latents_eager(z, y, mask, real, attr, 0.8, steps=STEPS)
+    got = optimize_latents_ref(z, y, mask, real, attr, 0.8, steps=STEPS)
+    for name, value in zip(("latents", "converged", "steps", "realism_prob", "attribute_prob"),
+                           got):
+        assert torch.equal(value, getattr(expected, name)), name
+    public = lcengine.optimize_latents(z, y, mask, real, attr, 0.8, steps=STEPS, backend="eager")
+    assert torch.equal(public.latents, expected.latents)
+    assert torch.equal(public.steps, expected.steps)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+@pytest.mark.parametrize("activation", ["relu", "softplus", "leaky_relu"])
+@pytest.mark.parametrize("hidden", [(5, 7), (32, 32, 32)], ids=["5x7", "3x32"])
+@pytest.mark.parametrize("d", [3, 16])
+@pytest.mark.parametrize("b", [1, 7, 33])
+def test_matches_eager(backend, device, b, d, hidden, activation):
+    z, y, mask, real, attr = make_problem(b, d, hidden, activation, seed=b * 100 + d)
+    sigma = torch.rand(d) + 0.5  # [D]
+    kwargs = dict(steps=STEPS, w_dist=0.3, lr=0.08)
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, sigma, backend="eager", **kwargs)
+    out = lcengine.optimize_latents(z.to(device), y.to(device), mask.to(device), real, attr,
+                                    sigma, backend=backend, **kwargs)
+    assert_same_run(out, ref, y, mask)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+def test_rows_converge_at_different_steps(backend, device):
+    z, y, mask, real, attr = make_problem(64, 16, (32, 32), "relu", seed=3, sharpen=6.0)
+    kwargs = dict(steps=60, tau_r=0.6, tau_a=0.7, lr=0.05)
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kwargs)
+    mid = (ref.steps > 0) & (ref.steps < 60) & ref.converged
+    assert int(mid.sum()) >= 5 and len(set(ref.steps[mid].tolist())) >= 3, ref.steps
+    assert bool((~ref.converged).any()), "some rows must use every step"
+    for tile_rows in (0, 5):  # automatic tiles, and many small tiles over the threads
+        NATIVE_TUNING["tile_rows"] = tile_rows
+        try:
+            out = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend=backend,
+                                            **kwargs)
+        finally:
+            NATIVE_TUNING["tile_rows"] = 0
+        assert_same_run(out, ref, y, mask, tau_r=0.6, tau_a=0.7)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+def test_zero_shot_columns_and_stacked_critics(backend, device):
+    # The realism critic reads the first 3 of 5 columns; a stacked attribute critic gives all 5.
+    z, y, mask, real, attr = make_problem(19, 8, (16, 16), "softplus", a=5, a_real=3,
+                                          stacked=True, seed=7)
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS, backend="eager")
+    out = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS, backend=backend)
+    assert_same_run(out, ref, y, mask)
+    explicit = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS,
+                                         realism_attributes=3, backend=backend)
+    assert torch.equal(explicit.latents, out.latents)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+def test_start_already_satisfied_and_weights(backend, device):
+    z, y, mask, real, attr = make_problem(9, 4, (8,), "leaky_relu", seed=11)
+    kwargs = dict(steps=STEPS, tau_r=0.01, tau_a=0.5, w_realism=0.5, w_attr=2.0, w_dist=0.0)
+    mask = torch.zeros_like(mask)  # nothing requested: realism > 0.01 holds almost at once
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kwargs)
+    out = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend=backend, **kwargs)
+    assert_same_run(out, ref, y, mask, tau_r=0.01)
+    assert bool((ref.steps[ref.converged] == 0).any())
+
+
+def test_auto_backend_and_fallbacks():
+    z, y, mask, real, attr = make_problem(7, 3, (5, 7), "relu")
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=5, backend="eager")
+    out = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=5)
+    assert_same_run(out, ref, y, mask)
+    # Plain callables: auto runs the eager loop (one warning), native refuses.
+    lambdas = (lambda zz, yy: real(zz, yy), lambda zz: attr(zz))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        out = lcengine.optimize_latents(z, y, mask, *lambdas, 1.0, steps=5,
+                                        realism_attributes=4)
+    assert torch.equal(out.latents, ref.latents)
+    with pytest.raises(TypeError, match="layers"):
+        lcengine.optimize_latents(z, y, mask, *lambdas, 1.0, steps=5, realism_attributes=4,
+                                  backend="native")
+    # float64 stays on the eager loop under auto.
+    out64 = lcengine.optimize_latents(z.double(), y, mask, real.double(), attr.double(), 1.0,
+                                      steps=5)
+    torch.testing.assert_close(out64.latents, ref.latents.double(), rtol=1e-4, atol=1e-4)
+
+
+def test_unbuilt_backends_raise():
+    z, y, mask, real, attr = make_problem(3, 3, (5,), "relu")
+    with pytest.raises(RuntimeError, match="Triton optimizer is not built"):
+        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2, backend="triton")
+
+
+class _Odd(nn.Module):
+    def __init__(self, d, a, layers, activation="relu"):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.activation = activation
+        self.latent_dim, self.num_attributes = d, a
+
+    def forward(self, z):
+        for layer in self.layers:
+            z = layer(z)
+        return z
+
+
+@pytest.mark.parametrize("case,exc,match", [
+    ("critic_width", ValueError, "D=3"),
+    ("attr_count", ValueError, "A=4"),
+    ("y_shape", ValueError, "y must have shape"),
+    ("mask_shape", ValueError, "mask must have the shape"),
+    ("mask_dtype", TypeError, "mask must be a bool"),
+    ("y_values", ValueError, "only 0 and 1"),
+    ("nan_z", ValueError, "NaN or infinite"),
+    ("z_dims", ValueError, r"\[B, D\]"),
+    ("steps0", ValueError, "steps"),
+    ("steps_float", TypeError, "steps"),
+    ("tau_r0", ValueError, "tau_r"),
+    ("tau_r1", ValueError, "tau_r"),
+    ("tau_a", ValueError, "tau_a"),
+    ("w_neg", ValueError, "w_dist"),
+    ("sigma", ValueError, "sigma_bar"),
+    ("sigma_shape", ValueError, "sigma_bar"),
+    ("realism_attributes", ValueError, "realism_attributes"),
+    ("non_linear", TypeError, "nn.Linear"),
+    ("activation", ValueError, "activation"),
+    ("backend", ValueError, "backend"),
+])
+def test_bad_input(case, exc, match):
+    z, y, mask, real, attr = make_problem(5, 3, (5, 7), "relu")
+    args = dict(z_start=z, y=y, mask=mask, realism_critic=real, attribute_critic=attr,
+                sigma_bar=1.0)
+    kwargs = dict(steps=3, backend="native")
+    if case == "critic_width":
+        args["attribute_critic"] = AttributeCritic(4, 4, hidden=(5,))
+    elif case == "attr_count":
+        args["attribute_critic"] = AttributeCritic(3, 2, hidden=(5,))
+    elif case == "y_shape":
+        args["y"] = y[:4]
+    elif case == "mask_shape":
+        args["mask"] = mask[:, :2]
+    elif case == "mask_dtype":
+        args["mask"] = mask.float()
+    elif case == "y_values":
+        args["y"] = y * 2
+    elif case == "nan_z":
+        args["z_start"] = z.clone().index_fill_(0, torch.tensor([2]), float("nan"))
+    elif case == "z_dims":
+        args["z_start"] = z[0]
+    elif case == "steps0":
+        kwargs["steps"] = 0
+    elif case == "steps_float":
+        kwargs["steps"] = 3.0
+    elif case == "tau_r0":
+        kwargs["tau_r"] = 0.0
+    elif case == "tau_r1":
+        kwargs["tau_r"] = 1.0
+    elif case == "tau_a":
+        kwargs["tau_a"] = 0.4
+    elif case == "w_neg":
+        kwargs["w_dist"] = -0.1
+    elif case == "sigma":
+        args["sigma_bar"] = 0.0
+    elif case == "sigma_shape":
+        args["sigma_bar"] = torch.ones(5)
+    elif case == "realism_attributes":
+        kwargs["realism_attributes"] = 9
+    elif case == "non_linear":
+        args["attribute_critic"] = _Odd(3, 4, [nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4)])
+    elif case == "activation":
+        args["attribute_critic"] = _Odd(3, 4, [nn.Linear(3, 5), nn.Linear(5, 4)], "gelu")
+    elif case == "backend":
+        kwargs["backend"] = "cuda"
+    with pytest.raises(exc, match=match):
+        lcengine.optimize_latents(**args, **kwargs)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+def test_non_contiguous_inputs(backend, device):
+    z, y, mask, real, attr = make_problem(7, 16, (5, 7), "relu", seed=5)
+    z_t = z.t().contiguous().t()  # [B, D], column-major storage
+    y_t = y.t().contiguous().t()  # [B, A]
+    assert not z_t.is_contiguous() and not y_t.is_contiguous()
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=STEPS, backend="eager")
+    out = lcengine.optimize_latents(z_t, y_t, mask, real, attr, 1.0, steps=STEPS,
+                                    backend=backend)
+    assert_same_run(out, ref, y, mask)
+
+
+def test_native_binding_rejects_inconsistent_sizes():
+    from lcengine.backend import native_module, unavailable_reason
+
+    if unavailable_reason("native", "cpu") is not None:
+        pytest.skip(unavailable_reason("native", "cpu"))
+    mod = native_module()
+    w = torch.zeros(8)
+    p = w.data_ptr()
+    base = dict(activations=[0], widths=[[3, 4, 1]], weights=[[0, p]], biases=[[0, p]],
+                w_first=p, b_first=p, first_width=4, row_bias=0, row_bias_width=0,
+                num_outputs=1, target=p, loss_weight=p, requirement=p, upper=p, lower=p,
+                inv_sigma_sq=p, w_dist=0.1, z_start=p, z_out=p, converged=p, steps_taken=p,
+                logits_out=p, rows=1, dim=3, steps=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+                tile_rows=0, threads=0, sgemm=0, set_threads_local=0)
+    with pytest.raises(ValueError, match="sgemm"):
+        mod.optimize_latents_cpu(**base)
+    for change in ({"activations": [7]}, {"widths": [[4, 4, 1]]}, {"first_width": 5},
+                   {"num_outputs": 2}, {"steps": 0}, {"weights": [[0]]}):
+        with pytest.raises(ValueError):
+            mod.optimize_latents_cpu(**{**base, "sgemm": 1, **change})
