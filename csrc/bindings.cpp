@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu_info.h"
 #include "lcengine_ops.h"
 
 namespace py = pybind11;
@@ -230,6 +231,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("cuda_architectures") = "";
 #endif
   m.def("cpu_num_threads", &lcengine::cpu_num_threads);
+  m.def("cpu_simd_level", &lcengine::cpu_simd_level);
   m.def("optimize_latents_cpu", &optimize_latents_cpu_binding,
         "Fused critic-gradient latent optimizer on CPU (see OptimizeLatentsArgs)",
         py::arg("activations"), py::arg("widths"), py::arg("weights"), py::arg("biases"),

@@ -173,6 +173,7 @@ def build_info() -> dict:
         "cuda_architectures": (mod.cuda_architectures if mod is not None else ""),
         "openmp": bool(mod is not None and mod.with_openmp),
         "openmp_threads": (mod.cpu_num_threads() if mod is not None else 0),
+        "cpu_simd_level": (mod.cpu_simd_level() if mod is not None else None),
         "gpu_available": torch.cuda.is_available(),
         "gpu_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "triton_interpret": _triton_interpret(),

@@ -69,11 +69,13 @@ def test_auto_uses_eager_for_float64_without_warning():
 def test_build_info_reports_what_was_built():
     info = lcengine.build_info()
     for key in ("version", "torch", "native_available", "cuda_compiled", "openmp_threads",
+                "cpu_simd_level",
                 "gpu_available", "triton_version", "backends_cpu", "backends_cuda"):
         assert key in info
     if "native" in os.environ.get("LCENGINE_REQUIRE", ""):
         assert info["native_available"], info["native_error"]
         assert info["openmp"] and info["openmp_threads"] >= 1
+        assert info["cpu_simd_level"] in ("avx512", "avx2", "baseline")
     cuda_mode = os.environ.get("LCENGINE_CUDA", "AUTO").upper()
     if info["native_available"] and shutil.which("nvcc") and cuda_mode != "OFF":
         # the CUDA sources must have compiled into _C wherever nvcc is present

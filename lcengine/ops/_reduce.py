@@ -38,6 +38,8 @@ def scale_saved_grad(saved: torch.Tensor, grad_out: torch.Tensor) -> torch.Tenso
     ``grad_out`` is a scalar (mean/sum) or has the leading shape (none). When it is exactly one
     (the usual ``loss.backward()``), ``saved`` is returned as is: no second pass over memory.
     """
+    if grad_out is None:  # gradients are not materialized: the output was not used
+        return None
     if is_unit_grad(grad_out):
         return saved
     g = grad_out.to(saved.dtype)

@@ -66,6 +66,8 @@ def _(logits, target, weight, weight_mode, reduction, need_grad, backend):
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.need_grad = inputs[5]
+    ctx.mark_non_differentiable(output[1])  # no zero-filled gradient for the saved one
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, _unused):

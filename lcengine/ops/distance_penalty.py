@@ -53,6 +53,8 @@ def _(z, z_ref, inv_sigma_sq, reduction, need_grad, backend):
 def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.need_grad = inputs[4]
+    ctx.mark_non_differentiable(output[1])  # no zero-filled gradient for the saved one
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, _unused):
@@ -61,7 +63,7 @@ def _backward(ctx, grad_out, _unused):
                            "without gradient tracking")
     (grad_z,) = ctx.saved_tensors
     grad_z = scale_saved_grad(grad_z, grad_out)
-    grad_z_ref = -grad_z if ctx.needs_input_grad[1] else None
+    grad_z_ref = -grad_z if ctx.needs_input_grad[1] and grad_z is not None else None
     return grad_z, grad_z_ref, None, None, None, None
 
 

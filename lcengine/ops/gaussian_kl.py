@@ -60,6 +60,10 @@ def _setup_context(ctx, inputs, output):
     _, grad_mu, grad_logvar = output
     ctx.save_for_backward(grad_mu, grad_logvar)
     ctx.need_grad = need_grad
+    # the saved-gradient outputs take no gradient: without this, autograd would materialize two
+    # full-size zero tensors for them on every backward
+    ctx.mark_non_differentiable(grad_mu, grad_logvar)
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, _unused_mu, _unused_lv):
