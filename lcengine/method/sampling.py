@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 import lcengine
 from lcengine import OptimizeResult  # the op's result type: one definition
+from lcengine.reference import constraint_satisfied_ref
 
 RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -36,23 +37,12 @@ AttributeFn = Callable[[torch.Tensor], torch.Tensor]
 def constraint_satisfied(realism_logits: torch.Tensor, attribute_logits: torch.Tensor,
                          y: torch.Tensor, mask: torch.Tensor, *, tau_r: float = 0.5,
                          tau_a: float = 0.5) -> torch.Tensor:
-    """The per-row stopping rule of the latent optimizer.
-
-    Args:
-        realism_logits: ``D(z, y)``. # [B]
-        attribute_logits: ``D_attr(z)``. # [B, A]
-        y: requested values (0/1). # [B, A]
-        mask: requested attributes. # [B, A] bool
-        tau_r: realism probability to exceed.
-        tau_a: confidence each requested attribute needs on its requested side.
-
-    Returns:
-        ``sigmoid(D) > tau_r`` and every masked attribute satisfied. # [B] bool
+    """The per-row stopping rule of the latent optimizer (defined once, in
+    :func:`lcengine.reference.constraint_satisfied_ref`): ``sigmoid(D) > tau_r`` and every
+    masked attribute on its requested side with confidence ``tau_a``. # [B] bool
     """
-    real_ok = torch.sigmoid(realism_logits) > tau_r  # [B]
-    p = torch.sigmoid(attribute_logits)  # [B, A]
-    attr_ok = torch.where(y > 0.5, p > tau_a, p < 1.0 - tau_a) | ~mask  # [B, A]
-    return real_ok & attr_ok.all(dim=1)
+    return constraint_satisfied_ref(realism_logits, attribute_logits, y, mask, tau_r=tau_r,
+                                    tau_a=tau_a)
 
 
 def _check_probability(name: str, v: float, *, open_low: bool = False) -> float:
