@@ -68,6 +68,17 @@ class _MLP(nn.Module):
         widths = (in_dim,) + hidden + (out_dim,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
+    def _build_conditional(self, latent_dim: int, num_attributes: int, hidden: Sequence[int],
+                           embed_dim: int, activation: str, out_dim: int) -> None:
+        """``y_embedding`` plus ``layers`` over ``[z, embedding]``: the conditional networks."""
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
+            latent_dim, num_attributes, hidden, activation)
+        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
+        self.embed_dim = embed_dim
+        self.y_embedding = nn.Linear(num_attributes, embed_dim)
+        self._build_layers(latent_dim + embed_dim, self.hidden, out_dim)
+
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
         act = activation_fn(self.activation)
         last = len(self.layers) - 1
@@ -102,13 +113,7 @@ class RealismCritic(_MLP):
                  hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
                  activation: str = "relu") -> None:
         super().__init__()
-        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation)
-        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        self.embed_dim = embed_dim
-        self.y_embedding = nn.Linear(num_attributes, embed_dim)
-        self._build_layers(latent_dim + embed_dim, self.hidden, 1)
+        self._build_conditional(latent_dim, num_attributes, hidden, embed_dim, activation, 1)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Realism logits.
@@ -211,13 +216,8 @@ class Actor(_MLP):
                  hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
                  activation: str = "relu") -> None:
         super().__init__()
-        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation)
-        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        self.embed_dim = embed_dim
-        self.y_embedding = nn.Linear(num_attributes, embed_dim)
-        self._build_layers(latent_dim + embed_dim, self.hidden, 2 * latent_dim)
+        self._build_conditional(latent_dim, num_attributes, hidden, embed_dim, activation,
+                                2 * latent_dim)
 
     def forward_with_gates(self, z: torch.Tensor, y: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
