@@ -16,8 +16,8 @@ import platform
 import statistics
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 

@@ -48,3 +48,23 @@ def scale_saved_grad(saved: torch.Tensor, grad_out: torch.Tensor) -> torch.Tenso
     if g.shape == saved.shape:
         return saved * g
     return saved * g.unsqueeze(-1)
+
+
+def save_unit_grads(ctx, need_grad: bool, *grads: torch.Tensor) -> None:
+    """setup_context of a loss op whose extra outputs are its pre-scaled gradients.
+
+    Those outputs take no gradient themselves: marking them non-differentiable and not
+    materializing grads keeps autograd from zero-filling a full-size buffer for each of them.
+    """
+    ctx.save_for_backward(*grads)
+    ctx.need_grad = need_grad
+    ctx.mark_non_differentiable(*grads)
+    ctx.set_materialize_grads(False)
+
+
+def scaled_saved_grads(ctx, grad_out: torch.Tensor, op: str) -> list:
+    """backward of such an op: each saved gradient times ``grad_out``."""
+    if not ctx.need_grad:
+        raise RuntimeError(f"lcengine.{op}: backward called on a forward that was run without "
+                           "gradient tracking")
+    return [scale_saved_grad(g, grad_out) for g in ctx.saved_tensors]

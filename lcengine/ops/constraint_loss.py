@@ -17,7 +17,7 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
-from ._reduce import finish_row_reduction, grad_scale_for, scale_saved_grad
+from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 WEIGHT_NONE, WEIGHT_LAST_DIM, WEIGHT_FULL = 0, 1, 2
 
@@ -64,18 +64,12 @@ def _(logits, target, weight, weight_mode, reduction, need_grad, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-    ctx.need_grad = inputs[5]
-    ctx.mark_non_differentiable(output[1])  # no zero-filled gradient for the saved one
-    ctx.set_materialize_grads(False)
+    save_unit_grads(ctx, inputs[5], output[1])
 
 
 def _backward(ctx, grad_out, _unused):
-    if not ctx.need_grad:
-        raise RuntimeError("lcengine.constraint_loss: backward called on a forward that was run "
-                           "without gradient tracking")
-    (grad,) = ctx.saved_tensors
-    return scale_saved_grad(grad, grad_out), None, None, None, None, None, None
+    (grad,) = scaled_saved_grads(ctx, grad_out, "constraint_loss")  # [..., A]
+    return grad, None, None, None, None, None, None
 
 
 _constraint_loss_op.register_autograd(_backward, setup_context=_setup_context)

@@ -19,7 +19,7 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
-from ._reduce import finish_row_reduction, grad_scale_for, scale_saved_grad
+from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 
 @torch.library.custom_op("lcengine::distance_penalty", mutates_args=())
@@ -51,18 +51,11 @@ def _(z, z_ref, inv_sigma_sq, reduction, need_grad, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-    ctx.need_grad = inputs[4]
-    ctx.mark_non_differentiable(output[1])  # no zero-filled gradient for the saved one
-    ctx.set_materialize_grads(False)
+    save_unit_grads(ctx, inputs[4], output[1])
 
 
 def _backward(ctx, grad_out, _unused):
-    if not ctx.need_grad:
-        raise RuntimeError("lcengine.distance_penalty: backward called on a forward that was run "
-                           "without gradient tracking")
-    (grad_z,) = ctx.saved_tensors
-    grad_z = scale_saved_grad(grad_z, grad_out)
+    (grad_z,) = scaled_saved_grads(ctx, grad_out, "distance_penalty")  # [..., D]
     grad_z_ref = -grad_z if ctx.needs_input_grad[1] and grad_z is not None else None
     return grad_z, grad_z_ref, None, None, None, None
 

@@ -12,15 +12,13 @@ from ._common import (
     check_reduction,
     check_same,
     check_tensor,
-    is_unit_grad,
     native_fn,
     needs_grad,
     pick_backend,
-    ptr,
     rows_and_dim,
     triton_fn,
 )
-from ._reduce import finish_row_reduction, grad_scale_for, scale_saved_grad
+from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 
 @torch.library.custom_op("lcengine::gaussian_kl", mutates_args=())
@@ -56,23 +54,12 @@ def _(mu, logvar, reduction, need_grad, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    _, _, reduction, need_grad, _ = inputs
-    _, grad_mu, grad_logvar = output
-    ctx.save_for_backward(grad_mu, grad_logvar)
-    ctx.need_grad = need_grad
-    # the saved-gradient outputs take no gradient: without this, autograd would materialize two
-    # full-size zero tensors for them on every backward
-    ctx.mark_non_differentiable(grad_mu, grad_logvar)
-    ctx.set_materialize_grads(False)
+    save_unit_grads(ctx, inputs[3], output[1], output[2])
 
 
 def _backward(ctx, grad_out, _unused_mu, _unused_lv):
-    if not ctx.need_grad:
-        raise RuntimeError("lcengine.gaussian_kl: backward called on a forward that was run "
-                           "without gradient tracking")
-    grad_mu, grad_logvar = ctx.saved_tensors  # [..., D]: gradients for an upstream of one
-    return (scale_saved_grad(grad_mu, grad_out), scale_saved_grad(grad_logvar, grad_out),
-            None, None, None)
+    grad_mu, grad_logvar = scaled_saved_grads(ctx, grad_out, "gaussian_kl")  # [..., D]
+    return grad_mu, grad_logvar, None, None, None
 
 
 _gaussian_kl_op.register_autograd(_backward, setup_context=_setup_context)
