@@ -9,12 +9,14 @@ from torch import nn
 import lcengine
 from lcengine.method.critics import AttributeCritic, RealismCritic, StackedAttributeCritic
 from lcengine.method.sampling import optimize_latents_eager
+from lcengine.ops._optimize_triton import TRITON_TUNING
 from lcengine.ops.optimize_latents import NATIVE_TUNING
 from lcengine.reference import optimize_latents_ref
 
 from conftest import backend_device_params
 
 STEPS = 25
+TRITON_STEPS = 12  # the interpreter runs every program in numpy: fewer steps, same coverage
 TIE = 1e-4  # a probability this close to its threshold may fall either way between backends
 
 
@@ -87,55 +89,128 @@ def test_reference_is_the_method_loop():
 @pytest.mark.parametrize("d", [3, 16])
 @pytest.mark.parametrize("b", [1, 7, 33])
 def test_matches_eager(backend, device, b, d, hidden, activation):
+    check_against_eager(backend, device, b, d, hidden, activation, STEPS)
+
+
+def on(device, *tensors_or_modules):
+    return [t.to(device) for t in tensors_or_modules]
+
+
+def check_against_eager(backend, device, b, d, hidden, activation, steps):
     z, y, mask, real, attr = make_problem(b, d, hidden, activation, seed=b * 100 + d)
     sigma = torch.rand(d) + 0.5  # [D]
-    kwargs = dict(steps=STEPS, w_dist=0.3, lr=0.08)
+    kwargs = dict(steps=steps, w_dist=0.3, lr=0.08)
     ref = lcengine.optimize_latents(z, y, mask, real, attr, sigma, backend="eager", **kwargs)
-    out = lcengine.optimize_latents(z.to(device), y.to(device), mask.to(device), real, attr,
-                                    sigma, backend=backend, **kwargs)
-    assert_same_run(out, ref, y, mask)
+    out = lcengine.optimize_latents(*on(device, z, y, mask, real, attr, sigma), backend=backend,
+                                    **kwargs)
+    assert_same_run(to_cpu(out), ref, y, mask)
 
 
-@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+def to_cpu(out):
+    return lcengine.OptimizeResult(*(getattr(out, f).cpu() for f in (
+        "latents", "converged", "steps", "realism_prob", "attribute_prob")))
+
+
+# The interpreter is slow: Triton gets odd sizes (a row tail and a column tail in every tile),
+# every activation, one and several hidden layers, a hidden width over one 32-wide tile.
+TRITON_CASES = [(37, 13, (24, 20), "relu"), (5, 3, (5, 7), "softplus"),
+                (37, 13, (40,), "leaky_relu"), (1, 16, (8, 8, 8), "relu")]
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("triton",)))
+@pytest.mark.parametrize("b,d,hidden,activation", TRITON_CASES,
+                         ids=[f"{c[0]}x{c[1]}-{c[3]}" for c in TRITON_CASES])
+def test_triton_matches_eager(backend, device, b, d, hidden, activation):
+    check_against_eager(backend, device, b, d, hidden, activation, TRITON_STEPS)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("native", "triton")))
 def test_rows_converge_at_different_steps(backend, device):
-    z, y, mask, real, attr = make_problem(64, 16, (32, 32), "relu", seed=3, sharpen=6.0)
-    kwargs = dict(steps=60, tau_r=0.6, tau_a=0.7, lr=0.05)
+    interpreted = backend == "triton" and device == "cpu"
+    b, steps, sharpen = (32, 30, 8.0) if interpreted else (64, 60, 6.0)
+    z, y, mask, real, attr = make_problem(b, 16, (32, 32), "relu", seed=3, sharpen=sharpen)
+    kwargs = dict(steps=steps, tau_r=0.6, tau_a=0.7, lr=0.05)
     ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kwargs)
-    mid = (ref.steps > 0) & (ref.steps < 60) & ref.converged
+    mid = (ref.steps > 0) & (ref.steps < steps) & ref.converged
     assert int(mid.sum()) >= 5 and len(set(ref.steps[mid].tolist())) >= 3, ref.steps
     assert bool((~ref.converged).any()), "some rows must use every step"
-    for tile_rows in (0, 5):  # automatic tiles, and many small tiles over the threads
-        NATIVE_TUNING["tile_rows"] = tile_rows
+    # native: automatic tiles, and many small tiles over the threads; triton: one block with
+    # host checks every 16 steps (CUDA graphs of 16 steps on a GPU), then blocks of rows
+    # (a workspace budget of 12 rows: 12, 12, 8) with checks every 11 steps
+    row_bytes = None
+    if backend == "triton":
+        from lcengine.ops._optimize_prep import parse_critics, prepare
+        from lcengine.ops._optimize_triton import bytes_per_row
+
+        prep = prepare(parse_critics(real, attr, 16, 4, 4), z, y, mask, 1.0, w_realism=1.0,
+                       w_attr=1.0, w_dist=0.1, tau_r=0.6, tau_a=0.7, realism_attributes=4)
+        row_bytes = bytes_per_row(prep)
+    for knob in (0, 1):
+        tuning = NATIVE_TUNING if backend == "native" else TRITON_TUNING
+        saved = dict(tuning)
+        if backend == "native":
+            tuning["tile_rows"] = 5 * knob
+        elif knob:
+            tuning.update(chunk=11, workspace_bytes=12 * row_bytes)
         try:
-            out = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend=backend,
-                                            **kwargs)
+            out = lcengine.optimize_latents(*on(device, z, y, mask, real, attr), 1.0,
+                                            backend=backend, **kwargs)
         finally:
-            NATIVE_TUNING["tile_rows"] = 0
-        assert_same_run(out, ref, y, mask, tau_r=0.6, tau_a=0.7)
+            tuning.update(saved)
+        assert_same_run(to_cpu(out), ref, y, mask, tau_r=0.6, tau_a=0.7)
 
 
-@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+@pytest.mark.parametrize("backend,device", backend_device_params(("native", "triton")))
 def test_zero_shot_columns_and_stacked_critics(backend, device):
     # The realism critic reads the first 3 of 5 columns; a stacked attribute critic gives all 5.
     z, y, mask, real, attr = make_problem(19, 8, (16, 16), "softplus", a=5, a_real=3,
                                           stacked=True, seed=7)
-    ref = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS, backend="eager")
-    out = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS, backend=backend)
-    assert_same_run(out, ref, y, mask)
-    explicit = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=STEPS,
-                                         realism_attributes=3, backend=backend)
+    steps = TRITON_STEPS if backend == "triton" else STEPS
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 0.5, steps=steps, backend="eager")
+    args = on(device, z, y, mask, real, attr)
+    out = lcengine.optimize_latents(*args, 0.5, steps=steps, backend=backend)
+    assert_same_run(to_cpu(out), ref, y, mask)
+    explicit = lcengine.optimize_latents(*args, 0.5, steps=steps, realism_attributes=3,
+                                         backend=backend)
     assert torch.equal(explicit.latents, out.latents)
 
 
-@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+@pytest.mark.parametrize("backend,device", backend_device_params(("native", "triton")))
 def test_start_already_satisfied_and_weights(backend, device):
     z, y, mask, real, attr = make_problem(9, 4, (8,), "leaky_relu", seed=11)
-    kwargs = dict(steps=STEPS, tau_r=0.01, tau_a=0.5, w_realism=0.5, w_attr=2.0, w_dist=0.0)
+    steps = TRITON_STEPS if backend == "triton" else STEPS
+    kwargs = dict(steps=steps, tau_r=0.01, tau_a=0.5, w_realism=0.5, w_attr=2.0, w_dist=0.0)
     mask = torch.zeros_like(mask)  # nothing requested: realism > 0.01 holds almost at once
     ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kwargs)
-    out = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend=backend, **kwargs)
-    assert_same_run(out, ref, y, mask, tau_r=0.01)
+    out = lcengine.optimize_latents(*on(device, z, y, mask, real, attr), 1.0, backend=backend,
+                                    **kwargs)
+    assert_same_run(to_cpu(out), ref, y, mask, tau_r=0.01)
     assert bool((ref.steps[ref.converged] == 0).any())
+
+
+def bf16_deviation(out, ref):
+    """Norm-wise relative distance of two runs' latents (Adam moves every coordinate by about
+    lr per step whatever the gradient's size, so a max-abs ratio would judge sign flips of
+    near-zero gradient coordinates, not the precision of the critics)."""
+    return float((out.latents.cpu() - ref.latents).norm() / ref.latents.norm())
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params(("triton",)) + [
+    pytest.param("eager", "cpu", id="eager-cpu")])
+def test_bf16_weights_within_1e2_of_fp32(backend, device):
+    z, y, mask, real, attr = make_problem(37, 13, (24, 20), "relu")
+    kwargs = dict(steps=4, w_dist=0.3)
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kwargs)
+    out = lcengine.optimize_latents(*on(device, z, y, mask, real, attr), 1.0, backend=backend,
+                                    weight_dtype=torch.bfloat16, **kwargs)
+    assert out.latents.dtype == torch.float32
+    deviation = bf16_deviation(out, ref)
+    # bf16 must change something (the option is not ignored) and stay within 1e-2. Eager runs
+    # under bf16 autocast, which also stores every activation and logit in bf16 (1.2e-2 here),
+    # where the fused kernels round only the GEMM inputs: it gets 3e-2.
+    bound = 3e-2 if backend == "eager" else 1e-2
+    assert 1e-6 < deviation < bound, deviation
+    assert float((out.steps.cpu() == ref.steps).float().mean()) >= 0.9
 
 
 def test_auto_backend_and_fallbacks():
@@ -159,10 +234,21 @@ def test_auto_backend_and_fallbacks():
     torch.testing.assert_close(out64.latents, ref.latents.double(), rtol=1e-4, atol=1e-4)
 
 
-def test_unbuilt_backends_raise():
+def test_weight_dtype_errors():
     z, y, mask, real, attr = make_problem(3, 3, (5,), "relu")
-    with pytest.raises(RuntimeError, match="Triton optimizer is not built"):
-        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2, backend="triton")
+    with pytest.raises(RuntimeError, match="bfloat16 critic weights are a GPU option"):
+        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2, backend="native",
+                                  weight_dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="weight_dtype"):
+        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2,
+                                  weight_dtype=torch.float16)
+    # auto on CPU with bf16 weights: the eager loop under bf16 autocast, with one warning
+    with pytest.warns(RuntimeWarning, match="GPU option"):
+        auto = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2,
+                                         weight_dtype=torch.bfloat16)
+    eager = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=2, backend="eager",
+                                      weight_dtype=torch.bfloat16)
+    assert torch.equal(auto.latents, eager.latents)
 
 
 class _Odd(nn.Module):
@@ -249,16 +335,20 @@ def test_bad_input(case, exc, match):
         lcengine.optimize_latents(**args, **kwargs)
 
 
-@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+@pytest.mark.parametrize("backend,device", backend_device_params(("native", "triton")))
 def test_non_contiguous_inputs(backend, device):
     z, y, mask, real, attr = make_problem(7, 16, (5, 7), "relu", seed=5)
-    z_t = z.t().contiguous().t()  # [B, D], column-major storage
-    y_t = y.t().contiguous().t()  # [B, A]
+    steps = TRITON_STEPS if backend == "triton" else STEPS
+    z_t, y_t, mask, real, attr = on(device, z, y, mask, real, attr)
+    z_t = z_t.t().contiguous().t()  # [B, D], column-major storage
+    y_t = y_t.t().contiguous().t()  # [B, A]
     assert not z_t.is_contiguous() and not y_t.is_contiguous()
-    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=STEPS, backend="eager")
-    out = lcengine.optimize_latents(z_t, y_t, mask, real, attr, 1.0, steps=STEPS,
+    ref = lcengine.optimize_latents(z, y, mask.cpu(), real.cpu(), attr.cpu(), 1.0, steps=steps,
+                                    backend="eager")
+    real.to(device), attr.to(device)
+    out = lcengine.optimize_latents(z_t, y_t, mask, real, attr, 1.0, steps=steps,
                                     backend=backend)
-    assert_same_run(out, ref, y, mask)
+    assert_same_run(to_cpu(out), ref, y, mask.cpu())
 
 
 def test_native_binding_rejects_inconsistent_sizes():

@@ -18,6 +18,7 @@ from .constraint_loss import (
 )
 from .distance_penalty import _distance_penalty_fwd_kernel, distance_penalty
 from .gaussian_kl import _gaussian_kl_fwd_kernel, gaussian_kl
+from . import optimize  # the fused latent optimizer's kernels (lcengine.ops._optimize_triton)
 from .latent_adam import _latent_adam_fwd_kernel, latent_adam_
 from .rng import (
     _reparameterize_bwd_kernel,

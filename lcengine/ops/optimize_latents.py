@@ -4,14 +4,15 @@
 Backends: ``eager`` runs :func:`lcengine.reference.optimize_latents_ref` (the autograd loop);
 ``native`` on CPU runs the whole loop in C++ (``_C.optimize_latents_cpu``), with its GEMMs on the
 ``sgemm_`` that torch's own CPU library exports (MKL), found at run time through ctypes so that
-``_C`` links neither BLAS nor libtorch. The fused Triton and CUDA optimizers are not built yet:
-asking for them explicitly raises; ``auto`` uses native on CPU and eager elsewhere.
+``_C`` links neither BLAS nor libtorch. ``native`` on CUDA runs the whole loop from C++
+(``_C.optimize_latents_cuda``: a persistent row-tile kernel for widths up to 256, GEMM kernels
+with fused epilogues otherwise). ``triton`` runs one step as a few ``tl.dot`` kernels with fused
+epilogues plus a fused loss/check kernel and a fused distance-gradient/Adam epilogue (captured in
+a CUDA graph on GPU). ``auto`` tries ``backend.AUTO_ORDER`` for the device, then eager.
 
-The native path reads the critics' weights directly, so they must follow the contract of
-``lcengine.method.critics``: an ``nn.ModuleList`` ``layers`` of ``nn.Linear`` with the string
-``activation`` ("relu" | "softplus" | "leaky_relu", slope 0.2) between them, the realism critic's
-optional ``y_embedding`` concatenated after ``z``, and attribute critics either such an MLP or a
-stack of them (``critics``, logits concatenated in order).
+The fused paths read the critics' weights directly, so they must follow the contract of
+``lcengine.method.critics`` (see ``_optimize_prep``). Critics that do not fall back to the
+eager loop under ``auto`` (with one warning) and raise under an explicit fused backend.
 """
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import torch
-from torch import nn
 
-from ..backend import requested_backend, resolve_backend
+from ..backend import AUTO_ORDER, native_module, requested_backend, unavailable_reason
 from ..reference import optimize_latents_ref
 from ._common import check_int, check_positive_float, native_fn
+from ._optimize_prep import Critics, Prepared, parse_critics, prepare
 
-ACTIVATION_CODES = {"relu": 0, "softplus": 1, "leaky_relu": 2}
+# Critic weight precisions: float32 everywhere; bfloat16 (fp32 latents, Adam state and
+# accumulation) on the GPU backends, and on eager as bf16 autocast.
+WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 
 # Knobs of the native CPU path, for benchmarks and experiments (0 = automatic).
 NATIVE_TUNING = {"tile_rows": 0, "threads": 0}
@@ -116,101 +119,6 @@ def blas_functions() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Critic structure (what the native path reads).
-# ---------------------------------------------------------------------------------------------
-
-@dataclass
-class _Net:
-    activation: str
-    layers: list  # [(weight [out, in], bias [out] or None)]
-
-
-def _mlp(module: Any, name: str) -> _Net:
-    layers = getattr(module, "layers", None)
-    if not isinstance(layers, (nn.ModuleList, list, tuple)) or len(layers) == 0:
-        raise TypeError(f"{name} must hold its layers in a non-empty nn.ModuleList `layers` of "
-                        f"nn.Linear (the lcengine.method.critics contract), got "
-                        f"{type(layers).__name__}")
-    for i, layer in enumerate(layers):
-        if type(layer) is not nn.Linear:
-            raise TypeError(f"{name}.layers[{i}] is {type(layer).__name__}; the fused optimizer "
-                            "supports nn.Linear layers only")
-    activation = getattr(module, "activation", None)
-    if activation not in ACTIVATION_CODES:
-        raise ValueError(f"{name}.activation must be one of {tuple(ACTIVATION_CODES)}, got "
-                         f"{activation!r}")
-    if len(layers) < 2:
-        raise ValueError(f"{name} has a single Linear layer; the fused optimizer needs at least "
-                         "one hidden layer")
-    for i in range(1, len(layers)):
-        if layers[i].in_features != layers[i - 1].out_features:
-            raise ValueError(f"{name}.layers[{i}] reads {layers[i].in_features} features but "
-                             f"layers[{i - 1}] gives {layers[i - 1].out_features}")
-    return _Net(activation, [(layer.weight, layer.bias) for layer in layers])
-
-
-def _attribute_nets(critic: Any) -> list[_Net]:
-    subs = getattr(critic, "critics", None)
-    if subs is not None and getattr(critic, "layers", None) is None:
-        return [_mlp(c, f"attribute_critic.critics[{i}]") for i, c in enumerate(subs)]
-    return [_mlp(critic, "attribute_critic")]
-
-
-def _structure(realism_critic: Any, attribute_critic: Any, dim: int, num_attr: int,
-               realism_attributes: int) -> tuple[_Net, Optional[nn.Linear], list[_Net]]:
-    """Parses both critics and checks every width against D, A and realism_attributes."""
-    real = _mlp(realism_critic, "realism_critic")
-    emb = getattr(realism_critic, "y_embedding", None)
-    if emb is not None and type(emb) is not nn.Linear:
-        raise TypeError(f"realism_critic.y_embedding must be an nn.Linear, got "
-                        f"{type(emb).__name__}")
-    embed = emb.out_features if emb is not None else 0
-    if real.layers[0][0].shape[1] != dim + embed:
-        extra = f" plus a {embed}-wide y embedding" if embed else ""
-        raise ValueError(f"realism_critic.layers[0] reads {real.layers[0][0].shape[1]} features "
-                         f"but z has D={dim}{extra}")
-    if emb is not None and emb.in_features != realism_attributes:
-        raise ValueError(f"realism_critic.y_embedding reads {emb.in_features} attributes but "
-                         f"realism_attributes is {realism_attributes}")
-    if real.layers[-1][0].shape[0] != 1:
-        raise ValueError(f"realism_critic must output one logit per row, its last layer gives "
-                         f"{real.layers[-1][0].shape[0]}")
-    attrs = _attribute_nets(attribute_critic)
-    for i, net in enumerate(attrs):
-        if net.layers[0][0].shape[1] != dim:
-            raise ValueError(f"attribute critic {i} reads {net.layers[0][0].shape[1]} features "
-                             f"but z has D={dim}")
-    outputs = sum(net.layers[-1][0].shape[0] for net in attrs)
-    if outputs != num_attr:
-        raise ValueError(f"attribute_critic outputs {outputs} logits but y has A={num_attr} "
-                         "columns")
-    return real, emb, attrs
-
-
-def _params(real: _Net, emb: Optional[nn.Linear], attrs: list[_Net]) -> list[torch.Tensor]:
-    out = [t for net in [real] + attrs for w, b in net.layers for t in (w, b) if t is not None]
-    if emb is not None:
-        out += [t for t in (emb.weight, emb.bias) if t is not None]
-    return out
-
-
-def _native_unsupported(real, emb, attrs, device: torch.device) -> Optional[str]:
-    """Why the native path cannot take these critics (None if it can)."""
-    if device.type != "cpu":
-        return f"the fused CUDA optimizer is not built yet (z_start is on {device})"
-    for p in _params(real, emb, attrs):
-        if p.dtype != torch.float32:
-            return f"critic weights must be float32 for the native optimizer, got {p.dtype}"
-        if p.device.type != "cpu":
-            return f"critic weights are on {p.device}, z_start on cpu"
-    try:
-        blas_functions()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Validation.
 # ---------------------------------------------------------------------------------------------
 
@@ -293,6 +201,7 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                      tau_a: float = 0.5, steps: int = 300, lr: float = 0.05,
                      betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                      realism_attributes: Optional[int] = None,
+                     weight_dtype: torch.dtype = torch.float32,
                      backend: Optional[str] = None) -> OptimizeResult:
     """Gradient-based latent optimization against both critics, stopping per row.
 
@@ -320,8 +229,11 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
         lr, betas, eps: Adam hyper-parameters (torch.optim.Adam's formula).
         realism_attributes: leading columns of ``y`` the realism critic reads (default: its
             ``num_attributes``, else all); later columns are zero-shot constraints.
-        backend: "auto" (native on CPU, eager elsewhere), "eager" or "native" (CPU only).
-            "triton" and native on CUDA are not built yet and raise.
+        weight_dtype: ``torch.float32`` (default) or ``torch.bfloat16``: the critics' weights
+            are read in bf16 with fp32 accumulation, latents and Adam state in fp32 (GPU
+            backends; eager runs its loop under bf16 autocast; native CPU refuses it).
+        backend: "auto" (``AUTO_ORDER`` for the device, then eager), "eager", "native" (CPU or
+            CUDA) or "triton" (CUDA, or CPU under TRITON_INTERPRET=1).
 
     Returns:
         :class:`OptimizeResult` (latents float32).
@@ -347,6 +259,9 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
     for name, v in (("betas[0]", beta1), ("betas[1]", beta2)):
         if not 0.0 <= v < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {v}")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise TypeError(f"weight_dtype must be torch.float32 or torch.bfloat16, got "
+                        f"{weight_dtype!r}")
     if not callable(realism_critic) or not callable(attribute_critic):
         raise TypeError("realism_critic and attribute_critic must be callables (critic modules)")
     if realism_attributes is None:
@@ -366,42 +281,18 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
 
     requested = requested_backend(backend)
     device = z_start.device
-    if requested == "triton":
-        raise RuntimeError("optimize_latents: the fused Triton optimizer is not built yet; use "
-                           "backend='eager' (or 'native' on CPU)")
-    if requested == "native" and device.type != "cpu":
-        raise RuntimeError(f"optimize_latents: the fused CUDA optimizer is not built yet "
-                           f"(z_start is on {device}); use backend='eager'")
-
-    structure, structure_error = None, None
+    critics, structure_error = None, None
     try:
-        structure = _structure(realism_critic, attribute_critic, d, num_attr, realism_attributes)
+        critics = parse_critics(realism_critic, attribute_critic, d, num_attr, realism_attributes)
     except (TypeError, ValueError) as exc:
         structure_error = exc
-    if structure_error is not None and requested == "native":
+    if structure_error is not None and requested in ("native", "triton"):
         raise structure_error
     if isinstance(structure_error, ValueError) and requested == "auto":
         raise structure_error  # critics that claim the contract but break it: say so, not fall back
 
-    chosen = "eager"
-    if requested in ("native", "auto") and device.type == "cpu":
-        # native, or eager with the usual warning (auto keeps float64 on eager, silently)
-        chosen = resolve_backend(requested, device, z_start.dtype)
-        if chosen == "native" and z_start.dtype not in (torch.float32, torch.float16,
-                                                         torch.bfloat16):
-            raise TypeError(f"z_start has dtype {z_start.dtype}, which the native optimizer does "
-                            "not support; use backend='eager' for float64")
-        if chosen == "native":
-            reason = (f"unsupported critic structure ({structure_error})" if structure is None
-                      else _native_unsupported(*structure, device))
-            if reason is not None:
-                if requested == "native":
-                    raise RuntimeError(f"optimize_latents: backend 'native' cannot run: {reason}")
-                _warn_once(reason)
-                chosen = "eager"
-    elif requested == "auto":
-        _warn_once(f"no fused optimizer for {device.type} tensors yet (Triton/CUDA not built)")
-
+    chosen = _choose_backend(requested, device, z_start.dtype, critics, structure_error,
+                             weight_dtype)
     if b == 0:
         return OptimizeResult(torch.zeros(0, d, device=device),
                               torch.zeros(0, dtype=torch.bool, device=device),
@@ -409,84 +300,116 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                               torch.zeros(0, device=device),
                               torch.zeros(0, num_attr, device=device))
     if chosen == "eager":
-        z, conv, st, rp, ap = optimize_latents_ref(
-            z_start, yf, mask, realism_critic, attribute_critic, sigma_bar, w_realism=w_realism,
-            w_attr=w_attr, w_dist=w_dist, tau_r=tau_r, tau_a=tau_a, steps=steps, lr=lr,
-            betas=(beta1, beta2), eps=eps, realism_attributes=realism_attributes)
-        return OptimizeResult(z, conv, st, rp, ap)
-    return _optimize_native(z_start, yf, mask, structure, sigma_bar, w_realism, w_attr, w_dist,
-                            tau_r, tau_a, steps, lr, beta1, beta2, eps, realism_attributes)
+        return _run_eager(z_start, yf, mask, realism_critic, attribute_critic, sigma_bar,
+                          weight_dtype, w_realism=w_realism, w_attr=w_attr, w_dist=w_dist,
+                          tau_r=tau_r, tau_a=tau_a, steps=steps, lr=lr, betas=(beta1, beta2),
+                          eps=eps, realism_attributes=realism_attributes)
+    with torch.no_grad():
+        prep = prepare(critics, z_start, yf, mask, sigma_bar, w_realism=w_realism, w_attr=w_attr,
+                       w_dist=w_dist, tau_r=tau_r, tau_a=tau_a,
+                       realism_attributes=realism_attributes, weight_dtype=weight_dtype)
+        hyper = dict(steps=steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
+        if chosen == "triton":
+            from ._optimize_triton import run_triton
+            z, conv, st, logits = run_triton(prep, **hyper)
+        elif device.type == "cpu":
+            z, conv, st, logits = _run_native_cpu(prep, **hyper)
+        else:
+            from ._optimize_cuda import run_cuda
+            z, conv, st, logits = run_cuda(prep, **hyper)
+        probs = torch.sigmoid(logits)  # [B, C]
+    return OptimizeResult(latents=z, converged=conv, steps=st,
+                          realism_prob=probs[:, 0].contiguous(),
+                          attribute_prob=probs[:, 1:].contiguous())
+
+
+def _fused_unsupported(name: str, device: torch.device, dtype: torch.dtype,
+                       critics: Optional[Critics], structure_error: Optional[Exception],
+                       weight_dtype: torch.dtype) -> Optional[str]:
+    """Why the fused backend ``name`` cannot run this call (None if it can)."""
+    reason = unavailable_reason(name, device.type)
+    if reason is not None:
+        return reason
+    if dtype == torch.float64:
+        return "float64 latents run on the eager loop only"
+    if critics is None:
+        return f"unsupported critic structure ({structure_error})"
+    for p in critics.parameters():
+        if p.dtype != torch.float32:
+            return f"critic weights must be float32 for the fused optimizer, got {p.dtype}"
+        if p.device != device:
+            return f"critic weights are on {p.device}, z_start on {device}"
+    if name == "native" and device.type == "cpu":
+        if weight_dtype != torch.float32:
+            return ("bfloat16 critic weights are a GPU option (native on CUDA, or triton); the "
+                    "native CPU optimizer computes in float32")
+        try:
+            blas_functions()
+        except RuntimeError as exc:
+            return str(exc)
+    if name == "native" and device.type == "cuda" and not hasattr(native_module(),
+                                                                   "optimize_latents_cuda"):
+        return "lcengine._C has no CUDA optimizer (built without nvcc)"
+    return None
+
+
+def _choose_backend(requested: str, device: torch.device, dtype: torch.dtype,
+                    critics: Optional[Critics], structure_error: Optional[Exception],
+                    weight_dtype: torch.dtype) -> str:
+    if requested == "eager":
+        return "eager"
+    if requested != "auto":
+        reason = _fused_unsupported(requested, device, dtype, critics, structure_error,
+                                    weight_dtype)
+        if reason is not None:
+            raise RuntimeError(f"optimize_latents: backend {requested!r} cannot run: {reason}")
+        return requested
+    if dtype == torch.float64:
+        return "eager"  # auto keeps float64 on the eager loop, silently (like the other ops)
+    reasons = []
+    for name in AUTO_ORDER.get(device.type, ()):
+        reason = _fused_unsupported(name, device, dtype, critics, structure_error, weight_dtype)
+        if reason is None:
+            return name
+        reasons.append(f"{name}: {reason}")
+    _warn_once("; ".join(reasons) or f"no fused optimizer for {device.type} tensors")
+    return "eager"
+
+
+def _run_eager(z_start, yf, mask, realism_critic, attribute_critic, sigma_bar, weight_dtype,
+               **kwargs) -> OptimizeResult:
+    if weight_dtype == torch.float32:
+        out = optimize_latents_ref(z_start, yf, mask, realism_critic, attribute_critic, sigma_bar,
+                                   **kwargs)
+    else:
+        with torch.autocast(z_start.device.type, dtype=weight_dtype):
+            out = optimize_latents_ref(z_start, yf, mask, realism_critic, attribute_critic,
+                                       sigma_bar, **kwargs)
+        out = tuple(t.float() if t.is_floating_point() else t for t in out)
+    return OptimizeResult(*out)
 
 
 @torch.no_grad()
-def _optimize_native(z_start, yf, mask, structure, sigma_bar, w_realism, w_attr, w_dist, tau_r,
-                     tau_a, steps, lr, beta1, beta2, eps, realism_attributes) -> OptimizeResult:
-    real, emb, attrs = structure
-    b, d = z_start.shape
-    num_attr = yf.shape[1]
-    z0 = z_start.detach().to(torch.float32).contiguous()  # [B, D]
-
-    # y is fixed: the realism critic's embedding and its share of layers[0] fold into a per-row
-    # first-layer bias, computed once.
-    w0, b0 = real.layers[0]  # [H1r, D + E], [H1r]
-    row_bias = None
-    if emb is not None:
-        e = emb(yf[:, :realism_attributes])  # [B, E]
-        row_bias = e @ w0[:, d:].t()  # [B, H1r]
-        if b0 is not None:
-            row_bias = row_bias + b0
-        row_bias = row_bias.contiguous()
-    nets = [real] + attrs
-
-    def bias_of(w, bias):
-        return bias.detach() if bias is not None else torch.zeros(w.shape[0])
-
-    # Every critic's first layer reads the same z: one [H1, D] weight block, one GEMM.
-    w_first = torch.cat([w0[:, :d]] + [net.layers[0][0] for net in attrs]).contiguous()  # [H1, D]
-    b_first = torch.cat([bias_of(*net.layers[0]) for net in nets]).contiguous()  # [H1]
-    keep = [w_first, b_first, row_bias]
-    widths, weights, biases, acts = [], [], [], []
-    for net in nets:
-        widths.append([d] + [w.shape[0] for w, _ in net.layers])
-        ws, bs = [0], [0]
-        for w, bias in net.layers[1:]:
-            wc, bc = w.detach().contiguous(), bias_of(w, bias).contiguous()
-            keep += [wc, bc]
-            ws.append(wc.data_ptr())
-            bs.append(bc.data_ptr())
-        weights.append(ws)
-        biases.append(bs)
-        acts.append(ACTIVATION_CODES[net.activation])
-
-    # Logit columns: 0 = realism (target 1, weight w_r, must exceed tau_r), 1.. = attributes.
-    ones = torch.ones(b, 1)  # [B, 1]
-    maskf = mask.to(torch.float32)  # [B, A]
-    target = torch.cat([ones, yf], 1).contiguous()  # [B, C]
-    loss_weight = torch.cat([ones * w_realism, maskf * w_attr], 1).contiguous()  # [B, C]
-    side = torch.where(yf > 0.5, 1, -1).to(torch.int8) * mask.to(torch.int8)  # [B, A]
-    requirement = torch.cat([torch.ones(b, 1, dtype=torch.int8), side], 1).contiguous()  # [B, C]
-    c = num_attr + 1
-    upper = torch.tensor([tau_r] + [tau_a] * num_attr, dtype=torch.float32)  # [C]
-    lower = torch.tensor([0.0] + [1.0 - tau_a] * num_attr, dtype=torch.float32)  # [C]
-    sb = torch.as_tensor(sigma_bar, dtype=torch.float64).detach().cpu().reshape(-1)
-    inv_sigma_sq = (1.0 / (sb * sb)).to(torch.float32).expand(d).contiguous()  # [D]
-
+def _run_native_cpu(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: float,
+                    eps: float) -> tuple:
+    """The whole loop in C++ (``_C.optimize_latents_cpu``); returns (z, converged, steps,
+    logits)."""
+    b, d, c = prep.rows, prep.dim, prep.num_outputs
     z_out = torch.empty(b, d)  # [B, D]
     converged = torch.zeros(b, dtype=torch.uint8)  # [B]
     steps_taken = torch.zeros(b, dtype=torch.int64)  # [B]
     logits = torch.empty(b, c)  # [B, C]
     sgemm, set_local = blas_functions()
-    native_fn("optimize_latents", z_start.device)(
-        acts, widths, weights, biases, w_first.data_ptr(), b_first.data_ptr(), w_first.shape[0],
-        0 if row_bias is None else row_bias.data_ptr(),
-        0 if row_bias is None else row_bias.shape[1], c, target.data_ptr(),
-        loss_weight.data_ptr(), requirement.data_ptr(), upper.data_ptr(), lower.data_ptr(),
-        inv_sigma_sq.data_ptr(), float(w_dist), z0.data_ptr(), z_out.data_ptr(),
-        converged.data_ptr(), steps_taken.data_ptr(), logits.data_ptr(), b, d, steps, lr, beta1,
-        beta2, eps, int(NATIVE_TUNING["tile_rows"]), int(NATIVE_TUNING["threads"]), sgemm,
-        set_local)
-    del keep
-    probs = torch.sigmoid(logits)  # [B, C]
-    return OptimizeResult(latents=z_out, converged=converged.to(torch.bool), steps=steps_taken,
-                          realism_prob=probs[:, 0].contiguous(),
-                          attribute_prob=probs[:, 1:].contiguous())
+    rb = prep.row_bias
+    native_fn("optimize_latents", prep.z_start.device)(
+        [n.activation for n in prep.nets], [n.widths for n in prep.nets],
+        [[0] + [w.data_ptr() for w in n.weights] for n in prep.nets],
+        [[0] + [v.data_ptr() for v in n.biases] for n in prep.nets],
+        prep.w_first.data_ptr(), prep.b_first.data_ptr(), prep.first_width,
+        0 if rb is None else rb.data_ptr(), prep.row_bias_width, c, prep.target.data_ptr(),
+        prep.loss_weight.data_ptr(), prep.requirement.data_ptr(), prep.upper.data_ptr(),
+        prep.lower.data_ptr(), prep.inv_sigma_sq.data_ptr(), prep.w_dist,
+        prep.z_start.data_ptr(), z_out.data_ptr(), converged.data_ptr(), steps_taken.data_ptr(),
+        logits.data_ptr(), b, d, steps, lr, beta1, beta2, eps,
+        int(NATIVE_TUNING["tile_rows"]), int(NATIVE_TUNING["threads"]), sgemm, set_local)
+    return z_out, converged.to(torch.bool), steps_taken, logits
