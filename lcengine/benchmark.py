@@ -17,7 +17,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -278,9 +278,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated ops (default: all of {', '.join(CASES)}); "
                              f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
                              "table, CPU cases of --optimizer-cases)")
-    parser.add_argument("--optimizer-cases", default=",".join(OPTIMIZER_CASES),
-                        help="comma-separated optimize_latents cases (default: all of "
-                             f"{', '.join(OPTIMIZER_CASES)})")
+    parser.add_argument("--optimizer-cases", default=None,
+                        help="comma-separated optimize_latents cases (default: those sized for "
+                             f"the device; all: {', '.join(OPTIMIZER_CASES)})")
+    parser.add_argument("--weight-dtypes", default=None,
+                        help="optimize_latents critic weight precisions to time: float32, "
+                             "bfloat16 (default: float32 on CPU, both on GPU)")
     parser.add_argument("--shapes", default=None,
                         help="comma-separated ROWSxDIM (default: small shapes that finish in "
                              "about a minute; --large for the issue's target shapes)")
@@ -310,14 +313,18 @@ def run_from_args(args: argparse.Namespace) -> int:
     optimizer_cases = []
     if OPTIMIZER_OP in names:
         names.remove(OPTIMIZER_OP)
-        optimizer_cases = [c.strip() for c in args.optimizer_cases.split(",") if c.strip()]
+        optimizer_cases = ([c.strip() for c in args.optimizer_cases.split(",") if c.strip()]
+                           if args.optimizer_cases else default_optimizer_cases(device.type))
         bad = [c for c in optimizer_cases if c not in OPTIMIZER_CASES]
         if bad or not optimizer_cases:
             raise ValueError(f"--optimizer-cases: unknown case(s) {bad}; choose from "
                              f"{list(OPTIMIZER_CASES)}")
-        if device.type != "cpu":
-            raise ValueError("optimize_latents rows exist for CPU only so far (the fused "
-                             "CUDA/Triton optimizer is not built yet); pass --device cpu")
+        weight_names = (args.weight_dtypes or ("float32" if device.type == "cpu"
+                                               else "float32,bfloat16")).split(",")
+        bad = [w for w in weight_names if w.strip() not in ("float32", "bfloat16")]
+        if bad:
+            raise ValueError(f"--weight-dtypes: unknown {bad}; choose float32, bfloat16")
+        weight_dtypes = [DTYPES[w.strip()] for w in weight_names]
     if args.shapes:
         shapes = [parse_shape(s) for s in args.shapes.split(",")]
     else:
@@ -344,9 +351,9 @@ def run_from_args(args: argparse.Namespace) -> int:
                          reps=args.reps, compile_modes=modes, backends=backends)
             print(format_table(report))
         if optimizer_cases:
-            opt = run_optimizer(optimizer_cases, warmup=min(args.warmup, 1),
-                                reps=min(args.reps, 5), compile_step="default" in modes,
-                                backends=backends)
+            opt = run_optimizer(optimizer_cases, device=device, warmup=min(args.warmup, 1),
+                                reps=min(args.reps, 5), compile_modes=modes,
+                                backends=backends, weight_dtypes=weight_dtypes)
             print(format_optimizer_table(opt))
             report = {**report, "optimizer": opt} if report else {"optimizer": opt}
     if args.json_path:
@@ -383,6 +390,7 @@ class OptimizerCase:
     embed_dim: int = 32
     compile_step: bool = False  # also time torch.compile of the eager step (small cases only)
     converging: bool = False
+    device: str = "cpu"  # the device type the case is sized for
 
 
 OPTIMIZER_CASES = {c.name: c for c in [
@@ -394,7 +402,18 @@ OPTIMIZER_CASES = {c.name: c for c in [
     OptimizerCase("B16384_D64_4x256_softplus", 16384, 64, (256,) * 4, "softplus", 3),
     OptimizerCase("B1_D1024_4x2048_relu", 1, 1024, (2048,) * 4, "relu", 20),
     OptimizerCase("B1024_D1024_4x2048_relu", 1024, 1024, (2048,) * 4, "relu", 2),
+    # GPU (H100/H200): the issue's three rows
+    OptimizerCase("gpu_B1M_D1024_4x2048_relu", 2**20, 1024, (2048,) * 4, "relu", 1,
+                  compile_step=True, device="cuda"),
+    OptimizerCase("gpu_B1M_D64_4x256_relu", 2**20, 64, (256,) * 4, "relu", 3,
+                  compile_step=True, device="cuda"),
+    OptimizerCase("gpu_B4096_D64_4x256_relu_300steps", 4096, 64, (256,) * 4, "relu", 300,
+                  compile_step=True, device="cuda"),
 ]}
+
+
+def default_optimizer_cases(device_type: str) -> list:
+    return [name for name, c in OPTIMIZER_CASES.items() if c.device == device_type]
 
 
 class _BenchCritic(torch.nn.Module):
@@ -432,27 +451,28 @@ def optimizer_flops_per_step(case: OptimizerCase) -> float:
     return 2.0 * 2.0 * macs * case.rows
 
 
-def _optimizer_inputs(case: OptimizerCase, seed: int = 0) -> dict:
+def _optimizer_inputs(case: OptimizerCase, seed: int = 0,
+                      device: torch.device = torch.device("cpu")) -> dict:
     torch.manual_seed(seed)
     real = _BenchCritic(case.dim, case.hidden, 1, case.activation, case.attributes,
-                        case.embed_dim).requires_grad_(False)
+                        case.embed_dim).requires_grad_(False).to(device)
     attr = _BenchCritic(case.dim, case.hidden, case.attributes,
-                        case.activation).requires_grad_(False)
+                        case.activation).requires_grad_(False).to(device)
     tau = 0.5 if case.converging else 0.999999
     mask = (torch.rand(case.rows, case.attributes) > 0.5 if case.converging
             else torch.ones(case.rows, case.attributes, dtype=torch.bool))
-    return {"z": torch.randn(case.rows, case.dim),
-            "y": (torch.rand(case.rows, case.attributes) > 0.5).float(),
-            "mask": mask, "real": real, "attr": attr,
+    return {"z": torch.randn(case.rows, case.dim, device=device),
+            "y": (torch.rand(case.rows, case.attributes) > 0.5).float().to(device),
+            "mask": mask.to(device), "real": real, "attr": attr,
             "kwargs": dict(steps=case.steps, tau_r=tau, tau_a=tau, lr=0.05, w_dist=0.1)}
 
 
-def _compiled_dense_loop(x: dict, steps: int):
+def _compiled_dense_loop(x: dict, steps: int, mode: str = "default"):
     """torch.compile of one eager step (critics, loss, autograd input gradient, satisfied
     check, masked Adam) over all rows; the loop of ``steps`` calls it."""
     real, attr, y, mask = x["real"], x["attr"], x["y"], x["mask"]
     weight = mask.float()
-    ones = torch.ones(y.shape[0])
+    ones = torch.ones(y.shape[0], device=y.device)
 
     def step(z, anchor, m, v, t):
         z = z.detach().requires_grad_(True)
@@ -473,13 +493,14 @@ def _compiled_dense_loop(x: dict, steps: int):
         return (torch.where(keep, z, z - upd).detach(), torch.where(keep, m, m2),
                 torch.where(keep, v, v2))
 
-    compiled = torch.compile(step, dynamic=False)
+    compiled = torch.compile(step, dynamic=False, mode=mode)
+    device = x["z"].device
 
     def loop():
         z = x["z"].clone()
         m, v = torch.zeros_like(z), torch.zeros_like(z)
         for t in range(1, steps + 1):  # t as a tensor: one graph for every step
-            z, m, v = compiled(z, x["z"], m, v, torch.tensor(float(t)))
+            z, m, v = compiled(z, x["z"], m, v, torch.tensor(float(t), device=device))
         return z
 
     return loop
@@ -494,89 +515,146 @@ def gemm_probe(n: int = 2048, reps: int = 5) -> float:
     return 2.0 * n ** 3 / t / 1e9
 
 
-def run_optimizer(names: Sequence[str], *, warmup: int = 1, reps: int = 5,
-                  compile_step: bool = True, backends: Sequence[str] = ("auto",),
+def gpu_gemm_probe(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 8192,
+                   reps: int = 10) -> float:
+    """GFLOP/s of a large torch.mm in ``dtype`` on the GPU measured now (the bf16 peak that the
+    bf16-weight rows are judged against)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=3,
+                reps=reps)["mm"]
+    return 2.0 * n ** 3 / t / 1e9
+
+
+def _peak_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
+    """Peak CUDA memory allocated during one call of ``fn`` beyond what was live before."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - base
+
+
+def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("cpu"),
+                  warmup: int = 1, reps: int = 5, compile_modes: Sequence[str] = ("default",),
+                  backends: Sequence[str] = ("auto",),
+                  weight_dtypes: Sequence[torch.dtype] = (torch.float32,),
                   progress: bool = True) -> dict:
-    """Times whole optimize_latents calls: lcengine backends vs the eager autograd loop
-    (lcengine.reference.optimize_latents_ref) and, for small cases, torch.compile of the eager
-    step; interleaved, medians. Adds GFLOP/s and its fraction of a GEMM probe from this run."""
+    """Times whole optimize_latents calls: lcengine backends (per weight precision) vs the
+    eager autograd loop (lcengine.reference.optimize_latents_ref; under bf16 autocast on GPU)
+    and, for the cases that ask for it, torch.compile of the eager step (the best of
+    ``compile_modes``); interleaved, medians. Adds GFLOP/s and its fraction of a GEMM probe
+    from this run (CPU: float32 probe; GPU: bf16 probe), and peak memory on GPU."""
     from .ops.optimize_latents import optimize_latents
     from .reference import optimize_latents_ref
 
-    device = torch.device("cpu")
     timer = Timer(device)
-    probe = gemm_probe()
+    gpu = device.type == "cuda"
+    probe = gpu_gemm_probe(device) if gpu else gemm_probe()
     rows_out = []
     for name in names:
         case = OPTIMIZER_CASES[name]
-        x = _optimizer_inputs(case)
+        x = _optimizer_inputs(case, device=device)
         kw = x["kwargs"]
-        contenders = {"eager": lambda: optimize_latents_ref(
-            x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0, **kw)}
-        compile_error = None
-        if compile_step and case.compile_step:
-            try:
-                loop = _compiled_dense_loop(x, case.steps)
-                loop()  # compile outside the timed region
-                contenders["compile[default]"] = loop
-            except Exception as exc:  # reported, not hidden
-                compile_error = f"{type(exc).__name__}: {exc}"[:300]
+
+        def eager():
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+                return optimize_latents_ref(x["z"], x["y"], x["mask"], x["real"], x["attr"],
+                                            1.0, **kw)
+
+        contenders = {"eager": eager}
+        compile_errors = {}
+        if case.compile_step:
+            for mode in compile_modes:
+                try:
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+                        loop = _compiled_dense_loop(x, case.steps, mode)
+                        loop()  # compile outside the timed region
+
+                    def run_compiled(loop=loop):
+                        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+                            return loop()
+                    contenders[f"compile[{mode}]"] = run_compiled
+                except Exception as exc:  # reported, not hidden
+                    compile_errors[mode] = f"{type(exc).__name__}: {exc}"[:300]
         for b in backends:
             concrete = resolve_backend(b, device, torch.float32)
-            contenders[f"lcengine[{concrete}]"] = (
-                lambda bb=concrete: optimize_latents(x["z"], x["y"], x["mask"], x["real"],
-                                                     x["attr"], 1.0, backend=bb, **kw))
+            for wd in weight_dtypes:
+                tag = concrete + ("+bf16" if wd == torch.bfloat16 else "")
+                contenders[f"lcengine[{tag}]"] = (
+                    lambda bb=concrete, wd=wd: optimize_latents(
+                        x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0, backend=bb,
+                        weight_dtype=wd, **kw))
         if progress:
             print(f"  timing {name} ({len(contenders)} contenders, {case.steps} steps per "
                   "call)...", flush=True)
         times = measure(contenders, timer, warmup=warmup, reps=reps)
+        peaks = {label: _peak_bytes(fn, device) for label, fn in contenders.items()}
         flops = None if case.converging else optimizer_flops_per_step(case) * case.steps
         result = optimize_latents(x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0,
                                   backend=resolve_backend(backends[0], device), **kw)
         converged = int(result.converged.sum())
         mean_steps = float(result.steps.float().mean())
+        compiled = {k: v for k, v in times.items() if k.startswith("compile[")}
+        best_compile = min(compiled, key=compiled.get) if compiled else None
         for label, t in times.items():
             if not label.startswith("lcengine["):
                 continue
             gflops = None if flops is None else flops / t / 1e9
-            compile_t = times.get("compile[default]")
+            compile_t = compiled.get(best_compile)
+            peak, eager_peak = peaks[label], peaks["eager"]
             rows_out.append({
-                "op": OPTIMIZER_OP, "case": name, "rows": case.rows, "dim": case.dim,
-                "hidden": list(case.hidden), "activation": case.activation,
+                "op": OPTIMIZER_OP, "case": name, "device": device.type, "rows": case.rows,
+                "dim": case.dim, "hidden": list(case.hidden), "activation": case.activation,
                 "steps_per_call": case.steps, "backend": label[9:-1],
+                "eager": "bf16 autocast" if gpu else "float32",
+                "best_compile_mode": best_compile,
+                "peak_bytes": peak, "eager_peak_bytes": eager_peak,
+                "peak_vs_eager": None if not (peak and eager_peak) else peak / eager_peak,
                 "time_ms": t * 1e3, "ms_per_step": t * 1e3 / case.steps,
                 "eager_ms": times["eager"] * 1e3,
                 "eager_ms_per_step": times["eager"] * 1e3 / case.steps,
                 "compile_ms": None if compile_t is None else compile_t * 1e3,
-                "compile_error": compile_error,
+                "compile_error": "; ".join(f"{m}: {e}" for m, e in compile_errors.items())
+                                 or None,
                 "GFLOPs": gflops,
                 "eager_GFLOPs": None if flops is None else flops / times["eager"] / 1e9,
                 "gemm_probe_GFLOPs": probe,
+                "gemm_probe": "bf16 torch.mm 8192^3" if gpu else "fp32 torch.mm 2048^3",
                 "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
                 "speedup_vs_eager": times["eager"] / t,
                 "speedup_vs_compile": None if compile_t is None else compile_t / t,
                 "converged_rows": converged, "mean_steps_per_row": mean_steps,
             })
     return {"environment": _environment(device), "gemm_probe_GFLOPs": probe,
+            "gemm_probe": "bf16 torch.mm 8192^3" if gpu else "fp32 torch.mm 2048^3",
             "settings": {"warmup": warmup, "reps": reps}, "rows": rows_out}
 
 
 def format_optimizer_table(report: dict) -> str:
-    header = (f"{'optimize_latents case':<38} {'backend':<7} {'ms/step':>9} {'eager':>9} "
+    header = (f"{'optimize_latents case':<38} {'backend':<12} {'ms/step':>9} {'eager':>9} "
               f"{'GFLOP/s':>8} {'of GEMM':>8} {'x eager':>8} {'x compile':>10} "
-              f"{'converged':>10}")
+              f"{'mem/eager':>9} {'converged':>10}")
     lines = [header, "-" * len(header)]
     for r in report["rows"]:
         vs_compile = (f"{r['speedup_vs_compile']:>10.2f}" if r["speedup_vs_compile"] is not None
                       else f"{'n/a':>10}")
         gflops = "n/a" if r["GFLOPs"] is None else f"{r['GFLOPs']:.1f}"
         frac = "n/a" if r["GFLOPs"] is None else f"{r['fraction_of_gemm_probe']:.0%}"
-        lines.append(f"{r['case']:<38} {r['backend']:<7} {r['ms_per_step']:>9.3f} "
+        mem = "n/a" if r.get("peak_vs_eager") is None else f"{r['peak_vs_eager']:.2f}"
+        lines.append(f"{r['case']:<38} {r['backend']:<12} {r['ms_per_step']:>9.3f} "
                      f"{r['eager_ms_per_step']:>9.3f} {gflops:>8} {frac:>8} "
-                     f"{r['speedup_vs_eager']:>8.2f} {vs_compile} "
+                     f"{r['speedup_vs_eager']:>8.2f} {vs_compile} {mem:>9} "
                      f"{r['converged_rows']:>4}/{r['rows']:<5}")
     env = report["environment"]
-    lines.append(f"GEMM probe (2048^3 torch.mm) {report['gemm_probe_GFLOPs']:.1f} GFLOP/s; torch "
+    eager = report["rows"][0]["eager"] if report["rows"] else "float32"
+    lines.append(f"eager: the autograd loop ({eager}); x compile: best torch.compile mode of the "
+                 "eager step")
+    lines.append(f"GEMM probe ({report['gemm_probe']}) {report['gemm_probe_GFLOPs']:.1f} GFLOP/s; torch "
                  f"{env['torch']}, {env['processor']}, {env['torch_threads']} torch threads, "
                  f"{env['openmp_threads']} OpenMP threads")
     for r in report["rows"]:

@@ -55,6 +55,10 @@ def test_demo_writes_every_output(demo_run):
 
     report = (out / "report.md").read_text()
     assert "Quality goals" in report and "FCD" in report and "--fast" in report
+    timing = json.loads((out / "metrics.json").read_text())["optimizer_timing"]
+    assert timing["backend"] == "native" and timing["fused_seconds"] > 0
+    assert timing["eager_seconds"] > 0 and timing["same_steps_fraction"] >= 0.9
+    assert "fused `native` optimizer" in report and "eager autograd loop" in report
     for rel in m["figures"]:
         assert (out / rel).read_bytes()[:8] == PNG_MAGIC, rel
     names = {p.name for p in (out / "figures").iterdir()}

@@ -444,6 +444,9 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
     art["conditional"] = gen_samples
     art["conditional_targets"] = y_full
     art["conditional_mask"] = mask_full
+    # the fused optimizer against its eager autograd loop, on the same conditional workload
+    log("timing the optimizer: fused vs the eager autograd loop")
+    metrics["optimizer_timing"] = lc.time_optimizer(y_full, mask_full, seed=cfg.seed + 1)
 
     # 2. attribute requests (grids)
     log(f"sampling {len(cfg.requests)} attribute requests")

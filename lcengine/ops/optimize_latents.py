@@ -52,6 +52,7 @@ class OptimizeResult:
         steps: Adam updates applied to the row (0 if its start already satisfied). # [B] int64
         realism_prob: ``sigmoid(D(z, y))`` at the final latents. # [B]
         attribute_prob: ``sigmoid(D_attr(z))`` at the final latents. # [B, A]
+        backend: the backend that ran ("eager", "native" or "triton").
     """
 
     latents: torch.Tensor
@@ -59,6 +60,7 @@ class OptimizeResult:
     steps: torch.Tensor
     realism_prob: torch.Tensor
     attribute_prob: torch.Tensor
+    backend: str = "eager"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +300,7 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                               torch.zeros(0, dtype=torch.bool, device=device),
                               torch.zeros(0, dtype=torch.int64, device=device),
                               torch.zeros(0, device=device),
-                              torch.zeros(0, num_attr, device=device))
+                              torch.zeros(0, num_attr, device=device), chosen)
     if chosen == "eager":
         return _run_eager(z_start, yf, mask, realism_critic, attribute_critic, sigma_bar,
                           weight_dtype, w_realism=w_realism, w_attr=w_attr, w_dist=w_dist,
@@ -320,7 +322,7 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
         probs = torch.sigmoid(logits)  # [B, C]
     return OptimizeResult(latents=z, converged=conv, steps=st,
                           realism_prob=probs[:, 0].contiguous(),
-                          attribute_prob=probs[:, 1:].contiguous())
+                          attribute_prob=probs[:, 1:].contiguous(), backend=chosen)
 
 
 def _fused_unsupported(name: str, device: torch.device, dtype: torch.dtype,
