@@ -111,6 +111,14 @@ def to_cpu(out):
         "latents", "converged", "steps", "realism_prob", "attribute_prob")))
 
 
+@pytest.mark.parametrize("backend,device", backend_device_params(("native",)))
+@pytest.mark.parametrize("b,activation", [(1, "relu"), (3, "softplus")])
+def test_few_rows_with_wide_critics(backend, device, b, activation):
+    """Up to 4 rows and weights over 8 MiB: the native path streams the weights over every
+    thread (split at odd boundaries: H1 = 2200, D = 37) and skips rows of dead ReLU units."""
+    check_against_eager(backend, device, b, 37, (1100, 1030), activation, 6)
+
+
 # The interpreter is slow: Triton gets odd sizes (a row tail and a column tail in every tile),
 # every activation, one and several hidden layers, a hidden width over one 32-wide tile.
 TRITON_CASES = [(37, 13, (24, 20), "relu"), (5, 3, (5, 7), "softplus"),
