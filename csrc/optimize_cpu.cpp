@@ -208,16 +208,22 @@ struct Blas {
   SgemmFn sgemm;
   int threads = 1;  // OpenMP threads of the streaming kernels (1 inside a parallel region)
 
+  // fn(begin, end) over `threads` column ranges of [0, total), one per thread.
+  template <typename Fn>
+  void split(int64_t total, Fn&& fn) const {
+    const int parts = threads;
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+    for (int t = 0; t < parts; ++t) {
+      const auto [begin, end] = part_range(total, t, parts);
+      fn(begin, end);
+    }
+  }
+
   // C[M, N] = A[M, K] W[N, K]^T  (a Linear layer's forward: W is [out, in])
   void nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
           int64_t ldw, float* c, int64_t ldc) const {
     if (m <= kStreamRows) {
-      const int parts = threads;
-#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
-      for (int t = 0; t < parts; ++t) {
-        const auto [n0, n1] = part_range(n, t, parts);
-        stream_nt(m, n0, n1, k, a, lda, w, ldw, c, ldc);
-      }
+      split(n, [&](int64_t n0, int64_t n1) { stream_nt(m, n0, n1, k, a, lda, w, ldw, c, ldc); });
       return;
     }
     const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
@@ -230,12 +236,7 @@ struct Blas {
   void nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
           int64_t ldw, float* c, int64_t ldc) const {
     if (m <= kStreamRows) {
-      const int parts = threads;
-#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
-      for (int t = 0; t < parts; ++t) {
-        const auto [q0, q1] = part_range(n, t, parts);
-        stream_nn(m, q0, q1, k, a, lda, w, ldw, c, ldc);
-      }
+      split(n, [&](int64_t q0, int64_t q1) { stream_nn(m, q0, q1, k, a, lda, w, ldw, c, ldc); });
       return;
     }
     const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);

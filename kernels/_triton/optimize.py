@@ -95,6 +95,25 @@ def _mma(x, w, acc, BF16: tl.constexpr, EMULATE_BF16: tl.constexpr, PRECISION: t
 
 
 @triton.jit
+def _grad_times_weight(g_ptr, ldg, w_ptr, rows, row_mask, cols, col_mask, N: tl.constexpr,
+                       K: tl.constexpr, BF16: tl.constexpr, EMULATE_BF16: tl.constexpr,
+                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
+    """The [BM, BK] tile (rows, cols) of g[M, N] W[N, K] (W row-major [N, K]): an input
+    gradient, reduced over the layer's N outputs."""
+    acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        ns = n0 + tl.arange(0, BLOCK_N)  # [BN]
+        n_mask = ns < N
+        g = tl.load(g_ptr + rows[:, None] * ldg + ns[None, :],
+                    mask=row_mask[:, None] & n_mask[None, :], other=0.0)  # [BM, BN]
+        w = tl.load(w_ptr + ns[:, None] * K + cols[None, :],
+                    mask=n_mask[:, None] & col_mask[None, :], other=0.0)  # [BN, BK]
+        acc = _mma(g, w, acc, BF16, EMULATE_BF16, PRECISION)
+    return acc
+
+
+@triton.jit
 def _any_active(active_ptr, rows, row_mask):
     flags = tl.load(active_ptr + rows, mask=row_mask, other=0).to(tl.int32)
     return tl.max(flags, axis=0) > 0
@@ -155,15 +174,8 @@ def _linear_bwd_kernel(g_ptr, ldg, w_ptr, a_ptr, lda, out_ptr, ldo, active_ptr, 
     row_mask = rows < M
     col_mask = cols < K
     if _any_active(active_ptr, rows, row_mask):
-        acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-        for n0 in range(0, N, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)  # [BN] output features (reduced)
-            n_mask = ns < N
-            g = tl.load(g_ptr + rows[:, None] * ldg + ns[None, :],
-                        mask=row_mask[:, None] & n_mask[None, :], other=0.0)  # [BM, BN]
-            w = tl.load(w_ptr + ns[:, None] * K + cols[None, :],
-                        mask=n_mask[:, None] & col_mask[None, :], other=0.0)  # [BN, BK]
-            acc = _mma(g, w, acc, BF16, EMULATE_BF16, PRECISION)
+        acc = _grad_times_weight(g_ptr, ldg, w_ptr, rows, row_mask, cols, col_mask, N, K, BF16,
+                                 EMULATE_BF16, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
         mask = row_mask[:, None] & col_mask[None, :]
         a = tl.load(a_ptr + rows[:, None] * lda + cols[None, :], mask=mask, other=0.0)
         tl.store(out_ptr + rows[:, None] * ldo + cols[None, :], acc * _activation_slope(a, ACT),
@@ -191,15 +203,8 @@ def _first_bwd_adam_kernel(g_ptr, w_ptr, z_ptr, z0_ptr, m_ptr, v_ptr, coef_ptr, 
     col_mask = cols < D
     active = tl.load(active_ptr + rows, mask=row_mask, other=0) != 0  # [BM]
     if tl.max(active.to(tl.int32), axis=0) > 0:
-        acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-        for n0 in range(0, H, BLOCK_N):
-            ns = n0 + tl.arange(0, BLOCK_N)  # [BN] first-layer units (reduced)
-            n_mask = ns < H
-            g = tl.load(g_ptr + rows[:, None] * H + ns[None, :],
-                        mask=row_mask[:, None] & n_mask[None, :], other=0.0)  # [BM, BN]
-            w = tl.load(w_ptr + ns[:, None] * D + cols[None, :],
-                        mask=n_mask[:, None] & col_mask[None, :], other=0.0)  # [BN, BK]
-            acc = _mma(g, w, acc, BF16, EMULATE_BF16, PRECISION)
+        acc = _grad_times_weight(g_ptr, H, w_ptr, rows, row_mask, cols, col_mask, H, D, BF16,
+                                 EMULATE_BF16, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
         t = tl.load(step_ptr)
         step_size = tl.load(table_ptr + 2 * t)
         sqrt_bc2 = tl.load(table_ptr + 2 * t + 1)
