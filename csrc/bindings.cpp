@@ -47,54 +47,85 @@ void require_n(int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused latent optimizer (CPU): the nets arrive as parallel lists (activation code, widths,
-// weight and bias data pointers per layer; entry 0 of each pointer list is unused because every
-// first layer lives in w_first). The sgemm_ address is injected by the Python layer.
+// Fused latent optimizer: the nets arrive as parallel lists (activation code, widths, weight and
+// bias data pointers per layer; entry 0 of each pointer list is unused because every first layer
+// lives in w_first). parse_optimize_args turns the arguments both devices share into an
+// OptimizeLatentsArgs (owning the per-net arrays it points into); the CPU binding then adds the
+// injected sgemm_, the CUDA bindings the workspace and stream.
 // ---------------------------------------------------------------------------------------------
-void optimize_latents_cpu_binding(
-    const std::vector<int>& activations, const std::vector<std::vector<int64_t>>& widths,
-    const std::vector<std::vector<std::uintptr_t>>& weights,
-    const std::vector<std::vector<std::uintptr_t>>& biases, std::uintptr_t w_first,
-    std::uintptr_t b_first, int64_t first_width, std::uintptr_t row_bias, int64_t row_bias_width,
-    int64_t num_outputs, std::uintptr_t target, std::uintptr_t loss_weight,
-    std::uintptr_t requirement, std::uintptr_t upper, std::uintptr_t lower,
-    std::uintptr_t inv_sigma_sq, float w_dist, std::uintptr_t z_start, std::uintptr_t z_out,
-    std::uintptr_t converged, std::uintptr_t steps_taken, std::uintptr_t logits_out, int64_t rows,
-    int64_t dim, int64_t steps, double lr, double beta1, double beta2, double eps,
-    int64_t tile_rows, int threads, std::uintptr_t sgemm, std::uintptr_t set_threads_local) {
+struct OptimizeCall {
+  std::vector<std::vector<int64_t>> widths;
+  std::vector<std::vector<const float*>> weight_ptrs, bias_ptrs;
+  std::vector<lcengine::OptimizeNet> nets;
+  lcengine::OptimizeLatentsArgs args;
+
+  OptimizeCall() = default;
+  OptimizeCall(const OptimizeCall&) = delete;  // args points into the vectors
+  OptimizeCall& operator=(const OptimizeCall&) = delete;
+};
+
+#define LC_OPTIMIZE_PARAMS                                                                        \
+  const std::vector<int>&activations, const std::vector<std::vector<int64_t>>&widths,             \
+      const std::vector<std::vector<std::uintptr_t>>&weights,                                     \
+      const std::vector<std::vector<std::uintptr_t>>&biases, std::uintptr_t w_first,              \
+      std::uintptr_t b_first, int64_t first_width, std::uintptr_t row_bias,                       \
+      int64_t row_bias_width, int64_t num_outputs, std::uintptr_t target,                         \
+      std::uintptr_t loss_weight, std::uintptr_t requirement, std::uintptr_t upper,               \
+      std::uintptr_t lower, std::uintptr_t inv_sigma_sq, float w_dist, std::uintptr_t z_start,    \
+      std::uintptr_t z_out, std::uintptr_t converged, std::uintptr_t steps_taken,                 \
+      std::uintptr_t logits_out, int64_t rows, int64_t dim, int64_t steps, double lr,             \
+      double beta1, double beta2, double eps
+#define LC_OPTIMIZE_ARGS                                                                          \
+  activations, widths, weights, biases, w_first, b_first, first_width, row_bias, row_bias_width, \
+      num_outputs, target, loss_weight, requirement, upper, lower, inv_sigma_sq, w_dist, z_start, \
+      z_out, converged, steps_taken, logits_out, rows, dim, steps, lr, beta1, beta2, eps
+// The Python names of LC_OPTIMIZE_PARAMS, in order.
+#define LC_OPTIMIZE_PY_ARGS                                                                       \
+  py::arg("activations"), py::arg("widths"), py::arg("weights"), py::arg("biases"),               \
+      py::arg("w_first"), py::arg("b_first"), py::arg("first_width"), py::arg("row_bias"),        \
+      py::arg("row_bias_width"), py::arg("num_outputs"), py::arg("target"),                       \
+      py::arg("loss_weight"), py::arg("requirement"), py::arg("upper"), py::arg("lower"),         \
+      py::arg("inv_sigma_sq"), py::arg("w_dist"), py::arg("z_start"), py::arg("z_out"),           \
+      py::arg("converged"), py::arg("steps_taken"), py::arg("logits_out"), py::arg("rows"),       \
+      py::arg("dim"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),        \
+      py::arg("eps")
+
+// Checks the shared arguments (messages start with `op`) and fills call.args.
+void parse_optimize_args(OptimizeCall& call, const std::string& op, LC_OPTIMIZE_PARAMS) {
   const size_t num_nets = activations.size();
-  if (num_nets == 0) throw std::invalid_argument("optimize_latents_cpu: at least one net");
+  if (num_nets == 0) throw std::invalid_argument(op + ": at least one net");
   if (widths.size() != num_nets || weights.size() != num_nets || biases.size() != num_nets)
-    throw std::invalid_argument("optimize_latents_cpu: activations, widths, weights and biases "
-                                "must have one entry per net");
+    throw std::invalid_argument(op + ": activations, widths, weights and biases must have one "
+                                "entry per net");
   require_sizes(rows, dim);
-  if (steps < 1) throw std::invalid_argument("optimize_latents_cpu: steps must be >= 1");
-  if (sgemm == 0) throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
+  if (steps < 1) throw std::invalid_argument(op + ": steps must be >= 1");
   if (first_width < 1 || num_outputs < 1 || row_bias_width < 0)
-    throw std::invalid_argument("optimize_latents_cpu: first_width and num_outputs must be >= 1");
-  std::vector<std::vector<const float*>> weight_ptrs(num_nets), bias_ptrs(num_nets);
-  std::vector<lcengine::OptimizeNet> nets(num_nets);
+    throw std::invalid_argument(op + ": first_width and num_outputs must be >= 1");
+  call.widths = widths;
+  call.weight_ptrs.assign(num_nets, {});
+  call.bias_ptrs.assign(num_nets, {});
+  call.nets.assign(num_nets, lcengine::OptimizeNet{});
   for (size_t n = 0; n < num_nets; ++n) {
     if (activations[n] < 0 || activations[n] > 2)
-      throw std::invalid_argument("optimize_latents_cpu: activation codes are 0 (relu), 1 (softplus), 2 (leaky_relu)");
+      throw std::invalid_argument(op + ": activation codes are 0 (relu), 1 (softplus), 2 (leaky_relu)");
     const size_t layers = weights[n].size();
     if (layers < 2 || biases[n].size() != layers || widths[n].size() != layers + 1)
-      throw std::invalid_argument("optimize_latents_cpu: net " + std::to_string(n) + " needs >= 2 "
-                                  "layers, as many biases and layers + 1 widths");
+      throw std::invalid_argument(op + ": net " + std::to_string(n) + " needs >= 2 layers, as "
+                                  "many biases and layers + 1 widths");
     for (size_t l = 0; l <= layers; ++l)
-      if (widths[n][l] < 1) throw std::invalid_argument("optimize_latents_cpu: widths must be >= 1");
-    if (widths[n][0] != dim) throw std::invalid_argument("optimize_latents_cpu: every net's widths[0] must be dim");
+      if (widths[n][l] < 1) throw std::invalid_argument(op + ": widths must be >= 1");
+    if (widths[n][0] != dim) throw std::invalid_argument(op + ": every net's widths[0] must be dim");
+    call.weight_ptrs[n].push_back(nullptr);
+    call.bias_ptrs[n].push_back(nullptr);
     for (size_t l = 1; l < layers; ++l) {
       require_ptr(weights[n][l], "layer weight", 1);
       require_ptr(biases[n][l], "layer bias", 1);
-      weight_ptrs[n].push_back(ptr<const float>(weights[n][l]));
-      bias_ptrs[n].push_back(ptr<const float>(biases[n][l]));
+      call.weight_ptrs[n].push_back(ptr<const float>(weights[n][l]));
+      call.bias_ptrs[n].push_back(ptr<const float>(biases[n][l]));
     }
-    weight_ptrs[n].insert(weight_ptrs[n].begin(), nullptr);
-    bias_ptrs[n].insert(bias_ptrs[n].begin(), nullptr);
-    nets[n] = lcengine::OptimizeNet{static_cast<lcengine::Activation>(activations[n]),
-                                    static_cast<int32_t>(layers), widths[n].data(),
-                                    weight_ptrs[n].data(), bias_ptrs[n].data()};
+    call.nets[n] = lcengine::OptimizeNet{static_cast<lcengine::Activation>(activations[n]),
+                                         static_cast<int32_t>(layers), call.widths[n].data(),
+                                         call.weight_ptrs[n].data(), call.bias_ptrs[n].data()};
   }
   for (auto [p, name, n] : {std::tuple<std::uintptr_t, const char*, int64_t>{w_first, "w_first", 1},
                             {b_first, "b_first", 1}, {target, "target", rows},
@@ -104,9 +135,9 @@ void optimize_latents_cpu_binding(
                             {z_out, "z_out", rows}, {converged, "converged", rows},
                             {steps_taken, "steps_taken", rows}, {logits_out, "logits_out", rows}})
     require_ptr(p, name, n);
-  lcengine::OptimizeLatentsArgs args;
+  lcengine::OptimizeLatentsArgs& args = call.args;
   args.rows = rows; args.dim = dim;
-  args.num_nets = static_cast<int32_t>(num_nets); args.nets = nets.data();
+  args.num_nets = static_cast<int32_t>(num_nets); args.nets = call.nets.data();
   args.first_width = first_width;
   args.w_first = ptr<const float>(w_first); args.b_first = ptr<const float>(b_first);
   args.row_bias = ptr<const float>(row_bias); args.row_bias_width = row_bias_width;
@@ -119,12 +150,41 @@ void optimize_latents_cpu_binding(
   args.converged = ptr<uint8_t>(converged); args.steps_taken = ptr<int64_t>(steps_taken);
   args.logits_out = ptr<float>(logits_out);
   args.steps = steps; args.lr = lr; args.beta1 = beta1; args.beta2 = beta2; args.eps = eps;
-  args.tile_rows = tile_rows; args.threads = threads;
-  args.sgemm = reinterpret_cast<lcengine::SgemmFn>(sgemm);
-  args.blas_set_threads_local = reinterpret_cast<lcengine::BlasSetThreadsLocalFn>(set_threads_local);
-  py::gil_scoped_release release;
-  lcengine::optimize_latents_cpu(args);
 }
+
+void optimize_latents_cpu_binding(LC_OPTIMIZE_PARAMS, int64_t tile_rows, int threads,
+                                  std::uintptr_t sgemm, std::uintptr_t set_threads_local) {
+  OptimizeCall call;
+  parse_optimize_args(call, "optimize_latents_cpu", LC_OPTIMIZE_ARGS);
+  if (sgemm == 0) throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
+  call.args.tile_rows = tile_rows; call.args.threads = threads;
+  call.args.sgemm = reinterpret_cast<lcengine::SgemmFn>(sgemm);
+  call.args.blas_set_threads_local = reinterpret_cast<lcengine::BlasSetThreadsLocalFn>(set_threads_local);
+  py::gil_scoped_release release;
+  lcengine::optimize_latents_cpu(call.args);
+}
+
+#ifdef LCENGINE_WITH_CUDA
+// Bytes of device workspace optimize_latents_cuda needs (host arithmetic only: no GPU needed).
+int64_t optimize_latents_cuda_workspace_bytes_binding(LC_OPTIMIZE_PARAMS, bool weights_bf16) {
+  OptimizeCall call;
+  parse_optimize_args(call, "optimize_latents_cuda", LC_OPTIMIZE_ARGS);
+  call.args.weights_bf16 = weights_bf16;
+  return static_cast<int64_t>(lcengine::optimize_latents_cuda_workspace_bytes(call.args));
+}
+
+void optimize_latents_cuda_binding(LC_OPTIMIZE_PARAMS, bool weights_bf16, std::uintptr_t workspace,
+                                   int64_t workspace_bytes, std::uintptr_t stream) {
+  OptimizeCall call;
+  parse_optimize_args(call, "optimize_latents_cuda", LC_OPTIMIZE_ARGS);
+  call.args.weights_bf16 = weights_bf16;
+  if (workspace_bytes < 0)
+    throw std::invalid_argument("optimize_latents_cuda: workspace_bytes must be >= 0");
+  py::gil_scoped_release release;
+  lcengine::optimize_latents_cuda(call.args, ptr(workspace), static_cast<size_t>(workspace_bytes),
+                                  ptr(stream));
+}
+#endif
 
 }  // namespace
 
@@ -234,15 +294,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_simd_level", &lcengine::cpu_simd_level);
   m.def("optimize_latents_cpu", &optimize_latents_cpu_binding,
         "Fused critic-gradient latent optimizer on CPU (see OptimizeLatentsArgs)",
-        py::arg("activations"), py::arg("widths"), py::arg("weights"), py::arg("biases"),
-        py::arg("w_first"), py::arg("b_first"), py::arg("first_width"), py::arg("row_bias"),
-        py::arg("row_bias_width"), py::arg("num_outputs"), py::arg("target"),
-        py::arg("loss_weight"), py::arg("requirement"), py::arg("upper"), py::arg("lower"),
-        py::arg("inv_sigma_sq"), py::arg("w_dist"), py::arg("z_start"), py::arg("z_out"),
-        py::arg("converged"), py::arg("steps_taken"), py::arg("logits_out"), py::arg("rows"),
-        py::arg("dim"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("tile_rows"), py::arg("threads"), py::arg("sgemm"),
+        LC_OPTIMIZE_PY_ARGS, py::arg("tile_rows"), py::arg("threads"), py::arg("sgemm"),
         py::arg("set_threads_local"));
+#ifdef LCENGINE_WITH_CUDA
+  m.def("optimize_latents_cuda", &optimize_latents_cuda_binding,
+        "Fused critic-gradient latent optimizer on CUDA (see OptimizeLatentsArgs); every pointer "
+        "is a device pointer, workspace of optimize_latents_cuda_workspace_bytes bytes",
+        LC_OPTIMIZE_PY_ARGS, py::arg("weights_bf16"), py::arg("workspace"),
+        py::arg("workspace_bytes"), py::arg("stream"));
+  m.def("optimize_latents_cuda_workspace_bytes", &optimize_latents_cuda_workspace_bytes_binding,
+        "Device workspace (bytes) of optimize_latents_cuda for these arguments (no GPU needed)",
+        LC_OPTIMIZE_PY_ARGS, py::arg("weights_bf16"));
+#endif
 #ifdef _OPENMP
   m.attr("with_openmp") = true;
 #else

@@ -4,6 +4,7 @@
 // layer validates shapes, dtypes and devices before calling in.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace lcengine {
@@ -167,6 +168,10 @@ struct OptimizeLatentsArgs {
   int32_t threads = 0;              // OpenMP threads over tiles; 0: automatic
   SgemmFn sgemm = nullptr;
   BlasSetThreadsLocalFn blas_set_threads_local = nullptr;
+  // CUDA only: w_first and every nets[n].weights[l] point to bfloat16 data (still typed
+  // const float* here); biases, latents, Adam state, activations and accumulation stay float32.
+  // The CPU path ignores it (the Python layer never passes bfloat16 weights to the CPU).
+  bool weights_bf16 = false;
 };
 
 // Runs the optimizer. Rows are independent, so each tile of rows runs its whole step loop on its
@@ -175,5 +180,22 @@ struct OptimizeLatentsArgs {
 // tiles than threads. Converged rows are compacted out of their tile. Throws
 // std::invalid_argument on inconsistent sizes.
 void optimize_latents_cpu(const OptimizeLatentsArgs& args);
+
+// CUDA (kernels/cuda/optimize.cu; defined only when LCENGINE_WITH_CUDA). Every pointer of
+// `args` is a device pointer; tile_rows, threads, sgemm and blas_set_threads_local are ignored.
+//
+// optimize_latents_cuda_workspace_bytes: bytes of device workspace (256-byte aligned) the call
+// needs; pure host arithmetic (no device, no CUDA call), so it also answers on machines without
+// a GPU. Throws std::invalid_argument on inconsistent sizes.
+//
+// optimize_latents_cuda: runs the optimizer on `stream` (a cudaStream_t as void*). Small
+// critics (D and every width <= 256) run as one persistent row-tile kernel; others as per-step
+// GEMM/epilogue launches, captured in a CUDA graph for small batches. May synchronize the stream
+// every few steps to stop early, so it must not be called while the stream is being captured.
+// Throws std::invalid_argument (sizes, workspace) or std::runtime_error (CUDA errors, with the
+// kernel's name).
+size_t optimize_latents_cuda_workspace_bytes(const OptimizeLatentsArgs& args);
+void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace,
+                           size_t workspace_bytes, void* stream);
 
 }  // namespace lcengine

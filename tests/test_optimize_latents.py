@@ -399,3 +399,17 @@ def test_bench_optimizer_rows(monkeypatch):
     assert "tiny" in benchmark.format_optimizer_table(report)
     assert benchmark.default_optimizer_cases("cuda") == [
         "gpu_B1M_D1024_4x2048_relu", "gpu_B1M_D64_4x256_relu", "gpu_B4096_D64_4x256_relu_300steps"]
+
+
+def test_auto_order_on_cuda_prefers_the_row_tile_kernel_only_for_narrow_fp32():
+    from lcengine.ops._optimize_prep import parse_critics
+    from lcengine.ops.optimize_latents import _auto_order
+
+    cuda = torch.device("cuda")
+    narrow = parse_critics(*make_problem(2, 16, (32, 32), "relu")[3:], 16, 4, 4)
+    wide = parse_critics(*make_problem(2, 16, (300,), "relu")[3:], 16, 4, 4)
+    assert _auto_order(cuda, narrow, torch.float32, 4096) == ("native", "triton")
+    assert _auto_order(cuda, narrow, torch.bfloat16, 4096) == ("triton", "native")
+    assert _auto_order(cuda, narrow, torch.float32, 2**20) == ("triton", "native")
+    assert _auto_order(cuda, wide, torch.float32, 4096) == ("triton", "native")
+    assert _auto_order(torch.device("cpu"), wide, torch.float32, 4) == ("native",)

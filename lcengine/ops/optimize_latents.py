@@ -34,6 +34,14 @@ from ._optimize_prep import Critics, Prepared, parse_critics, prepare
 # accumulation) on the GPU backends, and on eager as bf16 autocast.
 WEIGHT_DTYPES = (torch.float32, torch.bfloat16)
 
+# auto on CUDA, per call (unmeasured on a GPU so far; docs/benchmarks.md): the native CUDA
+# optimizer computes in fp32 on CUDA cores, and its persistent row-tile kernel (one launch per
+# call) covers widths up to ROW_TILE_MAX_WIDTH; the Triton optimizer's GEMMs run on tensor cores
+# (tf32x3, or bf16 with bf16 weights). So native first for narrow fp32 critics on batches up to
+# NATIVE_FIRST_MAX_ROWS, Triton first otherwise.
+ROW_TILE_MAX_WIDTH = 256
+NATIVE_FIRST_MAX_ROWS = 65536
+
 # Knobs of the native CPU path, for benchmarks and experiments (0 = automatic).
 NATIVE_TUNING = {"tile_rows": 0, "threads": 0}
 
@@ -294,7 +302,7 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
         raise structure_error  # critics that claim the contract but break it: say so, not fall back
 
     chosen = _choose_backend(requested, device, z_start.dtype, critics, structure_error,
-                             weight_dtype)
+                             weight_dtype, rows=b)
     if b == 0:
         return OptimizeResult(torch.zeros(0, d, device=device),
                               torch.zeros(0, dtype=torch.bool, device=device),
@@ -355,9 +363,21 @@ def _fused_unsupported(name: str, device: torch.device, dtype: torch.dtype,
     return None
 
 
+def _auto_order(device: torch.device, critics: Optional[Critics], weight_dtype: torch.dtype,
+                rows: int) -> tuple:
+    order = AUTO_ORDER.get(device.type, ())
+    if device.type != "cuda" or critics is None:
+        return order
+    widths = [w.shape[0] for net in critics.nets for w, _ in net.layers[:-1]]
+    narrow = max(widths + [critics.realism.layers[0][0].shape[1]]) <= ROW_TILE_MAX_WIDTH
+    native_first = (weight_dtype == torch.float32 and narrow and rows <= NATIVE_FIRST_MAX_ROWS)
+    first = "native" if native_first else "triton"
+    return (first,) + tuple(name for name in order if name != first)
+
+
 def _choose_backend(requested: str, device: torch.device, dtype: torch.dtype,
                     critics: Optional[Critics], structure_error: Optional[Exception],
-                    weight_dtype: torch.dtype) -> str:
+                    weight_dtype: torch.dtype, rows: int = 0) -> str:
     if requested == "eager":
         return "eager"
     if requested != "auto":
@@ -369,7 +389,7 @@ def _choose_backend(requested: str, device: torch.device, dtype: torch.dtype,
     if dtype == torch.float64:
         return "eager"  # auto keeps float64 on the eager loop, silently (like the other ops)
     reasons = []
-    for name in AUTO_ORDER.get(device.type, ()):
+    for name in _auto_order(device, critics, weight_dtype, rows):
         reason = _fused_unsupported(name, device, dtype, critics, structure_error, weight_dtype)
         if reason is None:
             return name

@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The native CUDA runner of the fused latent optimizer (``_C.optimize_latents_cuda``).
+
+Allocates the outputs and the kernel's workspace with torch (the caching allocator, on the
+current stream of ``prep``'s device) and runs the whole multi-step loop on that stream: one
+persistent row-tile kernel for critics whose widths are all <= 256, otherwise per-step fused GEMM
+launches (replayed from a CUDA graph for small batches). See kernels/cuda/optimize.cu.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..backend import native_module
+from ._optimize_prep import Prepared
+
+
+def run_cuda(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: float,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs the optimizer on ``prep``'s CUDA device.
+
+    Args:
+        prep: the call's constant tensors (:func:`lcengine.ops._optimize_prep.prepare`), all on
+            one CUDA device; weights float32 or all bfloat16 (``w_first``'s dtype decides).
+        steps, lr, beta1, beta2, eps: Adam and the step limit (validated by the caller).
+
+    Returns:
+        ``(z [B, D] float32, converged [B] bool, steps [B] int64, logits [B, C] float32)``.
+    """
+    mod = native_module()
+    if mod is None or not getattr(mod, "with_cuda", False):
+        raise RuntimeError("optimize_latents: lcengine._C was built without CUDA kernels")
+    device = prep.z_start.device
+    if device.type != "cuda":
+        raise ValueError(f"run_cuda needs CUDA tensors, got {device}")
+    bf16 = prep.w_first.dtype == torch.bfloat16
+    wdtype = torch.bfloat16 if bf16 else torch.float32
+    weights = [w for n in prep.nets for w in n.weights] + [prep.w_first]
+    for w in weights:  # the kernels read raw pointers: one dtype, contiguous, on this device
+        if w.dtype != wdtype or not w.is_contiguous() or w.device != device:
+            raise ValueError(f"every critic weight must be a contiguous {wdtype} tensor on "
+                             f"{device}, got {w.dtype} on {w.device}")
+    b, d, c = prep.rows, prep.dim, prep.num_outputs
+    z_out = torch.empty(b, d, dtype=torch.float32, device=device)  # [B, D]
+    converged = torch.zeros(b, dtype=torch.uint8, device=device)  # [B]
+    steps_taken = torch.zeros(b, dtype=torch.int64, device=device)  # [B]
+    logits = torch.empty(b, c, dtype=torch.float32, device=device)  # [B, C]
+    rb = prep.row_bias
+    args = (
+        [n.activation for n in prep.nets], [list(n.widths) for n in prep.nets],
+        [[0] + [w.data_ptr() for w in n.weights] for n in prep.nets],
+        [[0] + [v.data_ptr() for v in n.biases] for n in prep.nets],
+        prep.w_first.data_ptr(), prep.b_first.data_ptr(), prep.first_width,
+        0 if rb is None else rb.data_ptr(), prep.row_bias_width, c, prep.target.data_ptr(),
+        prep.loss_weight.data_ptr(), prep.requirement.data_ptr(), prep.upper.data_ptr(),
+        prep.lower.data_ptr(), prep.inv_sigma_sq.data_ptr(), float(prep.w_dist),
+        prep.z_start.data_ptr(), z_out.data_ptr(), converged.data_ptr(), steps_taken.data_ptr(),
+        logits.data_ptr(), b, d, int(steps), float(lr), float(beta1), float(beta2), float(eps))
+    with torch.cuda.device(device):
+        nbytes = int(mod.optimize_latents_cuda_workspace_bytes(*args, bf16))
+        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)  # [bytes]
+        stream = torch.cuda.current_stream(device).cuda_stream
+        # prep's tensors, the outputs and the workspace stay referenced until the call returns;
+        # the caching allocator orders any later reuse of their memory after this stream's work.
+        mod.optimize_latents_cuda(*args, bf16, workspace.data_ptr(), nbytes, stream)
+    return z_out, converged.to(torch.bool), steps_taken, logits
