@@ -277,13 +277,7 @@ __global__ void __launch_bounds__(kCheckThreads)
     for (int c0 = 0; c0 < C; c0 += 32) {
       const int c = c0 + lane;
       if (c >= C) continue;
-      const float s = stable_sigmoid(l[c]);
-      const int8_t req = p.requirement[row * C + c];
-      if (req > 0) {
-        ok = ok && s > __ldg(p.upper + c);
-      } else if (req < 0) {
-        ok = ok && s < __ldg(p.lower + c);
-      }
+      ok = ok && column_satisfied(l[c], p.requirement[row * C + c], p.upper, p.lower, c);
     }
     const bool sat = __all_sync(0xffffffffu, ok);
     if (p.final_check) {

@@ -46,6 +46,15 @@ __device__ __forceinline__ float stable_sigmoid(float l) {
   return l >= 0.f ? inv : e * inv;
 }
 
+// The stopping rule for one logit column: requirement +1 needs sigmoid(l) > upper[c], -1 needs
+// sigmoid(l) < lower[c], 0 nothing.
+__device__ __forceinline__ bool column_satisfied(float l, int8_t req, const float* upper,
+                                                 const float* lower, int c) {
+  if (req > 0) return stable_sigmoid(l) > __ldg(upper + c);
+  if (req < 0) return stable_sigmoid(l) < __ldg(lower + c);
+  return true;
+}
+
 // Adam constants that do not depend on the step (float, as the CPU path rounds them).
 struct AdamConsts {
   float b1, one_minus_b1, b2, one_minus_b2, eps;

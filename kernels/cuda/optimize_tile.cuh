@@ -225,13 +225,7 @@ __device__ __forceinline__ int tile_check(const TileParams& p, float* smem, int6
     for (int c0 = 0; c0 < C; c0 += 32) {  // warp-uniform trip count around the vote
       const int c = c0 + lane;
       if (c >= C) continue;
-      const float s = stable_sigmoid(logit[pos[c]]);
-      const int8_t req = p.requirement[row * C + c];
-      if (req > 0) {
-        ok = ok && s > __ldg(p.upper + c);
-      } else if (req < 0) {
-        ok = ok && s < __ldg(p.lower + c);
-      }
+      ok = ok && column_satisfied(logit[pos[c]], p.requirement[row * C + c], p.upper, p.lower, c);
     }
     const bool sat = __all_sync(0xffffffffu, ok);
     if (final_check || sat) {
