@@ -539,6 +539,22 @@ def _peak_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]
     return torch.cuda.max_memory_allocated(device) - base
 
 
+def _drop_out_of_memory(contenders: dict, device: torch.device) -> list:
+    """Runs each contender once on a GPU and removes those that run out of memory (the eager
+    loop's saved activations at B=2^20 may not fit): they are reported, not timed."""
+    if device.type != "cuda":
+        return []
+    failed = []
+    for label in list(contenders):
+        try:
+            contenders[label]()
+        except torch.cuda.OutOfMemoryError:
+            failed.append(label)
+            del contenders[label]
+        torch.cuda.empty_cache()
+    return failed
+
+
 def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("cpu"),
                   warmup: int = 1, reps: int = 5, compile_modes: Sequence[str] = ("default",),
                   backends: Sequence[str] = ("auto",),
@@ -589,11 +605,15 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
                     lambda bb=concrete, wd=wd: optimize_latents(
                         x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0, backend=bb,
                         weight_dtype=wd, **kw))
+        failures = _drop_out_of_memory(contenders, device)
+        if failures:  # said now as well: a case where every lcengine contender failed has no row
+            print(f"  {name}: out of GPU memory, not timed: {', '.join(failures)}", flush=True)
         if progress:
             print(f"  timing {name} ({len(contenders)} contenders, {case.steps} steps per "
                   "call)...", flush=True)
         times = measure(contenders, timer, warmup=warmup, reps=reps)
         peaks = {label: _peak_bytes(fn, device) for label, fn in contenders.items()}
+        eager_t = times.get("eager")
         flops = None if case.converging else optimizer_flops_per_step(case) * case.steps
         result = optimize_latents(x["z"], x["y"], x["mask"], x["real"], x["attr"], 1.0,
                                   backend=resolve_backend(backends[0], device), **kw)
@@ -616,18 +636,19 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
                 "peak_bytes": peak, "eager_peak_bytes": eager_peak,
                 "peak_vs_eager": None if not (peak and eager_peak) else peak / eager_peak,
                 "time_ms": t * 1e3, "ms_per_step": t * 1e3 / case.steps,
-                "eager_ms": times["eager"] * 1e3,
-                "eager_ms_per_step": times["eager"] * 1e3 / case.steps,
+                "eager_ms": None if eager_t is None else eager_t * 1e3,
+                "eager_ms_per_step": None if eager_t is None else eager_t * 1e3 / case.steps,
                 "compile_ms": None if compile_t is None else compile_t * 1e3,
                 "compile_error": "; ".join(f"{m}: {e}" for m, e in compile_errors.items())
                                  or None,
                 "GFLOPs": gflops,
-                "eager_GFLOPs": None if flops is None else flops / times["eager"] / 1e9,
+                "eager_GFLOPs": None if flops is None or eager_t is None else flops / eager_t / 1e9,
                 "gemm_probe_GFLOPs": probe,
                 "gemm_probe": "bf16 torch.mm 8192^3" if gpu else "fp32 torch.mm 2048^3",
                 "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
-                "speedup_vs_eager": times["eager"] / t,
+                "speedup_vs_eager": None if eager_t is None else eager_t / t,
                 "speedup_vs_compile": None if compile_t is None else compile_t / t,
+                "out_of_memory": failures,
                 "converged_rows": converged, "mean_steps_per_row": mean_steps,
             })
     return {"environment": _environment(device), "gemm_probe_GFLOPs": probe,
@@ -646,9 +667,10 @@ def format_optimizer_table(report: dict) -> str:
         gflops = "n/a" if r["GFLOPs"] is None else f"{r['GFLOPs']:.1f}"
         frac = "n/a" if r["GFLOPs"] is None else f"{r['fraction_of_gemm_probe']:.0%}"
         mem = "n/a" if r.get("peak_vs_eager") is None else f"{r['peak_vs_eager']:.2f}"
+        eager = "OOM" if r["eager_ms_per_step"] is None else f"{r['eager_ms_per_step']:.3f}"
+        vs_eager = "n/a" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}"
         lines.append(f"{r['case']:<38} {r['backend']:<12} {r['ms_per_step']:>9.3f} "
-                     f"{r['eager_ms_per_step']:>9.3f} {gflops:>8} {frac:>8} "
-                     f"{r['speedup_vs_eager']:>8.2f} {vs_compile} {mem:>9} "
+                     f"{eager:>9} {gflops:>8} {frac:>8} {vs_eager:>8} {vs_compile} {mem:>9} "
                      f"{r['converged_rows']:>4}/{r['rows']:<5}")
     env = report["environment"]
     eager = report["rows"][0]["eager"] if report["rows"] else "float32"
@@ -660,4 +682,7 @@ def format_optimizer_table(report: dict) -> str:
     for r in report["rows"]:
         if r["compile_error"]:
             lines.append(f"note: torch.compile failed for {r['case']}: {r['compile_error']}")
+    oom = sorted({(r["case"], label) for r in report["rows"] for label in r["out_of_memory"]})
+    for case, label in oom:
+        lines.append(f"note: {label} ran out of GPU memory on {case} (not timed)")
     return "\n".join(lines)
