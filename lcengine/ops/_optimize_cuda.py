@@ -44,17 +44,8 @@ def run_cuda(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: floa
     converged = torch.zeros(b, dtype=torch.uint8, device=device)  # [B]
     steps_taken = torch.zeros(b, dtype=torch.int64, device=device)  # [B]
     logits = torch.empty(b, c, dtype=torch.float32, device=device)  # [B, C]
-    rb = prep.row_bias
-    args = (
-        [n.activation for n in prep.nets], [list(n.widths) for n in prep.nets],
-        [[0] + [w.data_ptr() for w in n.weights] for n in prep.nets],
-        [[0] + [v.data_ptr() for v in n.biases] for n in prep.nets],
-        prep.w_first.data_ptr(), prep.b_first.data_ptr(), prep.first_width,
-        0 if rb is None else rb.data_ptr(), prep.row_bias_width, c, prep.target.data_ptr(),
-        prep.loss_weight.data_ptr(), prep.requirement.data_ptr(), prep.upper.data_ptr(),
-        prep.lower.data_ptr(), prep.inv_sigma_sq.data_ptr(), float(prep.w_dist),
-        prep.z_start.data_ptr(), z_out.data_ptr(), converged.data_ptr(), steps_taken.data_ptr(),
-        logits.data_ptr(), b, d, int(steps), float(lr), float(beta1), float(beta2), float(eps))
+    args = prep.native_args(z_out, converged, steps_taken, logits, steps=steps, lr=lr,
+                            beta1=beta1, beta2=beta2, eps=eps)
     with torch.cuda.device(device):
         nbytes = int(mod.optimize_latents_cuda_workspace_bytes(*args, bf16))
         workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)  # [bytes]

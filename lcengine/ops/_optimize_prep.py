@@ -166,6 +166,25 @@ class Prepared:
     def row_bias_width(self) -> int:
         return 0 if self.row_bias is None else self.row_bias.shape[1]
 
+    def native_args(self, z_out: torch.Tensor, converged: torch.Tensor,
+                    steps_taken: torch.Tensor, logits: torch.Tensor, *, steps: int, lr: float,
+                    beta1: float, beta2: float, eps: float) -> tuple:
+        """The leading arguments of ``_C.optimize_latents_cpu`` / ``_cuda`` (csrc/bindings.cpp)
+        for these inputs and the given outputs (z_out [B, D] float32, converged [B] uint8,
+        steps_taken [B] int64, logits [B, C] float32): the one place their order lives. The
+        tensors must stay alive until the call returns."""
+        rb = self.row_bias
+        return ([n.activation for n in self.nets], [list(n.widths) for n in self.nets],
+                [[0] + [w.data_ptr() for w in n.weights] for n in self.nets],
+                [[0] + [v.data_ptr() for v in n.biases] for n in self.nets],
+                self.w_first.data_ptr(), self.b_first.data_ptr(), self.first_width,
+                0 if rb is None else rb.data_ptr(), self.row_bias_width, self.num_outputs,
+                self.target.data_ptr(), self.loss_weight.data_ptr(), self.requirement.data_ptr(),
+                self.upper.data_ptr(), self.lower.data_ptr(), self.inv_sigma_sq.data_ptr(),
+                float(self.w_dist), self.z_start.data_ptr(), z_out.data_ptr(),
+                converged.data_ptr(), steps_taken.data_ptr(), logits.data_ptr(), self.rows,
+                self.dim, int(steps), float(lr), float(beta1), float(beta2), float(eps))
+
 
 @torch.no_grad()
 def prepare(critics: Critics, z_start: torch.Tensor, yf: torch.Tensor, mask: torch.Tensor,

@@ -422,16 +422,8 @@ def _run_native_cpu(prep: Prepared, *, steps: int, lr: float, beta1: float, beta
     steps_taken = torch.zeros(b, dtype=torch.int64)  # [B]
     logits = torch.empty(b, c)  # [B, C]
     sgemm, set_local = blas_functions()
-    rb = prep.row_bias
+    args = prep.native_args(z_out, converged, steps_taken, logits, steps=steps, lr=lr,
+                            beta1=beta1, beta2=beta2, eps=eps)
     native_fn("optimize_latents", prep.z_start.device)(
-        [n.activation for n in prep.nets], [n.widths for n in prep.nets],
-        [[0] + [w.data_ptr() for w in n.weights] for n in prep.nets],
-        [[0] + [v.data_ptr() for v in n.biases] for n in prep.nets],
-        prep.w_first.data_ptr(), prep.b_first.data_ptr(), prep.first_width,
-        0 if rb is None else rb.data_ptr(), prep.row_bias_width, c, prep.target.data_ptr(),
-        prep.loss_weight.data_ptr(), prep.requirement.data_ptr(), prep.upper.data_ptr(),
-        prep.lower.data_ptr(), prep.inv_sigma_sq.data_ptr(), prep.w_dist,
-        prep.z_start.data_ptr(), z_out.data_ptr(), converged.data_ptr(), steps_taken.data_ptr(),
-        logits.data_ptr(), b, d, steps, lr, beta1, beta2, eps,
-        int(NATIVE_TUNING["tile_rows"]), int(NATIVE_TUNING["threads"]), sgemm, set_local)
+        *args, int(NATIVE_TUNING["tile_rows"]), int(NATIVE_TUNING["threads"]), sgemm, set_local)
     return z_out, converged.to(torch.bool), steps_taken, logits

@@ -45,16 +45,8 @@ def run_emulated(mod, z, y, mask, real, attr, sigma, *, steps, lr=0.05, w_dist=0
     conv = torch.full((b,), 7, dtype=torch.uint8)  # [B]: anything but 0/1 until written
     st = torch.full((b,), -5, dtype=torch.int64)  # [B]
     logits = torch.full((b, c), float("nan"))  # [B, C]
-    rb = prep.row_bias
-    args = ([n.activation for n in prep.nets], [list(n.widths) for n in prep.nets],
-            [[0] + [w.data_ptr() for w in n.weights] for n in prep.nets],
-            [[0] + [v.data_ptr() for v in n.biases] for n in prep.nets],
-            prep.w_first.data_ptr(), prep.b_first.data_ptr(), prep.first_width,
-            0 if rb is None else rb.data_ptr(), prep.row_bias_width, c, prep.target.data_ptr(),
-            prep.loss_weight.data_ptr(), prep.requirement.data_ptr(), prep.upper.data_ptr(),
-            prep.lower.data_ptr(), prep.inv_sigma_sq.data_ptr(), prep.w_dist,
-            prep.z_start.data_ptr(), z_out.data_ptr(), conv.data_ptr(), st.data_ptr(),
-            logits.data_ptr(), b, d, steps, lr, 0.9, 0.999, 1e-8)
+    args = prep.native_args(z_out, conv, st, logits, steps=steps, lr=lr, beta1=0.9,
+                            beta2=0.999, eps=1e-8)
     bf16 = weight_dtype == torch.bfloat16
     nbytes = mod.optimize_latents_cuda_workspace_bytes(*args, bf16)
     raw = torch.full((nbytes + 512,), 0xFF, dtype=torch.uint8)  # garbage (NaN floats)
