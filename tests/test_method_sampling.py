@@ -85,7 +85,7 @@ def test_optimizer_rows_are_independent_and_match_the_op():
     assert torch.equal(full.steps[3:6], part.steps)
     op = lcengine.optimize_latents(z0, y, mask, realism_fn, attribute_fn, 0.5, steps=50,
                                    lr=0.05, backend="eager")
-    # the op's eager path is a separate implementation of the same loop: fp32 round-off only
+    # the op's eager path and the method's loop share optimize_latents_ref
     assert torch.allclose(op.latents, full.latents, atol=1e-4)
     assert torch.equal(op.steps, full.steps) and torch.equal(op.converged, full.converged)
 

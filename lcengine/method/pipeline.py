@@ -446,15 +446,15 @@ class LatentConstraints:
     def _optimize(self, z0: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                   cfg: SamplingConfig, *, progress: bool, desc: str):
         """Latent optimization through the foundation op :func:`lcengine.optimize_latents`
-        (fused where built, else its eager reference: the same loop as
-        :func:`~lcengine.method.sampling.optimize_latents_eager`). The op runs the whole loop
-        in one call, so ``progress`` only shows a bar on the eager fallbacks (empty batch,
-        ``steps == 0``)."""
+        (fused where built, else the eager loop). The op runs the whole loop in one call, so
+        ``progress`` shows no per-step bar there; it takes ``steps >= 1``, so ``steps == 0``
+        (evaluate the start, no update) goes through
+        :func:`~lcengine.method.sampling.optimize_latents_eager`."""
         t = self._require_trainer("optimize")
         kwargs = dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
                       tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
                       realism_attributes=len(self.base_attribute_names))
-        if z0.shape[0] == 0 or cfg.steps == 0:
+        if cfg.steps == 0:
             return optimize_latents_eager(z0, y, mask, t.realism, self.attribute_critic,
                                           self.sigma_bar, progress=progress, desc=desc, **kwargs)
         return lcengine.optimize_latents(z0, y, mask, t.realism, self.attribute_critic,

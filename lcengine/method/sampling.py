@@ -1,17 +1,19 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generating under constraints: the actor in one pass, or gradient-based latent optimization.
 
-:func:`optimize_latents_eager` is the autograd loop that the fused op
-``lcengine.optimize_latents`` reproduces (its eager twin is ``lcengine.reference.optimize_latents_ref``). Per row it minimizes
+:func:`optimize_latents_eager` is the eager autograd loop that the fused op
+``lcengine.optimize_latents`` reproduces: the one loop,
+:func:`lcengine.reference.optimize_latents_ref`, with the method's input checks and a progress
+bar. Per row it minimizes
 
     w_realism * constraint_loss(D(z, y), 1)
   + w_attr    * sum_a mask_a * constraint_loss(D_attr(z)_a, y_a)
   + w_dist    * distance_penalty(z, z_start, sigma_bar)
 
-with :func:`lcengine.latent_adam_`, and freezes a row (``active`` = False) at the first point
-where it is *satisfied*: ``sigmoid(D(z, y)) > tau_r`` and every requested attribute is on its
-requested side with confidence ``tau_a`` (``sigmoid(D_attr) > tau_a`` for a 1,
-``< 1 - tau_a`` for a 0; ``tau_a = 0.5`` is "on the right side of 0.5").
+with Adam (the formula of :func:`lcengine.latent_adam_`), and freezes a row (``active`` =
+False) at the first point where it is *satisfied*: ``sigmoid(D(z, y)) > tau_r`` and every
+requested attribute is on its requested side with confidence ``tau_a`` (``sigmoid(D_attr) >
+tau_a`` for a 1, ``< 1 - tau_a`` for a 0; ``tau_a = 0.5`` is "on the right side of 0.5").
 
 :func:`complete_requests` turns a partial request ("a thick 7") into full attribute vectors for
 the conditional realism critic by borrowing the unrequested attributes from data rows that match
@@ -26,9 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import lcengine
 from lcengine import OptimizeResult  # the op's result type: one definition
-from lcengine.reference import constraint_satisfied_ref
+from lcengine.reference import constraint_satisfied_ref, optimize_latents_ref
 
 RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -76,12 +77,6 @@ def check_targets(y: torch.Tensor, mask: torch.Tensor, rows: int, num_attributes
     return y, mask
 
 
-@torch.no_grad()
-def _evaluate(realism: RealismFn, attribute: AttributeFn, z: torch.Tensor, y_real: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    return realism(z, y_real), attribute(z)
-
-
 def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                            realism_critic: RealismFn, attribute_critic: AttributeFn,
                            sigma_bar: Union[float, torch.Tensor], *, w_realism: float = 1.0,
@@ -95,9 +90,9 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
 
     Each iteration evaluates the critics at the current latents of the rows still active;
     rows that satisfy :func:`constraint_satisfied` are frozen there, the others take one
-    :func:`lcengine.latent_adam_` step on the per-row loss (see the module docstring). Rows are
-    independent: a row's trajectory does not depend on the other rows of the batch. After the
-    last step the remaining rows are checked once more.
+    Adam step (:func:`lcengine.latent_adam_`'s formula) on the per-row loss (see the module
+    docstring). Rows are independent: a row's trajectory does not depend on the other rows of
+    the batch. After the last step the remaining rows are checked once more.
 
     Args:
         z_start: starting latents (prior samples, or encodings for a transform); also the
@@ -145,57 +140,23 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
     if not 0 <= realism_attributes <= num_attr:
         raise ValueError(f"realism_attributes must be in [0, {num_attr}], got "
                          f"{realism_attributes}")
-    y_real = y[:, :realism_attributes]  # [B, A_r]
-    weight = mask.to(torch.float32)  # [B, A]
-
-    z = z_start.detach().to(torch.float32).clone().contiguous()  # [B, D]
-    anchor = z.clone()  # [B, D]
-    exp_avg = torch.zeros_like(z)  # [B, D]
-    exp_avg_sq = torch.zeros_like(z)  # [B, D]
-    grad_full = torch.zeros_like(z)  # [B, D]
-    active = torch.ones(b, dtype=torch.bool)  # [B]
-    converged = torch.zeros(b, dtype=torch.bool)  # [B]
-    steps_taken = torch.zeros(b, dtype=torch.int64)  # [B]
-    ones = torch.ones(b)  # [B]
 
     bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
-    for t in range(1, steps + 1):
-        idx = active.nonzero().squeeze(1)  # [B_active]
-        if idx.numel() == 0:
-            break
-        z_a = z[idx].requires_grad_(True)  # [B_active, D]
-        r_logits = realism_critic(z_a, y_real[idx])  # [B_active]
-        a_logits = attribute_critic(z_a)  # [B_active, A]
-        ok = constraint_satisfied(r_logits.detach(), a_logits.detach(), y[idx], mask[idx],
-                                  tau_r=tau_r, tau_a=tau_a)  # [B_active]
-        loss_rows = (w_realism * lcengine.constraint_loss(r_logits, ones[idx], reduction="none")
-                     + w_attr * lcengine.constraint_loss(a_logits, y[idx], weight=weight[idx],
-                                                         reduction="none").sum(1)
-                     + w_dist * lcengine.distance_penalty(z_a, anchor[idx], sigma_bar,
-                                                          reduction="none"))  # [B_active]
-        (grad,) = torch.autograd.grad(loss_rows.sum(), z_a)  # [B_active, D]
-        done = idx[ok]
-        active[done] = False
-        converged[done] = True
-        upd = idx[~ok]
-        if upd.numel() == 0:
-            break
-        grad_full.zero_()
-        grad_full[upd] = grad[~ok]
-        lcengine.latent_adam_(z, grad_full, exp_avg, exp_avg_sq, t, lr=lr, betas=betas, eps=eps,
-                              active=active)
-        steps_taken[upd] += 1
+
+    def on_step(t: int, converged: torch.Tensor) -> None:
         bar.update(1)
         bar.set_postfix(converged=f"{int(converged.sum())}/{b}")
-    bar.close()
 
-    r_logits, a_logits = _evaluate(realism_critic, attribute_critic, z, y_real)
-    if active.any():  # rows that used every step: did the last update satisfy them?
-        ok = constraint_satisfied(r_logits, a_logits, y, mask, tau_r=tau_r, tau_a=tau_a)
-        converged |= active & ok
+    try:
+        z, converged, steps_taken, realism_prob, attribute_prob = optimize_latents_ref(
+            z_start.detach().to(torch.float32), y, mask, realism_critic, attribute_critic,
+            sigma_bar, w_realism=w_realism, w_attr=w_attr, w_dist=w_dist, tau_r=tau_r,
+            tau_a=tau_a, steps=steps, lr=lr, betas=betas, eps=eps,
+            realism_attributes=realism_attributes, on_step=on_step)
+    finally:
+        bar.close()
     return OptimizeResult(latents=z, converged=converged, steps=steps_taken,
-                          realism_prob=torch.sigmoid(r_logits),
-                          attribute_prob=torch.sigmoid(a_logits))
+                          realism_prob=realism_prob, attribute_prob=attribute_prob)
 
 
 @torch.no_grad()

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Eager reference of the fused latent optimizer: the autograd loop, written with the references.
 
-This restates ``lcengine.method.sampling.optimize_latents_eager`` using only
-:func:`constraint_loss_ref`, :func:`distance_penalty_ref`, :func:`latent_adam_ref_` and plain
-torch, so that ``lcengine.optimize_latents(backend="eager")`` needs nothing above this layer.
+The one eager loop of the project, written with :func:`constraint_loss_ref`,
+:func:`distance_penalty_ref`, :func:`latent_adam_ref_` and plain torch: it serves
+``lcengine.optimize_latents(backend="eager")`` and ``lcengine.method.sampling.
+optimize_latents_eager`` (which adds the method's input checks and a progress bar).
 Per step ``t`` (the global step count, used for Adam's bias correction), for the rows still
 active:
 
@@ -52,7 +53,8 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
                          w_attr: float = 1.0, w_dist: float = 0.1, tau_r: float = 0.5,
                          tau_a: float = 0.5, steps: int = 300, lr: float = 0.05,
                          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                         realism_attributes: Optional[int] = None
+                         realism_attributes: Optional[int] = None,
+                         on_step: Optional[Callable[[int, torch.Tensor], None]] = None
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                     torch.Tensor]:
     """Gradient-based latent optimization against both critics, stopping per row (eager).
@@ -72,6 +74,8 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
         lr, betas, eps: Adam hyper-parameters.
         realism_attributes: leading columns of ``y`` the realism critic reads (default: its
             ``num_attributes`` attribute, else all).
+        on_step: called as ``on_step(t, converged)`` after each step that updated some row
+            (a progress bar's hook; ``converged`` is the live [B] bool mask).
 
     Returns:
         ``(latents [B, D], converged [B] bool, steps [B] int64, realism_prob [B],
@@ -125,6 +129,8 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
         latent_adam_ref_(z, grad_full, exp_avg, exp_avg_sq, t, lr=lr, betas=betas, eps=eps,
                          active=active)
         steps_taken[upd] += 1
+        if on_step is not None:
+            on_step(t, converged)
 
     with torch.no_grad():
         r_logits = realism_critic(z, y_real)  # [B]
