@@ -90,7 +90,8 @@ struct OptimizeCall {
       py::arg("dim"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),        \
       py::arg("eps")
 
-// Checks the shared arguments (messages start with `op`) and fills call.args.
+// Checks what building call.args needs (list lengths, pointers; messages start with `op`) and
+// fills it; the sizes and codes are checked by the core (check_optimize_args).
 void parse_optimize_args(OptimizeCall& call, const std::string& op, LC_OPTIMIZE_PARAMS) {
   const size_t num_nets = activations.size();
   if (num_nets == 0) throw std::invalid_argument(op + ": at least one net");
@@ -98,23 +99,16 @@ void parse_optimize_args(OptimizeCall& call, const std::string& op, LC_OPTIMIZE_
     throw std::invalid_argument(op + ": activations, widths, weights and biases must have one "
                                 "entry per net");
   require_sizes(rows, dim);
-  if (steps < 1) throw std::invalid_argument(op + ": steps must be >= 1");
-  if (first_width < 1 || num_outputs < 1 || row_bias_width < 0)
-    throw std::invalid_argument(op + ": first_width and num_outputs must be >= 1");
+  if (row_bias_width < 0) throw std::invalid_argument(op + ": row_bias_width must be >= 0");
   call.widths = widths;
   call.weight_ptrs.assign(num_nets, {});
   call.bias_ptrs.assign(num_nets, {});
   call.nets.assign(num_nets, lcengine::OptimizeNet{});
   for (size_t n = 0; n < num_nets; ++n) {
-    if (activations[n] < 0 || activations[n] > 2)
-      throw std::invalid_argument(op + ": activation codes are 0 (relu), 1 (softplus), 2 (leaky_relu)");
     const size_t layers = weights[n].size();
     if (layers < 2 || biases[n].size() != layers || widths[n].size() != layers + 1)
       throw std::invalid_argument(op + ": net " + std::to_string(n) + " needs >= 2 layers, as "
                                   "many biases and layers + 1 widths");
-    for (size_t l = 0; l <= layers; ++l)
-      if (widths[n][l] < 1) throw std::invalid_argument(op + ": widths must be >= 1");
-    if (widths[n][0] != dim) throw std::invalid_argument(op + ": every net's widths[0] must be dim");
     call.weight_ptrs[n].push_back(nullptr);
     call.bias_ptrs[n].push_back(nullptr);
     for (size_t l = 1; l < layers; ++l) {
@@ -260,12 +254,12 @@ void optimize_latents_cuda_binding(LC_OPTIMIZE_PARAMS, bool weights_bf16, std::u
   m.def("latent_adam_" #SUFFIX,                                                                  \
         [](std::uintptr_t z, std::uintptr_t grad, std::uintptr_t exp_avg,                        \
            std::uintptr_t exp_avg_sq, std::uintptr_t active, int64_t rows, int64_t dim,          \
-           float lr, float beta1, float beta2, float eps, float bias_c1, float bias_c2,           \
+           double lr, double beta1, double beta2, double eps, double bias_c1, double bias_c2,     \
            int dtype EXTRA_PARAM) {                                                              \
           require_sizes(rows, dim); require_ptr(z, "z", rows * dim);                             \
           require_ptr(grad, "grad", rows * dim); require_ptr(exp_avg, "exp_avg", rows * dim);    \
           require_ptr(exp_avg_sq, "exp_avg_sq", rows * dim);                                     \
-          if (!(bias_c1 > 0.f) || !(bias_c2 > 0.f))                                              \
+          if (!(bias_c1 > 0.0) || !(bias_c2 > 0.0))                                              \
             throw std::invalid_argument("bias corrections must be positive");                    \
           lcengine::latent_adam_##SUFFIX(ptr(z), ptr<const void>(grad), ptr(exp_avg),            \
                                          ptr(exp_avg_sq), ptr<const uint8_t>(active), rows, dim, \

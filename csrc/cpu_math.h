@@ -201,6 +201,45 @@ LC_INLINE float sigmoid_from(float l, float e, float inv_one_plus_e) {
   return l >= 0.0f ? inv_one_plus_e : e * inv_one_plus_e;
 }
 
+// sigmoid(l) for every float, from the pieces above.
+LC_INLINE float sigmoid_f(float l) {
+  const float e = exp_f(-__builtin_fabsf(l));
+  return sigmoid_from(l, e, 1.0f / (1.0f + e));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adam: one definition of the element update, shared by latent_adam_ (cpu_ops.cpp) and the
+// fused optimizer (optimize_cpu.cpp).
+// ---------------------------------------------------------------------------------------------
+
+// Coefficients of one torch.optim.Adam step (no weight decay) at step t.
+struct AdamCoefficients {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float step_size;  // lr / (1 - beta1^t)
+  float sqrt_bc2;   // sqrt(1 - beta2^t)
+  float eps;
+};
+
+// From double hyper-parameters, each coefficient rounded to float once (as the reference's Python
+// scalars are): 1 - beta in float from a float beta would be off by up to 1e-5 relative.
+LC_INLINE AdamCoefficients adam_coefficients(double lr, double beta1, double beta2, double eps,
+                                             double bias_c1, double bias_c2) {
+  return AdamCoefficients{static_cast<float>(beta1), static_cast<float>(1.0 - beta1),
+                          static_cast<float>(beta2), static_cast<float>(1.0 - beta2),
+                          static_cast<float>(lr / bias_c1),
+                          static_cast<float>(__builtin_sqrt(bias_c2)), static_cast<float>(eps)};
+}
+
+// One element, in the order of operations of lcengine.reference.latent_adam_ref_:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;  z -= step_size m / (sqrt(v) / sqrt_bc2 + eps)
+LC_INLINE void adam_update(float& z, float& m, float& v, float g, const AdamCoefficients& c) {
+  const float mn = m * c.beta1 + c.one_minus_beta1 * g;
+  const float vn = v * c.beta2 + c.one_minus_beta2 * g * g;
+  z = z - c.step_size * mn / (__builtin_sqrtf(vn) / c.sqrt_bc2 + c.eps);
+  m = mn;
+  v = vn;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Philox4x32-10 over a block of consecutive counters, vectorized across counters.
 // ---------------------------------------------------------------------------------------------
@@ -263,13 +302,8 @@ LC_INLINE void philox_block(uint64_t first, const PhiloxKeys& keys, uint32_t* __
 
 // eps = sqrt(-2 log(max(u0, 1e-7))) cos(2 pi u1) from the two Philox words (philox.h).
 LC_INLINE float box_muller(uint32_t w0, uint32_t w1) {
-  // Triton's uint_to_uniform_float: as int32, negatives folded to -x - 1 (= x ^ -1).
-  int32_t x0 = static_cast<int32_t>(w0);
-  int32_t x1 = static_cast<int32_t>(w1);
-  x0 ^= x0 >> 31;
-  x1 ^= x1 >> 31;
-  float u0 = static_cast<float>(x0) * philox::kUniformScale;
-  const float u1 = static_cast<float>(x1) * philox::kUniformScale;
+  float u0 = philox::uint_to_uniform(w0);
+  const float u1 = philox::uint_to_uniform(w1);
   u0 = u0 < philox::kMinUniform ? philox::kMinUniform : u0;
   const float radius = __builtin_sqrtf(-2.0f * log_f(u0));
   return radius * cos_0_2pi(philox::kTwoPi * u1);

@@ -186,37 +186,16 @@ struct AdamArgs {
   const void* grad;
   void* exp_avg;
   void* exp_avg_sq;
-  float step_size;     // lr / bias_c1
-  float inv_sqrt_bc2;  // 1 / sqrt(bias_c2)
-  float beta1;
-  float one_minus_beta1;
-  float beta2;
-  float one_minus_beta2;
-  float eps;
+  AdamCoefficients coef;
 };
 
-// The torch.optim.Adam update without weight decay, in place:
-//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  z -= step * m / (sqrt(v) / sqrt(bc2) + eps)
+// The torch.optim.Adam update without weight decay, in place (cpu_math.h: adam_update).
 LC_INLINE void adam_core(float* __restrict z, const float* __restrict grad,
                          float* __restrict exp_avg, float* __restrict exp_avg_sq,
                          const AdamArgs& args, int64_t len) {
-  const float beta1 = args.beta1;
-  const float one_minus_beta1 = args.one_minus_beta1;
-  const float beta2 = args.beta2;
-  const float one_minus_beta2 = args.one_minus_beta2;
-  const float step_size = args.step_size;
-  const float inv_sqrt_bc2 = args.inv_sqrt_bc2;
-  const float eps = args.eps;
+  const AdamCoefficients coef = args.coef;
 #pragma omp simd
-  for (int64_t i = 0; i < len; ++i) {
-    const float g = grad[i];
-    const float m = beta1 * exp_avg[i] + one_minus_beta1 * g;
-    const float v = beta2 * exp_avg_sq[i] + one_minus_beta2 * (g * g);
-    const float denom = __builtin_sqrtf(v) * inv_sqrt_bc2 + eps;
-    z[i] = z[i] - step_size * m / denom;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-  }
+  for (int64_t i = 0; i < len; ++i) adam_update(z[i], exp_avg[i], exp_avg_sq[i], grad[i], coef);
 }
 
 // Flat elements [begin, end).
@@ -316,20 +295,11 @@ void reparameterize_backward_cpu(const void* grad_z, const void* logvar, void* g
 }
 
 void latent_adam_cpu(void* z, const void* grad, void* exp_avg, void* exp_avg_sq,
-                     const uint8_t* active, int64_t rows, int64_t dim, float lr, float beta1,
-                     float beta2, float eps, float bias_c1, float bias_c2, DType dtype) {
+                     const uint8_t* active, int64_t rows, int64_t dim, double lr, double beta1,
+                     double beta2, double eps, double bias_c1, double bias_c2, DType dtype) {
   if (rows <= 0 || dim <= 0) return;
-  const AdamArgs args{z,
-                      grad,
-                      exp_avg,
-                      exp_avg_sq,
-                      lr / bias_c1,
-                      1.0f / __builtin_sqrtf(bias_c2),
-                      beta1,
-                      1.0f - beta1,
-                      beta2,
-                      1.0f - beta2,
-                      eps};
+  const AdamArgs args{z, grad, exp_avg, exp_avg_sq,
+                      adam_coefficients(lr, beta1, beta2, eps, bias_c1, bias_c2)};
   if (active == nullptr) {
     parallel_for(rows * dim, kMinElemsStream, 64, [&](int64_t begin, int64_t end) {
       adam_range(dtype, args, nullptr, begin, end, dim);

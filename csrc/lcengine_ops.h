@@ -60,9 +60,10 @@ void constraint_loss_cpu(const void* logits, const void* target, const void* wei
 // (all rows if active == nullptr); inactive rows are not read or written.
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   z -= (lr / bias_c1) * m / (sqrt(v) / sqrt(bias_c2) + eps)
+// The coefficients (1 - b1, lr / bias_c1, ...) are formed in double and rounded to float once.
 void latent_adam_cpu(void* z, const void* grad, void* exp_avg, void* exp_avg_sq,
-                     const uint8_t* active, int64_t rows, int64_t dim, float lr, float beta1,
-                     float beta2, float eps, float bias_c1, float bias_c2, DType dtype);
+                     const uint8_t* active, int64_t rows, int64_t dim, double lr, double beta1,
+                     double beta2, double eps, double bias_c1, double bias_c2, DType dtype);
 
 // Number of OpenMP threads the CPU kernels use (1 without OpenMP).
 int cpu_num_threads();
@@ -92,8 +93,8 @@ void constraint_loss_cuda(const void* logits, const void* target, const void* we
                               void* grad_logits, float grad_scale, int64_t rows, int64_t dim,
                               DType dtype, void* stream);
 void latent_adam_cuda(void* z, const void* grad, void* exp_avg, void* exp_avg_sq,
-                      const uint8_t* active, int64_t rows, int64_t dim, float lr, float beta1,
-                      float beta2, float eps, float bias_c1, float bias_c2, DType dtype,
+                      const uint8_t* active, int64_t rows, int64_t dim, double lr, double beta1,
+                      double beta2, double eps, double bias_c1, double bias_c2, DType dtype,
                       void* stream);
 // Number of CUDA devices visible to the runtime linked into _C (0 if no driver).
 int cuda_device_count();
@@ -174,11 +175,19 @@ struct OptimizeLatentsArgs {
   bool weights_bf16 = false;
 };
 
+// Throws std::invalid_argument (message starting with `op`) unless the sizes and codes of `args`
+// are consistent: rows >= 0, steps >= 1, at least one net of >= 2 layers with known activation
+// codes, widths[0] = dim and every width in [1, 2^30), first_width and num_outputs the sums of
+// the nets' first and output widths, row_bias_width the first net's widths[1] when row_bias is
+// set. Both optimizers call it first (csrc/optimize_args.cpp).
+void check_optimize_args(const OptimizeLatentsArgs& args, const char* op);
+
 // Runs the optimizer. Rows are independent, so each tile of rows runs its whole step loop on its
-// own (activations, z and Adam state stay in cache), tiles spread over OpenMP threads with
-// single-threaded BLAS, or run one after another with BLAS's own threads when there are fewer
-// tiles than threads. Converged rows are compacted out of their tile. Throws
-// std::invalid_argument on inconsistent sizes.
+// own (activations, z and Adam state stay in cache). With two or more tiles, tiles spread over
+// OpenMP threads with single-threaded BLAS; a single tile runs with BLAS's own threads when the
+// weights exceed the caches (8 MiB), single-threaded otherwise, and tiles of at most 4 rows use
+// streaming products split over the threads. Converged rows are compacted out of their tile.
+// Throws std::invalid_argument on inconsistent sizes.
 void optimize_latents_cpu(const OptimizeLatentsArgs& args);
 
 // CUDA (kernels/cuda/optimize.cu; defined only when LCENGINE_WITH_CUDA). Every pointer of

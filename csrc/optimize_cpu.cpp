@@ -26,39 +26,33 @@
 #include <utility>
 #include <vector>
 
-#include "cpu_math.h"
+#include "cpu_kernels.h"
 #include "lcengine_ops.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define LC_OPT_MULTIVERSION \
-  __attribute__((noinline, target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define LC_OPT_MULTIVERSION __attribute__((noinline))
-#endif
 
 namespace lcengine {
 
 namespace {
 
+using cpu::AdamCoefficients;
 using cpu::exp_f;
+using cpu::Isa;
+using cpu::active_isa;
 using cpu::log1p_f;
 
 constexpr float kLeakySlope = 0.2f;
 constexpr float kSoftplusThreshold = 20.0f;  // torch's default: softplus(x) = x above it
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise epilogues (vectorized; compiled per ISA by target_clones).
+// Elementwise epilogues and streaming products: each NAME is NAME_body compiled per ISA and
+// chosen at run time like every CPU kernel (cpu_kernels.h: LC_MULTIVERSION, LCENGINE_CPU_ISA).
 // ---------------------------------------------------------------------------------------------
 
 // x[i, c] = act(x[i, c] + bias[i * ld_bias + c]) for i < rows, c < cols (ld_bias 0: one bias
 // row broadcast). `apply_act` false: bias only (the output layer).
-LC_OPT_MULTIVERSION void bias_act(float* __restrict x, int64_t ldx, const float* __restrict bias,
-                                  int64_t ld_bias, int64_t rows, int64_t cols, int act,
-                                  bool apply_act) {
+template <Isa>
+LC_INLINE void bias_act_body(float* __restrict x, int64_t ldx, const float* __restrict bias,
+                             int64_t ld_bias, int64_t rows, int64_t cols, int act,
+                             bool apply_act) {
   for (int64_t i = 0; i < rows; ++i) {
     float* __restrict xi = x + i * ldx;
     const float* __restrict bi = bias + i * ld_bias;
@@ -87,12 +81,17 @@ LC_OPT_MULTIVERSION void bias_act(float* __restrict x, int64_t ldx, const float*
     }
   }
 }
+LC_MULTIVERSION(bias_act,
+                (float* __restrict x, int64_t ldx, const float* __restrict bias, int64_t ld_bias,
+                 int64_t rows, int64_t cols, int act, bool apply_act),
+                (x, ldx, bias, ld_bias, rows, cols, act, apply_act))
 
 // a[i, c] = g[i, c] * act'(pre) where a holds the post-activation act(pre) on entry:
 //   relu: a > 0;  leaky: a > 0 ? 1 : 0.2;  softplus: sigmoid(pre) = 1 - exp(-a)
 //   (for small a, -expm1(-a) ~ a (1 - a/2) keeps the relative accuracy).
-LC_OPT_MULTIVERSION void act_backward(float* __restrict a, int64_t lda, const float* __restrict g,
-                                      int64_t ldg, int64_t rows, int64_t cols, int act) {
+template <Isa>
+LC_INLINE void act_backward_body(float* __restrict a, int64_t lda, const float* __restrict g,
+                                 int64_t ldg, int64_t rows, int64_t cols, int act) {
   for (int64_t i = 0; i < rows; ++i) {
     float* __restrict ai = a + i * lda;
     const float* __restrict gi = g + i * ldg;
@@ -113,37 +112,41 @@ LC_OPT_MULTIVERSION void act_backward(float* __restrict a, int64_t lda, const fl
     }
   }
 }
+LC_MULTIVERSION(act_backward,
+                (float* __restrict a, int64_t lda, const float* __restrict g, int64_t ldg,
+                 int64_t rows, int64_t cols, int act),
+                (a, lda, g, ldg, rows, cols, act))
 
-struct AdamStep {
-  float b1, one_minus_b1, b2, one_minus_b2, step_size, sqrt_bc2, eps;
-};
-
-// One row: g = g_critics + coef[d] diff / (1 + diff^2) (coef = w_dist 2/D inv_sigma_sq), then
-// the torch.optim.Adam update of z, m, v (in the reference's order of float operations).
-LC_OPT_MULTIVERSION void distance_adam_row(float* __restrict z, float* __restrict m,
-                                           float* __restrict v, const float* __restrict anchor,
-                                           const float* __restrict g_critics,
-                                           const float* __restrict coef, int64_t dim,
-                                           AdamStep s) {
+// Rows i < m that are not satisfied (ok[i] == 0): g = g_critics + coef[d] diff / (1 + diff^2)
+// (coef = w_dist 2/D inv_sigma_sq, diff = z - anchor; the anchor is row idx[i] of z_start), then
+// the torch.optim.Adam update of z, m, v (cpu_math.h: adam_update).
+template <Isa>
+LC_INLINE void distance_adam_body(int64_t m, int64_t dim, float* __restrict z,
+                                  float* __restrict mom1, float* __restrict mom2,
+                                  const float* __restrict z_start, const int64_t* idx,
+                                  const uint8_t* ok, const float* __restrict grad,
+                                  const float* __restrict coef, const AdamCoefficients& s) {
+  for (int64_t i = 0; i < m; ++i) {
+    if (ok[i]) continue;
+    float* __restrict zi = z + i * dim;
+    float* __restrict mi = mom1 + i * dim;
+    float* __restrict vi = mom2 + i * dim;
+    const float* __restrict anchor = z_start + idx[i] * dim;
+    const float* __restrict gi = grad + i * dim;
 #pragma omp simd
-  for (int64_t d = 0; d < dim; ++d) {
-    const float diff = z[d] - anchor[d];
-    const float g = g_critics[d] + coef[d] * diff / (1.0f + diff * diff);
-    const float mn = m[d] * s.b1 + s.one_minus_b1 * g;
-    const float vn = v[d] * s.b2 + s.one_minus_b2 * g * g;
-    const float denom = std::sqrt(vn) / s.sqrt_bc2 + s.eps;
-    z[d] = z[d] - s.step_size * mn / denom;
-    m[d] = mn;
-    v[d] = vn;
+    for (int64_t d = 0; d < dim; ++d) {
+      const float diff = zi[d] - anchor[d];
+      const float g = gi[d] + coef[d] * diff / (1.0f + diff * diff);
+      cpu::adam_update(zi[d], mi[d], vi[d], g, s);
+    }
   }
 }
-
-// Stable sigmoid: e = exp(-|l|), sigmoid = 1 / (1 + e) for l >= 0, e / (1 + e) otherwise.
-inline float sigmoid(float l) {
-  const float e = exp_f(-std::fabs(l));
-  const float inv = 1.0f / (1.0f + e);
-  return l >= 0.f ? inv : e * inv;
-}
+LC_MULTIVERSION(distance_adam,
+                (int64_t m, int64_t dim, float* __restrict z, float* __restrict mom1,
+                 float* __restrict mom2, const float* __restrict z_start, const int64_t* idx,
+                 const uint8_t* ok, const float* __restrict grad, const float* __restrict coef,
+                 const AdamCoefficients& s),
+                (m, dim, z, mom1, mom2, z_start, idx, ok, grad, coef, s))
 
 // ---------------------------------------------------------------------------------------------
 // GEMMs on row-major matrices through the column-major Fortran interface.
@@ -158,10 +161,10 @@ constexpr int64_t kStreamRows = 4;
 
 // C[i, n] = sum_q A[i, q] W[n, q] for i < m, n in [n0, n1): each weight row is read once and
 // serves every row of A (which stays in L1).
-LC_OPT_MULTIVERSION void stream_nt(int64_t m, int64_t n0, int64_t n1, int64_t k,
-                                   const float* __restrict a, int64_t lda,
-                                   const float* __restrict w, int64_t ldw, float* __restrict c,
-                                   int64_t ldc) {
+template <Isa>
+LC_INLINE void stream_nt_body(int64_t m, int64_t n0, int64_t n1, int64_t k,
+                              const float* __restrict a, int64_t lda, const float* __restrict w,
+                              int64_t ldw, float* __restrict c, int64_t ldc) {
   for (int64_t n = n0; n < n1; ++n) {
     const float* __restrict wr = w + n * ldw;
     for (int64_t i = 0; i < m; ++i) {
@@ -173,13 +176,18 @@ LC_OPT_MULTIVERSION void stream_nt(int64_t m, int64_t n0, int64_t n1, int64_t k,
     }
   }
 }
+LC_MULTIVERSION(stream_nt,
+                (int64_t m, int64_t n0, int64_t n1, int64_t k, const float* __restrict a,
+                 int64_t lda, const float* __restrict w, int64_t ldw, float* __restrict c,
+                 int64_t ldc),
+                (m, n0, n1, k, a, lda, w, ldw, c, ldc))
 
 // C[i, q] = sum_n G[i, n] W[n, q] for i < m, q in [q0, q1): weight rows whose gradient is zero
 // in every row of G are not read.
-LC_OPT_MULTIVERSION void stream_nn(int64_t m, int64_t q0, int64_t q1, int64_t nn,
-                                   const float* __restrict g, int64_t ldg,
-                                   const float* __restrict w, int64_t ldw, float* __restrict c,
-                                   int64_t ldc) {
+template <Isa>
+LC_INLINE void stream_nn_body(int64_t m, int64_t q0, int64_t q1, int64_t nn,
+                              const float* __restrict g, int64_t ldg, const float* __restrict w,
+                              int64_t ldw, float* __restrict c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc + q0, c + i * ldc + q1, 0.f);
   for (int64_t n = 0; n < nn; ++n) {
     bool any = false;
@@ -194,6 +202,11 @@ LC_OPT_MULTIVERSION void stream_nn(int64_t m, int64_t q0, int64_t q1, int64_t nn
     }
   }
 }
+LC_MULTIVERSION(stream_nn,
+                (int64_t m, int64_t q0, int64_t q1, int64_t nn, const float* __restrict g,
+                 int64_t ldg, const float* __restrict w, int64_t ldw, float* __restrict c,
+                 int64_t ldc),
+                (m, q0, q1, nn, g, ldg, w, ldw, c, ldc))
 
 // [begin, end) of part t of `total` items split into `parts`, boundaries on multiples of 16
 // (whole cache lines of floats).
@@ -222,27 +235,30 @@ struct Blas {
   // C[M, N] = A[M, K] W[N, K]^T  (a Linear layer's forward: W is [out, in])
   void nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
           int64_t ldw, float* c, int64_t ldc) const {
-    if (m <= kStreamRows) {
+    if (m <= kStreamRows)
       split(n, [&](int64_t n0, int64_t n1) { stream_nt(m, n0, n1, k, a, lda, w, ldw, c, ldc); });
-      return;
-    }
-    const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
-    const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-    const float one = 1.f, zero = 0.f;
-    sgemm("T", "N", &mi, &ni, &ki, &one, w, &la, a, &lb, &zero, c, &lc);
+    else
+      gemm("T", m, n, k, a, lda, w, ldw, c, ldc);
   }
 
   // C[M, N] = A[M, K] W[K, N]  (a Linear layer's input gradient: W is [out, in], K = out)
   void nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
           int64_t ldw, float* c, int64_t ldc) const {
-    if (m <= kStreamRows) {
+    if (m <= kStreamRows)
       split(n, [&](int64_t q0, int64_t q1) { stream_nn(m, q0, q1, k, a, lda, w, ldw, c, ldc); });
-      return;
-    }
+    else
+      gemm("N", m, n, k, a, lda, w, ldw, c, ldc);
+  }
+
+  // Row-major C[M, N] = A[M, K] op(W) as the column-major C^T = op(W)^T A^T (transa "T": op(W)
+  // = W^T). Every size fits an LP64 int: widths < 2^30 (check_optimize_args) and tiles of at
+  // most kMaxTileRows rows.
+  void gemm(const char* transa, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+            const float* w, int64_t ldw, float* c, int64_t ldc) const {
     const int mi = static_cast<int>(n), ni = static_cast<int>(m), ki = static_cast<int>(k);
     const int la = static_cast<int>(ldw), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
     const float one = 1.f, zero = 0.f;
-    sgemm("N", "N", &mi, &ni, &ki, &one, w, &la, a, &lb, &zero, c, &lc);
+    sgemm(transa, "N", &mi, &ni, &ki, &one, w, &la, a, &lb, &zero, c, &lc);
   }
 };
 
@@ -264,6 +280,7 @@ struct Plan {
   std::vector<NetPlan> nets;
 };
 
+// Buffer layout of valid arguments (check_optimize_args).
 Plan make_plan(const OptimizeLatentsArgs& a) {
   Plan p;
   p.dim = a.dim;
@@ -275,10 +292,6 @@ Plan make_plan(const OptimizeLatentsArgs& a) {
   int64_t first = 0, out = 0;
   for (int32_t n = 0; n < a.num_nets; ++n) {
     const OptimizeNet& net = a.nets[n];
-    if (net.num_layers < 2)
-      throw std::invalid_argument("optimize_latents_cpu: every net needs >= 2 layers");
-    if (net.widths[0] != a.dim)
-      throw std::invalid_argument("optimize_latents_cpu: widths[0] != dim");
     NetPlan np;
     np.act = static_cast<int>(net.activation);
     np.layers = net.num_layers;
@@ -298,13 +311,6 @@ Plan make_plan(const OptimizeLatentsArgs& a) {
     out += net.widths[net.num_layers];
     p.nets.push_back(std::move(np));
   }
-  if (first != a.first_width)
-    throw std::invalid_argument("optimize_latents_cpu: first_width != sum of widths[1]");
-  if (out != a.num_outputs)
-    throw std::invalid_argument("optimize_latents_cpu: num_outputs != sum of output widths");
-  if (a.row_bias && a.num_nets > 0 && a.row_bias_width != a.nets[0].widths[1])
-    throw std::invalid_argument(
-        "optimize_latents_cpu: row_bias_width must be the first net's widths[1]");
   return p;
 }
 
@@ -314,33 +320,30 @@ struct Tile {
   const Plan& p;
   Blas blas;
   int64_t cap;
-  std::vector<float> z, mom1, mom2, anchor, grad, rbias, tgt, lw, logits, glog, h1, hidden, scratch;
-  std::vector<int8_t> req;
+  // Per-row state follows its row through compaction; what only needs reading (anchor = z_start,
+  // targets, loss weights, requirements) is read from the caller's arrays at row idx[i].
+  std::vector<float> z, mom1, mom2, grad, rbias, logits, glog, h1, hidden, scratch;
   std::vector<int64_t> idx;
   std::vector<uint8_t> ok;
 
   Tile(const OptimizeLatentsArgs& args, const Plan& plan, int64_t capacity, int threads)
       : a(args), p(plan), blas{args.sgemm, threads}, cap(capacity) {
     const int64_t d = p.dim, c = p.c;
-    z.resize(cap * d); mom1.resize(cap * d); mom2.resize(cap * d); anchor.resize(cap * d);
-    grad.resize(cap * d); rbias.resize(cap * std::max<int64_t>(p.rbw, 1));
-    tgt.resize(cap * c); lw.resize(cap * c); logits.resize(cap * c); glog.resize(cap * c);
+    z.resize(cap * d); mom1.resize(cap * d); mom2.resize(cap * d); grad.resize(cap * d);
+    rbias.resize(cap * std::max<int64_t>(p.rbw, 1));
+    logits.resize(cap * c); glog.resize(cap * c);
     h1.resize(cap * p.h1); hidden.resize(cap * std::max<int64_t>(p.hidden_per_row, 1));
     scratch.resize(cap * p.scratch_width);
-    req.resize(cap * c); idx.resize(cap); ok.resize(cap);
+    idx.resize(cap); ok.resize(cap);
   }
 
   // Loads rows [r0, r0 + m) of the problem.
   void load(int64_t r0, int64_t m) {
-    const int64_t d = p.dim, c = p.c;
+    const int64_t d = p.dim;
     std::memcpy(z.data(), a.z_start + r0 * d, sizeof(float) * m * d);
-    std::memcpy(anchor.data(), a.z_start + r0 * d, sizeof(float) * m * d);
     std::fill(mom1.begin(), mom1.begin() + m * d, 0.f);
     std::fill(mom2.begin(), mom2.begin() + m * d, 0.f);
     if (p.rbw) std::memcpy(rbias.data(), a.row_bias + r0 * p.rbw, sizeof(float) * m * p.rbw);
-    std::memcpy(tgt.data(), a.target + r0 * c, sizeof(float) * m * c);
-    std::memcpy(lw.data(), a.loss_weight + r0 * c, sizeof(float) * m * c);
-    std::memcpy(req.data(), a.requirement + r0 * c, m * c);
     for (int64_t i = 0; i < m; ++i) idx[i] = r0 + i;
   }
 
@@ -374,21 +377,22 @@ struct Tile {
 
   // ok[i] = row i satisfied; glog[i] = loss gradient at the logits (0 where satisfied).
   // Returns the number of satisfied rows.
-  int64_t check(int64_t m, bool want_grad) {
+  int64_t check(int64_t m) {
     const int64_t c = p.c;
     int64_t n_ok = 0;
     for (int64_t i = 0; i < m; ++i) {
+      const int64_t r0 = idx[i] * c;
       bool sat = true;
       for (int64_t j = 0; j < c; ++j) {
-        const float s = sigmoid(logits[i * c + j]);
-        const int8_t r = req[i * c + j];
+        const float s = cpu::sigmoid_f(logits[i * c + j]);
+        const int8_t r = a.requirement[r0 + j];
         if (r > 0) sat = sat && (s > a.upper[j]);
         else if (r < 0) sat = sat && (s < a.lower[j]);
-        glog[i * c + j] = lw[i * c + j] * (s - tgt[i * c + j]);
+        glog[i * c + j] = a.loss_weight[r0 + j] * (s - a.target[r0 + j]);
       }
       ok[i] = sat;
       n_ok += sat;
-      if (sat && want_grad)
+      if (sat)
         for (int64_t j = 0; j < c; ++j) glog[i * c + j] = 0.f;
     }
     return n_ok;
@@ -433,11 +437,7 @@ struct Tile {
         std::memcpy(&z[j * d], &z[i * d], sizeof(float) * d);
         std::memcpy(&mom1[j * d], &mom1[i * d], sizeof(float) * d);
         std::memcpy(&mom2[j * d], &mom2[i * d], sizeof(float) * d);
-        std::memcpy(&anchor[j * d], &anchor[i * d], sizeof(float) * d);
         if (p.rbw) std::memcpy(&rbias[j * p.rbw], &rbias[i * p.rbw], sizeof(float) * p.rbw);
-        std::memcpy(&tgt[j * c], &tgt[i * c], sizeof(float) * c);
-        std::memcpy(&lw[j * c], &lw[i * c], sizeof(float) * c);
-        std::memcpy(&req[j * c], &req[i * c], c);
         idx[j] = idx[i];
       }
       ++j;
@@ -452,47 +452,41 @@ struct Tile {
     double b1t = 1.0, b2t = 1.0;
     for (int64_t t = 1; t <= a.steps && m > 0; ++t) {
       forward(m);
-      const int64_t n_ok = check(m, true);
+      const int64_t n_ok = check(m);
       for (int64_t i = 0; i < m; ++i)
         if (ok[i]) write_row(i, t - 1, true);
       if (n_ok == m) { m = 0; break; }
       backward(m);
       b1t *= a.beta1;
       b2t *= a.beta2;
-      const double bc1 = 1.0 - b1t, bc2 = 1.0 - b2t;
-      const AdamStep s{static_cast<float>(a.beta1), static_cast<float>(1.0 - a.beta1),
-                       static_cast<float>(a.beta2), static_cast<float>(1.0 - a.beta2),
-                       static_cast<float>(a.lr / bc1), static_cast<float>(std::sqrt(bc2)),
-                       static_cast<float>(a.eps)};
-      const int64_t d = p.dim;
-      for (int64_t i = 0; i < m; ++i)
-        if (!ok[i])
-          distance_adam_row(&z[i * d], &mom1[i * d], &mom2[i * d], &anchor[i * d],
-                            &grad[i * d], coef.data(), d, s);
+      const AdamCoefficients s =
+          cpu::adam_coefficients(a.lr, a.beta1, a.beta2, a.eps, 1.0 - b1t, 1.0 - b2t);
+      distance_adam(m, p.dim, z.data(), mom1.data(), mom2.data(), a.z_start, idx.data(),
+                    ok.data(), grad.data(), coef.data(), s);
       if (n_ok) m = compact(m);
     }
     if (m > 0) {  // used every step: one more check at the final latents
       forward(m);
-      check(m, false);
+      check(m);
       for (int64_t i = 0; i < m; ++i) write_row(i, a.steps, ok[i] != 0);
     }
   }
 };
 
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
+// Weights above this many bytes do not stay in a core's share of the caches.
+constexpr int64_t kCachedWeightBytes = int64_t{8} << 20;
+// Automatic tiles never split a batch into tiles under this many rows (smaller tiles fall to
+// the streaming products, which read every weight once per tile).
+constexpr int64_t kMinSplitRows = 8;
+// Tiles hold at most this many rows (every GEMM size then fits BLAS's 32-bit integers).
+constexpr int64_t kMaxTileRows = int64_t{1} << 20;
 
 }  // namespace
 
 void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
-  if (a.rows <= 0) return;
+  check_optimize_args(a, "optimize_latents_cpu");
+  if (a.rows == 0) return;
   if (!a.sgemm) throw std::invalid_argument("optimize_latents_cpu: no sgemm function");
-  if (a.steps < 1) throw std::invalid_argument("optimize_latents_cpu: steps must be >= 1");
   const Plan plan = make_plan(a);
 
   // coef[d] = w_dist * 2 / D * inv_sigma_sq[d]: the distance gradient is coef diff / (1 + diff^2)
@@ -501,30 +495,33 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
     coef[d] = static_cast<float>(static_cast<double>(a.w_dist) * 2.0 / static_cast<double>(a.dim)
                                  * a.inv_sigma_sq[d]);
 
-  const int threads = a.threads > 0 ? a.threads : max_threads();
+  const int threads = a.threads > 0 ? a.threads : cpu::max_threads();
   int64_t weight_floats = plan.h1 * plan.dim;
   for (const NetPlan& net : plan.nets)
     for (int32_t l = 1; l < net.layers; ++l) weight_floats += net.widths[l] * net.widths[l + 1];
-  int64_t tile = a.tile_rows;
+  const bool big_weights = weight_floats * 4 > kCachedWeightBytes;
+  int64_t tile = std::min(a.tile_rows, kMaxTileRows);
   if (tile <= 0) {
     // Keep a tile's activations and state near 1 MiB (this core's share of L2). Weights that
     // do not fit in a share of L3 are streamed from memory once per GEMM, so such tiles take at
     // least 128 rows (>= 64 FLOP per weight byte); small critics at least 32.
-    const int64_t row_floats = plan.h1 + plan.hidden_per_row + plan.scratch_width + 5 * plan.dim +
-                               plan.rbw + 4 * plan.c;
-    const int64_t min_tile = weight_floats * 4 > (int64_t{8} << 20) ? 128 : 32;
+    const int64_t row_floats = plan.h1 + plan.hidden_per_row + plan.scratch_width + 4 * plan.dim +
+                               plan.rbw + 2 * plan.c;
+    const int64_t min_tile = big_weights ? 128 : 32;
     tile = (int64_t{1} << 18) / std::max<int64_t>(row_floats, 1);
     tile = std::min<int64_t>(std::max(min_tile, tile / 32 * 32), 512);  // whole BLAS panels
     // Enough tiles for every thread when the batch allows it.
-    if (threads > 1 && a.rows >= 2 * 8) tile = std::min(tile, (a.rows + threads - 1) / threads);
+    if (threads > 1 && a.rows >= 2 * kMinSplitRows)
+      tile = std::min(tile, std::max(kMinSplitRows, (a.rows + threads - 1) / threads));
   }
   tile = std::max<int64_t>(1, std::min(tile, a.rows));
   const int64_t num_tiles = (a.rows + tile - 1) / tile;
 
-  if (threads > 1 && num_tiles >= threads) {
+  if (threads > 1 && num_tiles > 1) {
     // One tile per thread at a time, BLAS single-threaded inside (no oversubscription).
+    const int workers = static_cast<int>(std::min<int64_t>(threads, num_tiles));
     std::string error;
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(workers)
     {
       const int previous = a.blas_set_threads_local ? a.blas_set_threads_local(1) : 0;
       std::unique_ptr<Tile> work;
@@ -550,15 +547,14 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
     }
     if (!error.empty()) throw std::runtime_error(error);
   } else {
-    // One tile at a time. Only weights too big for one core's caches are worth BLAS's own
+    // One tile (or one thread). Only weights too big for one core's caches are worth BLAS's own
     // threads: forking per GEMM for small critics costs more than it gains, and on a loaded
     // machine a descheduled BLAS worker stalls every GEMM (measured: 50 ms instead of 1.5 ms
     // per step at B=64, D=64, 4x256).
-    const bool small_weights = weight_floats * 4 <= (int64_t{8} << 20);
-    const int previous = (small_weights && a.blas_set_threads_local)
+    const int previous = (!big_weights && a.blas_set_threads_local)
                              ? a.blas_set_threads_local(1) : -1;
     try {
-      Tile work(a, plan, tile, small_weights ? 1 : threads);
+      Tile work(a, plan, tile, big_weights ? threads : 1);
       for (int64_t t = 0; t < num_tiles; ++t) {
         const int64_t r0 = t * tile;
         work.run(r0, std::min(tile, a.rows - r0), coef);

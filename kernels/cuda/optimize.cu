@@ -408,7 +408,9 @@ struct Problem {
   throw std::invalid_argument("optimize_latents_cuda: " + what);
 }
 
+// The kernels' view of valid arguments (check_optimize_args first).
 Problem analyze(const OptimizeLatentsArgs& a) {
+  check_optimize_args(a, "optimize_latents_cuda");
   Problem p;
   p.rows = a.rows;
   p.dim = a.dim;
@@ -418,32 +420,17 @@ Problem analyze(const OptimizeLatentsArgs& a) {
   p.total_layers = 0;
   p.max_width = a.dim;
   p.hidden_per_row = 0;
-  if (a.rows < 0 || a.dim < 1) fail("rows must be >= 0 and dim >= 1");
-  if (a.steps < 1) fail("steps must be >= 1");
-  if (a.num_nets < 1 || !a.nets) fail("at least one net");
   int64_t first = 0, out = 0;
   for (int32_t n = 0; n < a.num_nets; ++n) {
     const OptimizeNet& net = a.nets[n];
-    if (net.num_layers < 2) fail("every net needs >= 2 layers");
-    const int act = static_cast<int>(net.activation);
-    if (act < 0 || act > 2) fail("activation codes are 0 (relu), 1 (softplus), 2 (leaky_relu)");
-    if (net.widths[0] != a.dim) fail("widths[0] != dim");
-    for (int32_t l = 1; l <= net.num_layers; ++l) {
-      if (net.widths[l] < 1) fail("widths must be >= 1");
-      p.max_width = std::max(p.max_width, net.widths[l]);
-    }
+    for (int32_t l = 1; l <= net.num_layers; ++l) p.max_width = std::max(p.max_width, net.widths[l]);
     for (int32_t l = 2; l < net.num_layers; ++l) p.hidden_per_row += net.widths[l];
-    p.nets.push_back(NetView{act, net.num_layers, net.widths, net.weights, net.biases, first, out});
+    p.nets.push_back(NetView{static_cast<int>(net.activation), net.num_layers, net.widths,
+                             net.weights, net.biases, first, out});
     p.total_layers += net.num_layers;
     first += net.widths[1];
     out += net.widths[net.num_layers];
   }
-  if (first != a.first_width) fail("first_width != sum of widths[1]");
-  if (out != a.num_outputs) fail("num_outputs != sum of output widths");
-  if (a.row_bias && a.row_bias_width != a.nets[0].widths[1])
-    fail("row_bias_width must be the first net's widths[1]");
-  if (p.max_width > (int64_t{1} << 30) || a.dim > (int64_t{1} << 30))
-    fail("widths must be < 2^30");
   return p;
 }
 

@@ -486,14 +486,15 @@ void constraint_loss_cuda(const void* logits, const void* target, const void* we
 }
 
 void latent_adam_cuda(void* z, const void* grad, void* exp_avg, void* exp_avg_sq,
-                      const uint8_t* active, int64_t rows, int64_t dim, float lr, float beta1,
-                      float beta2, float eps, float bias_c1, float bias_c2, DType dtype,
+                      const uint8_t* active, int64_t rows, int64_t dim, double lr, double beta1,
+                      double beta2, double eps, double bias_c1, double bias_c2, DType dtype,
                       void* stream) {
   constexpr const char* kName = "latent_adam_cuda";
   if (rows <= 0 || dim <= 0) return;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  const float step_size = lr / bias_c1;
-  const float sqrt_bias_c2 = std::sqrt(bias_c2);
+  // Coefficients formed in double, rounded to float once (1 - beta in float is off by ~1e-5).
+  const float step_size = static_cast<float>(lr / bias_c1);
+  const float sqrt_bias_c2 = static_cast<float>(std::sqrt(bias_c2));
   dispatch_dtype(dtype, kName, [&](auto tag) {
     using T = typename decltype(tag)::type;
     auto run = [&](auto vec_tag) {
@@ -503,13 +504,13 @@ void latent_adam_cuda(void* z, const void* grad, void* exp_avg, void* exp_avg_sq
                                          static_cast<T*>(exp_avg),
                                          static_cast<T*>(exp_avg_sq),
                                          active,
-                                         beta1,
-                                         1.0f - beta1,
-                                         beta2,
-                                         1.0f - beta2,
+                                         static_cast<float>(beta1),
+                                         static_cast<float>(1.0 - beta1),
+                                         static_cast<float>(beta2),
+                                         static_cast<float>(1.0 - beta2),
                                          step_size,
                                          sqrt_bias_c2,
-                                         eps};
+                                         static_cast<float>(eps)};
       launch_rows(op, rows, dim, s, kName);
     };
     if (can_vectorize<T>(dim, {z, grad, exp_avg, exp_avg_sq})) {

@@ -11,6 +11,6 @@ void reparameterize_backward_cuda(const void*, const void*, void*, int64_t, uint
 void gaussian_kl_cuda(const void*, const void*, float*, void*, void*, float, int64_t, int64_t, DType, void*) { STUB; }
 void distance_penalty_cuda(const void*, const void*, const float*, bool, float*, void*, float, int64_t, int64_t, DType, void*) { STUB; }
 void constraint_loss_cuda(const void*, const void*, const void*, WeightMode, void*, float*, void*, float, int64_t, int64_t, DType, void*) { STUB; }
-void latent_adam_cuda(void*, const void*, void*, void*, const uint8_t*, int64_t, int64_t, float, float, float, float, float, float, DType, void*) { STUB; }
+void latent_adam_cuda(void*, const void*, void*, void*, const uint8_t*, int64_t, int64_t, double, double, double, double, double, double, DType, void*) { STUB; }
 int cuda_device_count() { return 0; }
 }
