@@ -142,9 +142,10 @@ def test_rows_converge_at_different_steps(backend, device):
     mid = (ref.steps > 0) & (ref.steps < steps) & ref.converged
     assert int(mid.sum()) >= 5 and len(set(ref.steps[mid].tolist())) >= 3, ref.steps
     assert bool((~ref.converged).any()), "some rows must use every step"
-    # native: automatic tiles, and many small tiles over the threads; triton: one block with
-    # host checks every 16 steps (CUDA graphs of 16 steps on a GPU), then blocks of rows
-    # (a workspace budget of 12 rows: 12, 12, 8) with checks every 11 steps
+    # native: automatic tiles, many small tiles over the threads, and 16 threads (fewer tiles
+    # than threads: 8 tiles of 8 rows); triton: one block with host checks every 16 steps (CUDA
+    # graphs of 16 steps on a GPU), then blocks of rows (a workspace budget of 12 rows: 12, 12,
+    # 8) with checks every 11 steps
     row_bytes = None
     if backend == "triton":
         from lcengine.ops._optimize_prep import parse_critics, prepare
@@ -153,11 +154,11 @@ def test_rows_converge_at_different_steps(backend, device):
         prep = prepare(parse_critics(real, attr, 16, 4, 4), z, y, mask, 1.0, w_realism=1.0,
                        w_attr=1.0, w_dist=0.1, tau_r=0.6, tau_a=0.7, realism_attributes=4)
         row_bytes = bytes_per_row(prep)
-    for knob in (0, 1):
+    for knob in (0, 1, 2) if backend == "native" else (0, 1):
         tuning = NATIVE_TUNING if backend == "native" else TRITON_TUNING
         saved = dict(tuning)
         if backend == "native":
-            tuning["tile_rows"] = 5 * knob
+            tuning.update(tile_rows=5 if knob == 1 else 0, threads=16 if knob == 2 else 0)
         elif knob:
             tuning.update(chunk=11, workspace_bytes=12 * row_bytes)
         try:
