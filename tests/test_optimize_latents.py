@@ -354,7 +354,7 @@ def test_non_contiguous_inputs(backend, device):
     assert not z_t.is_contiguous() and not y_t.is_contiguous()
     ref = lcengine.optimize_latents(z, y, mask.cpu(), real.cpu(), attr.cpu(), 1.0, steps=steps,
                                     backend="eager")
-    real.to(device), attr.to(device)
+    real.to(device), attr.to(device)  # Module.cpu() above moved them in place: back
     out = lcengine.optimize_latents(z_t, y_t, mask, real, attr, 1.0, steps=steps,
                                     backend=backend)
     assert_same_run(to_cpu(out), ref, y, mask.cpu())

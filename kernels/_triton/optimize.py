@@ -31,8 +31,8 @@ from ._common import is_interpreted, wrap
 from ._math import _log1p_nonneg
 
 RELU, SOFTPLUS, LEAKY_RELU = 0, 1, 2  # lcengine.ops._optimize_prep.ACTIVATION_CODES
-LEAKY_SLOPE = 0.2
-SOFTPLUS_THRESHOLD = 20.0
+LEAKY_SLOPE = tl.constexpr(0.2)  # lcengine.method.critics' leaky ReLU
+SOFTPLUS_THRESHOLD = tl.constexpr(20.0)  # torch's default: softplus(x) = x above it
 
 # fp32 x fp32 products on tensor cores: "tf32x3" splits each operand in a high and a low tf32
 # part (three MMAs), close to fp32 accuracy at several times the speed of "ieee" FMA loops.
@@ -53,9 +53,10 @@ def _activate(x, ACT: tl.constexpr):
     if ACT == 0:
         y = tl.maximum(x, 0.0)
     elif ACT == 2:
-        y = tl.where(x > 0.0, x, x * 0.2)
-    else:  # softplus, torch's threshold 20: log1p(exp(x)) below, x above
-        y = tl.where(x > 20.0, x, _log1p_nonneg(tl.exp(tl.minimum(x, 20.0))))
+        y = tl.where(x > 0.0, x, x * LEAKY_SLOPE)
+    else:  # softplus: log1p(exp(x)) below the threshold, x above
+        y = tl.where(x > SOFTPLUS_THRESHOLD, x,
+                     _log1p_nonneg(tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD))))
     return y
 
 
@@ -65,7 +66,7 @@ def _activation_slope(a, ACT: tl.constexpr):
     if ACT == 0:
         s = tl.where(a > 0.0, 1.0, 0.0)
     elif ACT == 2:
-        s = tl.where(a > 0.0, 1.0, 0.2)
+        s = tl.where(a > 0.0, 1.0, LEAKY_SLOPE)
     else:  # sigmoid(pre) = 1 - exp(-softplus(pre)); a (1 - a/2) for tiny a keeps its precision
         s = tl.where(a < 1.0e-3, a * (1.0 - 0.5 * a), 1.0 - tl.exp(-a))
     return s

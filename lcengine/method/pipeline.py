@@ -443,6 +443,12 @@ class LatentConstraints:
         a = self.attribute_critic(z)
         return constraint_satisfied(r, a, y, mask, tau_r=cfg.tau_r, tau_a=cfg.tau_a)
 
+    def _optimize_kwargs(self, cfg: SamplingConfig) -> dict:
+        """The optimizer's keyword arguments for a sampling config."""
+        return dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
+                    tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
+                    realism_attributes=len(self.base_attribute_names))
+
     def _optimize(self, z0: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                   cfg: SamplingConfig, *, progress: bool, desc: str):
         """Latent optimization through the foundation op :func:`lcengine.optimize_latents`
@@ -451,9 +457,7 @@ class LatentConstraints:
         (evaluate the start, no update) goes through
         :func:`~lcengine.method.sampling.optimize_latents_eager`."""
         t = self._require_trainer("optimize")
-        kwargs = dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
-                      tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
-                      realism_attributes=len(self.base_attribute_names))
+        kwargs = self._optimize_kwargs(cfg)
         if cfg.steps == 0:
             return optimize_latents_eager(z0, y, mask, t.realism, self.attribute_critic,
                                           self.sigma_bar, progress=progress, desc=desc, **kwargs)
@@ -575,7 +579,7 @@ class LatentConstraints:
             **overrides: :class:`SamplingConfig` fields.
 
         Returns:
-            ``{"rows", "max_steps", "backend", "fused_seconds", "eager_seconds", "speedup",
+            ``{"rows", "max_steps", "repeats", "backend", "fused_seconds", "eager_seconds", "speedup",
             "same_steps_fraction", "max_latent_difference"}``.
         """
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -586,9 +590,7 @@ class LatentConstraints:
         z0 = self._prior(yy.shape[0], seed)  # [N, D]
         y_t = torch.from_numpy(yy.astype(np.float32))  # [N, A]
         m_t = torch.from_numpy(mm)  # [N, A]
-        kwargs = dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
-                      tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
-                      realism_attributes=len(self.base_attribute_names))
+        kwargs = self._optimize_kwargs(cfg)
         results, seconds = {}, {}
         for backend in ("auto", "eager"):
             best = float("inf")
@@ -600,7 +602,7 @@ class LatentConstraints:
                 best = min(best, time.perf_counter() - t0)
             seconds[backend] = best
         fused, eager = results["auto"], results["eager"]
-        return {"rows": int(yy.shape[0]), "max_steps": int(cfg.steps),
+        return {"rows": int(yy.shape[0]), "max_steps": int(cfg.steps), "repeats": repeats,
                 "backend": fused.backend, "fused_seconds": seconds["auto"],
                 "eager_seconds": seconds["eager"],
                 "speedup": seconds["eager"] / seconds["auto"],

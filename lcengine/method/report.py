@@ -210,7 +210,8 @@ def render_report(m: dict) -> str:
         add(f"Optimizer sampling of the {ot['rows']} held-out attribute vectors (up to "
             f"{ot['max_steps']} Adam steps per row): fused `{ot['backend']}` optimizer "
             f"{_f(ot['fused_seconds'], 2)} s against {_f(ot['eager_seconds'], 2)} s for the "
-            f"eager autograd loop ({_f(ot['speedup'], 2)}x, best of two calls each); the same "
+            f"eager autograd loop ({_f(ot['speedup'], 2)}x, best of {ot.get('repeats', 2)} calls "
+            f"each); the same "
             f"number of steps on {_pct(ot['same_steps_fraction'])} of the rows, latents within "
             f"{ot['max_latent_difference']:.1e}.")
         add("")

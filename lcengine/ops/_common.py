@@ -68,6 +68,20 @@ def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float
     return value
 
 
+def check_adam(lr, betas, eps) -> tuple[float, float, float, float]:
+    """Adam's hyper-parameters: lr > 0, betas a pair in [0, 1), eps > 0. Returns
+    ``(lr, beta1, beta2, eps)`` as floats."""
+    lr = check_positive_float("lr", lr)
+    eps = check_positive_float("eps", eps)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
+    beta1, beta2 = (float(b) for b in betas)
+    for name, b in (("betas[0]", beta1), ("betas[1]", beta2)):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {b}")
+    return lr, beta1, beta2, eps
+
+
 def pick_backend(backend: Optional[str], t: torch.Tensor, names: Sequence[str]) -> str:
     """Resolve the backend for tensor ``t``; float64 is eager-only."""
     chosen = resolve_backend(backend, t.device, t.dtype)

@@ -23,8 +23,6 @@ import torch
 from torch import nn
 
 ACTIVATION_CODES = {"relu": 0, "softplus": 1, "leaky_relu": 2}
-LEAKY_SLOPE = 0.2  # lcengine.method.critics' leaky ReLU
-SOFTPLUS_THRESHOLD = 20.0  # torch's default: softplus(x) = x above it
 
 
 @dataclass

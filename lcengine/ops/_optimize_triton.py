@@ -65,6 +65,7 @@ class _Loop:
                              torch.sqrt(1.0 - beta2 ** t.clamp(min=1))], 1)  # [steps + 1, 2]
         self.table = table.to(**f32).contiguous()
         self.coef = (prep.inv_sigma_sq * (prep.w_dist * 2.0 / d)).contiguous()  # [D]
+        self.first_groups = self._first_groups()
 
     def _first_groups(self) -> list:
         """Runs of consecutive nets with one activation: [(activation, start, end)] in H1
@@ -80,7 +81,7 @@ class _Loop:
 
     def forward(self, *, skip_inactive: bool) -> None:
         k, p = self.k, self.p
-        for act, start, end in self._first_groups():
+        for act, start, end in self.first_groups:
             rb = p.row_bias if start == 0 else None  # the realism critic's columns come first
             k.linear_fwd(self.z, p.w_first[start:end], p.b_first[start:end],
                          self.h1[:, start:end], self.active, act=act, apply_act=True,
@@ -120,7 +121,9 @@ class _Loop:
 
 
 def bytes_per_row(prep: Prepared) -> int:
-    """float32 bytes that one row's buffers take in a :class:`_Loop`."""
+    """Bytes per row of a :class:`_Loop`'s buffers (z and the Adam moments, activations and
+    their gradients, logits and their gradients, the row flags) plus the row's anchor
+    ``prep.z_start``: the four [D] terms."""
     hidden = sum(sum(net.widths[2:-1]) for net in prep.nets)
     floats = 4 * prep.dim + 2 * prep.num_outputs + 2 * prep.first_width + 2 * hidden
     return 4 * floats + 10  # + active, converged, steps_taken
@@ -160,9 +163,15 @@ def _run_block(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: fl
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            for _ in range(chunk):
-                loop.one_step()
+        # capture_begin/end rather than the torch.cuda.graph context manager, which on entry
+        # also synchronizes the device and empties the caching allocator (on every call here)
+        with torch.cuda.stream(stream):
+            graph.capture_begin()
+            try:
+                for _ in range(chunk):
+                    loop.one_step()
+            finally:
+                graph.capture_end()
         # capture records without running: the steps it holds run at each replay
         while done + chunk <= steps and bool(loop.active.any()):
             graph.replay()

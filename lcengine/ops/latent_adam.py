@@ -9,8 +9,8 @@ import torch
 from ..reference import latent_adam_ref_
 from ._common import (
     DTYPE_CODES,
+    check_adam,
     check_int,
-    check_positive_float,
     check_same,
     check_tensor,
     native_fn,
@@ -75,14 +75,7 @@ def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
         if name != "z":
             check_same(name, t, "z", z)
     check_int("step", step, minimum=1)
-    lr = check_positive_float("lr", lr)
-    eps = check_positive_float("eps", eps)
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    beta1, beta2 = (float(b) for b in betas)
-    for name, b in (("betas[0]", beta1), ("betas[1]", beta2)):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {b}")
+    lr, beta1, beta2, eps = check_adam(lr, betas, eps)
     if active is not None:
         if not isinstance(active, torch.Tensor) or active.dtype != torch.bool:
             raise TypeError("active must be a bool tensor over the leading dims of z, got "

@@ -27,7 +27,7 @@ import torch
 
 from ..backend import AUTO_ORDER, native_module, requested_backend, unavailable_reason
 from ..reference import optimize_latents_ref
-from ._common import check_int, check_positive_float, native_fn
+from ._common import check_adam, check_int, check_positive_float, native_fn
 from ._optimize_prep import Critics, Prepared, parse_critics, prepare
 
 # Critic weight precisions: float32 everywhere; bfloat16 (fp32 latents, Adam state and
@@ -261,14 +261,7 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                                   ("w_dist", w_dist)))
     tau_r = _check_unit("tau_r", tau_r, low=0.0, low_open=True)
     tau_a = _check_unit("tau_a", tau_a, low=0.5, low_open=False)
-    lr = check_positive_float("lr", lr)
-    eps = check_positive_float("eps", eps)
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    beta1, beta2 = (float(v) for v in betas)
-    for name, v in (("betas[0]", beta1), ("betas[1]", beta2)):
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {v}")
+    lr, beta1, beta2, eps = check_adam(lr, betas, eps)
     if weight_dtype not in WEIGHT_DTYPES:
         raise TypeError(f"weight_dtype must be torch.float32 or torch.bfloat16, got "
                         f"{weight_dtype!r}")
@@ -303,8 +296,10 @@ def optimize_latents(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
 
     chosen = _choose_backend(requested, device, z_start.dtype, critics, structure_error,
                              weight_dtype, rows=b)
-    if b == 0:
-        return OptimizeResult(torch.zeros(0, d, device=device),
+    if b == 0:  # latents in the dtype the chosen backend returns (eager keeps float64)
+        dtype = z_start.dtype if chosen == "eager" and z_start.dtype == torch.float64 \
+            else torch.float32
+        return OptimizeResult(torch.zeros(0, d, dtype=dtype, device=device),
                               torch.zeros(0, dtype=torch.bool, device=device),
                               torch.zeros(0, dtype=torch.int64, device=device),
                               torch.zeros(0, device=device),
