@@ -508,25 +508,21 @@ def _compiled_dense_loop(x: dict, steps: int, mode: str = "default"):
     return loop
 
 
-def gemm_probe(n: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of a large float32 torch.mm (all torch threads) measured now."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(torch.device("cpu")), warmup=2,
-                reps=reps)["mm"]
-    return 2.0 * n ** 3 / t / 1e9
+# The GEMM probe per device: (dtype, n, warmup, reps). On GPU the bf16 peak that the
+# bf16-weight rows are judged against.
+GEMM_PROBES = {"cpu": (torch.float32, 2048, 2, 5), "cuda": (torch.bfloat16, 8192, 3, 10)}
 
 
-def gpu_gemm_probe(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 8192,
-                   reps: int = 10) -> float:
-    """GFLOP/s of a large torch.mm in ``dtype`` on the GPU measured now (the bf16 peak that the
-    bf16-weight rows are judged against)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+def gemm_probe(device: torch.device = torch.device("cpu")) -> tuple[float, str]:
+    """GFLOP/s of a large square torch.mm on ``device`` (all torch threads on CPU) measured now,
+    and what was measured (e.g. "fp32 torch.mm 2048^3")."""
+    dtype, n, warmup, reps = GEMM_PROBES[device.type]
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     c = torch.empty(n, n, device=device, dtype=dtype)
-    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=3,
+    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=warmup,
                 reps=reps)["mm"]
-    return 2.0 * n ** 3 / t / 1e9
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    return 2.0 * n ** 3 / t / 1e9, f"{name} torch.mm {n}^3"
 
 
 def _peak_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
@@ -572,7 +568,7 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
 
     timer = Timer(device)
     gpu = device.type == "cuda"
-    probe = gpu_gemm_probe(device) if gpu else gemm_probe()
+    probe, probe_name = gemm_probe(device)
     rows_out = []
     for name in names:
         case = OPTIMIZER_CASES[name]
@@ -651,7 +647,7 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
                 "GFLOPs": gflops,
                 "eager_GFLOPs": None if flops is None or eager_t is None else flops / eager_t / 1e9,
                 "gemm_probe_GFLOPs": probe,
-                "gemm_probe": "bf16 torch.mm 8192^3" if gpu else "fp32 torch.mm 2048^3",
+                "gemm_probe": probe_name,
                 "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
                 "speedup_vs_eager": None if eager_t is None else eager_t / t,
                 "speedup_vs_compile": None if compile_t is None else compile_t / t,
@@ -659,7 +655,7 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
                 "converged_rows": converged, "mean_steps_per_row": mean_steps,
             })
     return {"environment": _environment(device), "gemm_probe_GFLOPs": probe,
-            "gemm_probe": "bf16 torch.mm 8192^3" if gpu else "fp32 torch.mm 2048^3",
+            "gemm_probe": probe_name,
             "settings": {"warmup": warmup, "reps": reps}, "rows": rows_out}
 
 
