@@ -158,6 +158,15 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(
                            ": " + cudaGetErrorString(err));
 }
 
+// Raises if a runtime call failed, clearing the error first: a non-sticky error left in place
+// would be reported again by the next, unrelated check_launch.
+inline void cuda_check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw_cuda(what, err);
+  }
+}
+
 // Raises if the last launch failed (bad configuration, no kernel image for the device, ...).
 inline void check_launch(const char* op) {
   const cudaError_t err = cudaGetLastError();

@@ -13,21 +13,14 @@ int current_sm_count() {
   constexpr int kMaxDevices = 64;
   static std::atomic<int> cache[kMaxDevices];  // 0 = not queried yet
   int dev = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: clear it so it is not reported again later
-    throw_cuda("cudaGetDevice", err);
-  }
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
   if (dev >= 0 && dev < kMaxDevices) {
     const int cached = cache[dev].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
   int sms = 0;
-  err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw_cuda("cudaDeviceGetAttribute(MultiProcessorCount)", err);
-  }
+  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
+             "cudaDeviceGetAttribute(MultiProcessorCount)");
   if (sms < 1) sms = 1;
   if (dev >= 0 && dev < kMaxDevices) cache[dev].store(sms, std::memory_order_relaxed);
   return sms;

@@ -18,7 +18,8 @@
 //    Example: two nets D=64 -> 4 x 256 -> C_n: 8.6 KB per row: TR=8 86 KB, TR=16 155 KB
 //    (TR=32 does not fit). TR is picked per device by a small cost model (waves x max(FMA time,
 //    L2 weight-streaming time), see pick_tile_rows); the >48 KB dynamic shared memory is opted
-//    in with cudaFuncSetAttribute. Adam's m and v stay in global memory (workspace).
+//    in once per device and kernel, at the device's maximum (tile_smem_optin). Adam's m and v
+//    stay in global memory (workspace).
 //
 // 2. Generic path for any widths: rows in chunks (workspace <= 1 GiB), per step a sequence of
 //    launches on the caller's stream: 64x64x16 shared-memory fp32 GEMMs (256 threads, 4x4
@@ -61,6 +62,7 @@
 //   LCENGINE_OPTIMIZE_CUDA_GRAPH       auto | on | off         (on: whenever one chunk)
 //   LCENGINE_OPTIMIZE_CUDA_CHUNK_ROWS  rows per generic-path chunk (0: automatic)
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
@@ -314,8 +316,9 @@ __global__ void optimize_end_step_kernel(Control* c, int64_t steps, double lr, d
     c->step += 1;
     c->b1t *= beta1;
     c->b2t *= beta2;
-    c->step_size = static_cast<float>(lr / (1.0 - c->b1t));
-    c->sqrt_bc2 = static_cast<float>(sqrt(1.0 - c->b2t));
+    const AdamStep sc = adam_step(lr, c->b1t, c->b2t);
+    c->step_size = sc.step_size;
+    c->sqrt_bc2 = sc.sqrt_bc2;
   }
   c->live_after = 0;
 }
@@ -352,8 +355,7 @@ __global__ void optimize_init_kernel(const __grid_constant__ InitParams p) {
     p.steps_taken[r] = 0;
   }
   for (int64_t d = tid; d < p.dim; d += stride) {
-    p.coef[d] = static_cast<float>(p.w_dist * 2.0 / static_cast<double>(p.dim) *
-                                   static_cast<double>(p.inv_sigma_sq[d]));
+    p.coef[d] = distance_coef(p.w_dist, p.dim, p.inv_sigma_sq[d]);
   }
   if (tid == 0) {
     Control c;
@@ -362,8 +364,9 @@ __global__ void optimize_init_kernel(const __grid_constant__ InitParams p) {
     c.step = 1;
     c.live = 1;
     c.live_after = 0;
-    c.step_size = static_cast<float>(p.lr / (1.0 - c.b1t));
-    c.sqrt_bc2 = static_cast<float>(sqrt(1.0 - c.b2t));
+    const AdamStep sc = adam_step(p.lr, c.b1t, c.b2t);
+    c.step_size = sc.step_size;
+    c.sqrt_bc2 = sc.sqrt_bc2;
     *p.ctrl = c;
   }
 }
@@ -592,13 +595,6 @@ Plan make_plan(const OptimizeLatentsArgs& a, const Problem& pr) {
   return plan;
 }
 
-void cuda_check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw_cuda(what, err);
-  }
-}
-
 AdamConsts adam_consts(const OptimizeLatentsArgs& a) {
   return AdamConsts{static_cast<float>(a.beta1), static_cast<float>(1.0 - a.beta1),
                     static_cast<float>(a.beta2), static_cast<float>(1.0 - a.beta2),
@@ -609,18 +605,35 @@ AdamConsts adam_consts(const OptimizeLatentsArgs& a) {
 // Host: tile path.
 // ---------------------------------------------------------------------------------------------
 
+// (pick_tile_rows has opted the kernel in to the device's maximum dynamic shared memory.)
 template <int RM, typename Tw>
 void launch_tile(const TileParams& tp, size_t smem, int64_t ctas, cudaStream_t s) {
   optimize_tile_kernel<RM, Tw><<<static_cast<unsigned>(ctas), kTileThreads, smem, s>>>(tp);
   check_launch("optimize_tile_kernel");
 }
 
+// Opts optimize_tile_kernel<RM, Tw> in to `optin` bytes of dynamic shared memory (the device's
+// opt-in maximum) on device `dev`, once per (device, instantiation). Never a per-call size: host
+// threads run concurrently (the GIL is released), and one lowering the limit between another's
+// tile choice and launch would fail that launch. Two threads that both find the flag unset set
+// the same value, which is harmless; the flag is published only after the call succeeded.
 template <int RM, typename Tw>
-int tile_occupancy(size_t smem) {
+void tile_smem_optin(int dev, int optin) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<bool> done[kMaxDevices];  // false = not set yet
+  const bool cached = dev >= 0 && dev < kMaxDevices;
+  if (cached && done[dev].load(std::memory_order_acquire)) return;
   cuda_check(cudaFuncSetAttribute(optimize_tile_kernel<RM, Tw>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(smem)),
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, optin),
              "cudaFuncSetAttribute(optimize_tile_kernel)");
+  if (cached) done[dev].store(true, std::memory_order_release);
+}
+
+// Resident CTAs per SM of optimize_tile_kernel<RM, Tw> with `smem` bytes of dynamic shared
+// memory (smem <= optin); also makes sure the kernel may be launched with it.
+template <int RM, typename Tw>
+int tile_occupancy(size_t smem, int dev, int optin) {
+  tile_smem_optin<RM, Tw>(dev, optin);
   int blocks = 0;
   cuda_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, optimize_tile_kernel<RM, Tw>,
                                                            kTileThreads, smem),
@@ -629,10 +642,10 @@ int tile_occupancy(size_t smem) {
 }
 
 template <typename Tw>
-int tile_occupancy_rm(int tr, size_t smem) {
-  if (tr == 8) return tile_occupancy<2, Tw>(smem);
-  if (tr == 16) return tile_occupancy<4, Tw>(smem);
-  return tile_occupancy<8, Tw>(smem);
+int tile_occupancy_rm(int tr, size_t smem, int dev, int optin) {
+  if (tr == 8) return tile_occupancy<2, Tw>(smem, dev, optin);
+  if (tr == 16) return tile_occupancy<4, Tw>(smem, dev, optin);
+  return tile_occupancy<8, Tw>(smem, dev, optin);
 }
 
 // Rows per tile: the candidate (32, 16, 8) that fits and minimizes
@@ -654,7 +667,7 @@ int pick_tile_rows(const OptimizeLatentsArgs& a, const Problem& pr, int forced) 
     if (forced && tr != forced) continue;
     const size_t smem = tile_layout(a, pr, tr, nullptr);
     if (smem > static_cast<size_t>(optin)) continue;
-    const int occ = tile_occupancy_rm<Tw>(tr, smem);
+    const int occ = tile_occupancy_rm<Tw>(tr, smem, dev, optin);
     if (occ < 1) continue;
     const int64_t ctas = ceil_div(pr.rows, tr);
     const int64_t resident = std::min<int64_t>(ctas, static_cast<int64_t>(occ) * sms);
@@ -1068,7 +1081,7 @@ void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace,
     fail("workspace must be 256-byte aligned");
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  cuda_check(cudaStreamIsCapturing(s, &status), "cudaStreamIsCapturing");
+  cuda_detail::cuda_check(cudaStreamIsCapturing(s, &status), "cudaStreamIsCapturing");
   if (status != cudaStreamCaptureStatusNone)
     fail("cannot run while the stream is being captured into a CUDA graph (the step loop "
          "synchronizes to stop early)");

@@ -55,10 +55,28 @@ __device__ __forceinline__ bool column_satisfied(float l, int8_t req, const floa
   return true;
 }
 
-// Adam constants that do not depend on the step (float, as the CPU path rounds them).
+// Adam constants that do not depend on the step (float, as the CPU path rounds them; 1 - beta
+// is formed in double before the rounding, never as 1.0f - float(beta)).
 struct AdamConsts {
   float b1, one_minus_b1, b2, one_minus_b2, eps;
 };
+
+// Adam's per-step scalars from b1t = beta1^t, b2t = beta2^t (double, like the CPU path):
+//   step_size = float(lr / (1 - b1t)),  sqrt_bc2 = float(sqrt(1 - b2t)).
+struct AdamStep {
+  float step_size, sqrt_bc2;
+};
+
+__device__ __forceinline__ AdamStep adam_step(double lr, double b1t, double b2t) {
+  return AdamStep{static_cast<float>(lr / (1.0 - b1t)), static_cast<float>(sqrt(1.0 - b2t))};
+}
+
+// Coefficient of the distance gradient of latent column d: float(w_dist * 2 / D *
+// inv_sigma_sq[d]), in double and rounded once, as the CPU path rounds it.
+__device__ __forceinline__ float distance_coef(double w_dist, int dim, float inv_sigma_sq) {
+  return static_cast<float>(w_dist * 2.0 / static_cast<double>(dim) *
+                            static_cast<double>(inv_sigma_sq));
+}
 
 // One latent element: g = g_critics + coef diff / (1 + diff^2) with diff = z - anchor, then
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  z -= step_size m / (sqrt(v) / sqrt_bc2 + eps)
@@ -85,7 +103,7 @@ __device__ __forceinline__ void distance_adam(float& z, float& m, float& v, floa
 //   live_after  set by step t's check when some row stays active (backward and Adam run only
 //               then); reset by the end-of-step kernel
 //   b1t, b2t    beta1^t, beta2^t, multiplied up step by step in double like the CPU path
-//   step_size   float(lr / (1 - b1t));  sqrt_bc2 = float(sqrt(1 - b2t))
+//   step_size   float(lr / (1 - b1t));  sqrt_bc2 = float(sqrt(1 - b2t))  (adam_step)
 struct Control {
   double b1t, b2t;
   int64_t step;

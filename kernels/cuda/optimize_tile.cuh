@@ -355,14 +355,12 @@ __global__ void __launch_bounds__(kTileThreads, RM == 2 ? 2 : 1)
       for (int j = 0; j < L.N; ++j) pos[c++] = L.out_off - p.logit_off + j;
     }
   }
-  // coef = w_dist * 2 / D * inv_sigma_sq for this thread's update columns (as the CPU rounds it)
+  // distance coefficients of this thread's update columns
   float coef[4];
 #pragma unroll
   for (int c = 0; c < 4; ++c) {
     const int n = 4 * cg + c;
-    coef[c] = n < D ? static_cast<float>(p.w_dist * 2.0 / static_cast<double>(D) *
-                                         static_cast<double>(__ldg(p.inv_sigma_sq + n)))
-                    : 0.f;
+    coef[c] = n < D ? distance_coef(p.w_dist, D, __ldg(p.inv_sigma_sq + n)) : 0.f;
   }
   // (tile_forward's first GEMM starts with a barrier: the setup above is visible to it)
 
@@ -377,9 +375,8 @@ __global__ void __launch_bounds__(kTileThreads, RM == 2 ? 2 : 1)
     tile_backward<RM, Tw>(p, smem, tid, rg, cg);
     b1t *= p.beta1;
     b2t *= p.beta2;
-    const float step_size = static_cast<float>(p.lr / (1.0 - b1t));
-    const float sqrt_bc2 = static_cast<float>(sqrt(1.0 - b2t));
-    tile_update<RM, Tw>(p, smem, row0, coef, step_size, sqrt_bc2, tid, rg, cg);
+    const AdamStep sc = adam_step(p.lr, b1t, b2t);
+    tile_update<RM, Tw>(p, smem, row0, coef, sc.step_size, sc.sqrt_bc2, tid, rg, cg);
   }
   if (live) {  // rows that used every step: one more check at the final latents
     tile_forward<RM, Tw>(p, smem, row0, nrows, tid, rg, cg);

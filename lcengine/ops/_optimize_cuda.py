@@ -41,8 +41,10 @@ def run_cuda(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: floa
                              f"{device}, got {w.dtype} on {w.device}")
     b, d, c = prep.rows, prep.dim, prep.num_outputs
     z_out = torch.empty(b, d, dtype=torch.float32, device=device)  # [B, D]
-    converged = torch.zeros(b, dtype=torch.uint8, device=device)  # [B]
-    steps_taken = torch.zeros(b, dtype=torch.int64, device=device)  # [B]
+    # Every row's converged / steps are written by either path (the tile kernel when a row
+    # freezes or at the final check; the generic path's init kernel, then the checks).
+    converged = torch.empty(b, dtype=torch.uint8, device=device)  # [B]
+    steps_taken = torch.empty(b, dtype=torch.int64, device=device)  # [B]
     logits = torch.empty(b, c, dtype=torch.float32, device=device)  # [B, C]
     args = prep.native_args(z_out, converged, steps_taken, logits, steps=steps, lr=lr,
                             beta1=beta1, beta2=beta2, eps=eps)
@@ -53,4 +55,4 @@ def run_cuda(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: floa
         # prep's tensors, the outputs and the workspace stay referenced until the call returns;
         # the caching allocator orders any later reuse of their memory after this stream's work.
         mod.optimize_latents_cuda(*args, bf16, workspace.data_ptr(), nbytes, stream)
-    return z_out, converged.to(torch.bool), steps_taken, logits
+    return z_out, converged.view(torch.bool), steps_taken, logits

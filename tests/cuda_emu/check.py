@@ -8,6 +8,7 @@ and compares with ``lcengine.optimize_latents(backend="eager")`` exactly as the 
 Prints one ``ok`` line per case; exits non-zero at the first mismatch.
 """
 import copy
+import ctypes
 import importlib.util
 import os
 import sys
@@ -27,10 +28,16 @@ from test_optimize_latents_cuda import _bf16_weights_of  # noqa: E402
 KNOBS = ("PATH", "TILE_ROWS", "GRAPH", "CHUNK_ROWS")
 
 
+COUNTERS = ("kernels", "graph_launches", "syncs")  # stubs.cpp: lcengine_emu_counter
+
+
 def load(path: str):
     spec = importlib.util.spec_from_file_location("_C", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    lib = ctypes.CDLL(path)  # the same loaded library: its counters are the module's
+    lib.lcengine_emu_counter.restype = ctypes.c_longlong
+    mod.emu_counters = lambda: {k: lib.lcengine_emu_counter(i) for i, k in enumerate(COUNTERS)}
     return mod
 
 
@@ -57,7 +64,8 @@ def run_emulated(mod, z, y, mask, real, attr, sigma, *, steps, lr=0.05, w_dist=0
     return lcengine.OptimizeResult(z_out, conv.bool(), st, probs[:, 0], probs[:, 1:])
 
 
-def case(mod, name, problem, sigma, knobs, **kw):
+def case(mod, name, problem, sigma, knobs, *, expect=None, **kw):
+    """One run against the reference; ``expect``: exact deltas of some emulator counters."""
     for k in KNOBS:
         os.environ.pop("LCENGINE_OPTIMIZE_CUDA_" + k, None)
     for k, v in knobs.items():
@@ -66,8 +74,13 @@ def case(mod, name, problem, sigma, knobs, **kw):
     z, y, mask, real, attr = problem
     ref_kw = {k: v for k, v in kw.items() if k != "weight_dtype"}
     ref = lcengine.optimize_latents(z, y, mask, real, attr, sigma, backend="eager", **ref_kw)
+    before = mod.emu_counters()
     out = run_emulated(mod, z, y, mask, real, attr, sigma, **kw)
+    after = mod.emu_counters()
     assert_same_run(out, ref, y, mask, **{k: kw[k] for k in ("tau_r", "tau_a") if k in kw})
+    for k, v in (expect or {}).items():
+        got = after[k] - before[k]
+        assert got == v, f"{name} {knobs}: {k} {got}, expected {v}"
     converged_at = sorted(set(ref.steps[ref.converged].tolist()))
     print(f"ok {name} {knobs} converged {int(ref.converged.sum())}/{len(ref.converged)} at "
           f"steps {converged_at[:6]} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -92,6 +105,15 @@ def main(path: str) -> None:
     conv = dict(steps=40, tau_r=0.6, tau_a=0.7, lr=0.05)
     case(mod, "converging", p, 1.0, {"PATH": "tile"}, **conv)
     case(mod, "converging", p, 1.0, {"PATH": "generic", "GRAPH": "on"}, **conv)
+    # every row converges by step 9 of 40: the generic path stops at its first host check (one
+    # graph replay / 16 plain steps, one sync; the gated final forward and check are no-ops), every
+    # tile CTA leaves its step loop early and skips the final check
+    p = make_problem(29, 12, (32, 24), "relu", seed=10, sharpen=10.0)
+    early = dict(steps=40, tau_r=0.3, lr=0.3, w_dist=0.05)
+    for knobs, expect in (({"PATH": "generic", "GRAPH": "on"}, {"graph_launches": 1, "syncs": 1}),
+                          ({"PATH": "generic", "GRAPH": "off"}, {"graph_launches": 0, "syncs": 1}),
+                          ({"PATH": "tile"}, {"kernels": 1})):
+        case(mod, "all converge early", p, 1.0, knobs, expect=expect, **early)
     p = make_problem(19, 8, (16, 16), "softplus", a=5, a_real=3, stacked=True, seed=7)
     case(mod, "stacked zero-shot", p, 0.5, {"PATH": "tile"}, steps=20)
     # a width over 256: only the generic path can take it

@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -93,7 +95,24 @@ inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline cudaError_t cudaGetDevice(int* d) { *d = 0; return 0; }
 inline int g_emu_optin = 232448;
 inline cudaError_t cudaDeviceGetAttribute(int* v, int, int) { *v = g_emu_optin; return 0; }
-template <typename F> cudaError_t cudaFuncSetAttribute(F, int, int) { return 0; }
+namespace emu {
+// Dynamic shared memory each kernel was opted in to (cudaFuncSetAttribute). Stricter than CUDA:
+// a launch with any dynamic shared memory needs a prior opt-in of at least that size.
+inline std::mutex g_attr_mu;
+inline std::map<const void*, int> g_max_dyn_smem;
+inline int max_dyn_smem(const void* k) {
+  std::lock_guard<std::mutex> lock(g_attr_mu);
+  const auto it = g_max_dyn_smem.find(k);
+  return it == g_max_dyn_smem.end() ? 0 : it->second;
+}
+}
+template <typename F> cudaError_t cudaFuncSetAttribute(F f, int attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    std::lock_guard<std::mutex> lock(emu::g_attr_mu);
+    emu::g_max_dyn_smem[reinterpret_cast<const void*>(f)] = value;
+  }
+  return 0;
+}
 template <typename F> cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, F, int, size_t smem) {
   *n = smem == 0 ? 4 : std::max<int>(0, std::min<int>(2, int(233472 / (smem + 1024)))); return 0; }
 namespace emu {
@@ -119,6 +138,9 @@ struct Cfg { dim3 grid, block; size_t smem; cudaStream_t s;
 template <typename K, typename... A>
 void run(Cfg c, K kernel, A... args) {
   g_launches++;
+  if (c.smem > 0 && c.smem > size_t(max_dyn_smem(reinterpret_cast<const void*>(kernel))))
+    throw std::runtime_error("emu: launch with " + std::to_string(c.smem) +
+                             " bytes of dynamic shared memory, more than the kernel's opt-in");
   g_gridDim = c.grid; g_blockDim = c.block;
   const unsigned nt = c.block.x;
   std::vector<float4> dyn(c.smem / 16 + 1);
@@ -152,6 +174,7 @@ template <> inline float from_float<float>(float x) { return x; }
 template <> inline __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
   uint32_t u; std::memcpy(&u, &x, 4); u += 0x7fff + ((u >> 16) & 1); return __nv_bfloat16{uint16_t(u >> 16)}; }
 [[noreturn]] inline void throw_cuda(const char* what, cudaError_t) { throw std::runtime_error(std::string("emu CUDA: ") + what); }
+inline void cuda_check(cudaError_t err, const char* what) { if (err != cudaSuccess) throw_cuda(what, err); }
 inline void check_launch(const char*) {}
 inline int current_sm_count() { return 4; }
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
