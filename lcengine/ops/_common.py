@@ -2,16 +2,20 @@
 """Shared validation and dispatch helpers for the public ops (validate, allocate, dispatch)."""
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 
 from ..backend import EAGER_DTYPES, FUSED_DTYPES, native_module, resolve_backend, triton_module
 from ..reference import REDUCTIONS
+from ..validation import (  # noqa: F401  (re-exported to the op modules)
+    MAX_INT64,
+    check_adam,
+    check_int,
+    check_positive_float,
+)
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
-MAX_INT64 = 2**63 - 1
 
 
 def check_tensor(name: str, t, *, allow_empty: bool = False) -> torch.Tensor:
@@ -41,45 +45,10 @@ def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, *,
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
 
 
-def check_int(name: str, value, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, torch.SymInt):
-            return value
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum or value > maximum:
-        raise ValueError(f"{name} must be in [{minimum}, {maximum}], got {value}")
-    return value
-
-
 def check_reduction(reduction) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return reduction
-
-
-def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (ok and math.isfinite(value)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
-    return value
-
-
-def check_adam(lr, betas, eps) -> tuple[float, float, float, float]:
-    """Adam's hyper-parameters: lr > 0, betas a pair in [0, 1), eps > 0. Returns
-    ``(lr, beta1, beta2, eps)`` as floats."""
-    lr = check_positive_float("lr", lr)
-    eps = check_positive_float("eps", eps)
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
-        raise TypeError(f"betas must be a pair of floats, got {betas!r}")
-    beta1, beta2 = (float(b) for b in betas)
-    for name, b in (("betas[0]", beta1), ("betas[1]", beta2)):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {b}")
-    return lr, beta1, beta2, eps
 
 
 def pick_backend(backend: Optional[str], t: torch.Tensor, names: Sequence[str]) -> str:
@@ -98,10 +67,6 @@ def rows_and_dim(t: torch.Tensor) -> tuple[int, int]:
 
 def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def ptr(t: Optional[torch.Tensor]) -> int:
-    return 0 if t is None else t.data_ptr()
 
 
 def native_fn(op: str, device: torch.device):
