@@ -9,13 +9,25 @@ from .ops import (
     reparameterize_ref,
     standard_normal_ref,
 )
-from .optimize import constraint_satisfied_ref, optimize_latents_ref
+from .critics import ACTIVATIONS, LEAKY_SLOPE, CriticMLP, activation_ref
+from .optimize import (
+    constraint_satisfied_ref,
+    critic_losses_ref,
+    dense_step_ref,
+    optimize_latents_ref,
+)
 from .philox import philox_first_two_ref, philox_normal_ref
 
 __all__ = [
+    "ACTIVATIONS",
+    "LEAKY_SLOPE",
+    "CriticMLP",
     "REDUCTIONS",
+    "activation_ref",
     "constraint_loss_ref",
     "constraint_satisfied_ref",
+    "critic_losses_ref",
+    "dense_step_ref",
     "distance_penalty_ref",
     "gaussian_kl_ref",
     "latent_adam_ref_",

@@ -46,6 +46,67 @@ def constraint_satisfied_ref(realism_logits: torch.Tensor, attribute_logits: tor
     return real_ok & attr_ok.all(dim=1)
 
 
+def critic_losses_ref(z: torch.Tensor, anchor: torch.Tensor, y: torch.Tensor,
+                      y_real: torch.Tensor, weight: torch.Tensor,
+                      realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      attribute_critic: Callable[[torch.Tensor], torch.Tensor],
+                      sigma_bar: Union[float, torch.Tensor], *, w_realism: float,
+                      w_attr: float, w_dist: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The optimizer's per-row loss and both critics' logits.
+
+    ``loss = w_r BCE(D(z, y_r), 1) + w_a sum_a weight_a BCE(D_attr(z)_a, y_a)
+    + w_d mean_d log(1 + (z - anchor)^2) / sigma_bar^2``
+
+    Args:
+        z: latents (differentiable). # [B, D]
+        anchor: the distance penalty's anchor. # [B, D]
+        y: requested values. # [B, A]
+        y_real: the columns the realism critic reads. # [B, A_r]
+        weight: mask as floats. # [B, A]
+
+    Returns:
+        ``(loss [B], realism_logits [B], attribute_logits [B, A])``.
+    """
+    r_logits = realism_critic(z, y_real)  # [B]
+    a_logits = attribute_critic(z)  # [B, A]
+    loss = (w_realism * constraint_loss_ref(r_logits, torch.ones_like(r_logits),
+                                            reduction="none")
+            + w_attr * constraint_loss_ref(a_logits, y, weight=weight, reduction="none").sum(1)
+            + w_dist * distance_penalty_ref(z, anchor, sigma_bar, reduction="none"))  # [B]
+    return loss, r_logits, a_logits
+
+
+def dense_step_ref(z: torch.Tensor, anchor: torch.Tensor, exp_avg: torch.Tensor,
+                   exp_avg_sq: torch.Tensor, step: Union[int, torch.Tensor], y: torch.Tensor,
+                   mask: torch.Tensor,
+                   realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   attribute_critic: Callable[[torch.Tensor], torch.Tensor],
+                   sigma_bar: Union[float, torch.Tensor], *, w_realism: float = 1.0,
+                   w_attr: float = 1.0, w_dist: float = 0.1, tau_r: float = 0.5,
+                   tau_a: float = 0.5, lr: float = 0.05,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step over every row, functional (no compaction, no Python branching on
+    values): the form ``torch.compile`` takes as a whole graph. Rows that satisfy the stopping
+    rule keep their latents and Adam state. ``y`` is what the realism critic reads too.
+
+    Returns:
+        ``(z, exp_avg, exp_avg_sq, satisfied)`` after the step. # [B, D] x3, [B] bool
+    """
+    z = z.detach().requires_grad_(True)  # [B, D]
+    with torch.enable_grad():
+        loss, r_logits, a_logits = critic_losses_ref(
+            z, anchor, y, y, mask.to(z.dtype), realism_critic, attribute_critic, sigma_bar,
+            w_realism=w_realism, w_attr=w_attr, w_dist=w_dist)
+        (grad,) = torch.autograd.grad(loss.sum(), z)  # [B, D]
+    ok = constraint_satisfied_ref(r_logits.detach(), a_logits.detach(), y, mask, tau_r=tau_r,
+                                  tau_a=tau_a)  # [B]
+    z, m, v = z.detach().clone(), exp_avg.clone(), exp_avg_sq.clone()
+    latent_adam_ref_(z, grad, m, v, step, lr=lr, betas=betas, eps=eps, active=~ok)
+    return z, m, v, ok
+
+
 def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
                          realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                          attribute_critic: Callable[[torch.Tensor], torch.Tensor],
@@ -100,7 +161,6 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
     active = torch.ones(b, dtype=torch.bool, device=z.device)  # [B]
     converged = torch.zeros(b, dtype=torch.bool, device=z.device)  # [B]
     steps_taken = torch.zeros(b, dtype=torch.int64, device=z.device)  # [B]
-    ones = torch.ones(b, dtype=ct, device=z.device)  # [B]
 
     for t in range(1, steps + 1):
         idx = active.nonzero().squeeze(1)  # [B_active]
@@ -108,15 +168,12 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
             break
         with torch.enable_grad():
             z_a = z[idx].requires_grad_(True)  # [B_active, D]
-            r_logits = realism_critic(z_a, y_real[idx])  # [B_active]
-            a_logits = attribute_critic(z_a)  # [B_active, A]
+            loss_rows, r_logits, a_logits = critic_losses_ref(
+                z_a, anchor[idx], y[idx], y_real[idx], weight[idx], realism_critic,
+                attribute_critic, sigma_bar, w_realism=w_realism, w_attr=w_attr,
+                w_dist=w_dist)  # [B_active], [B_active], [B_active, A]
             ok = constraint_satisfied_ref(r_logits.detach(), a_logits.detach(), y[idx],
                                           mask[idx], tau_r=tau_r, tau_a=tau_a)  # [B_active]
-            loss_rows = (w_realism * constraint_loss_ref(r_logits, ones[idx], reduction="none")
-                         + w_attr * constraint_loss_ref(a_logits, y[idx], weight=weight[idx],
-                                                        reduction="none").sum(1)
-                         + w_dist * distance_penalty_ref(z_a, anchor[idx], sigma_bar,
-                                                         reduction="none"))  # [B_active]
             (grad,) = torch.autograd.grad(loss_rows.sum(), z_a)  # [B_active, D]
         done = idx[ok]
         active[done] = False
