@@ -13,7 +13,7 @@ from lcengine.ops._optimize_triton import TRITON_TUNING
 from lcengine.ops.optimize_latents import NATIVE_TUNING
 from lcengine.reference import optimize_latents_ref
 
-from conftest import backend_device_params
+from support.params import backend_device_params
 
 STEPS = 25
 TRITON_STEPS = 12  # the interpreter runs every program in numpy: fewer steps, same coverage

@@ -6,7 +6,7 @@ import lcengine
 from lcengine.ops.reparameterize import _reparameterize_op, _standard_normal_op
 from lcengine.reference import philox_normal_ref, reparameterize_ref, standard_normal_ref
 
-from conftest import DTYPES, backend_device_params, small_shapes
+from support.params import DTYPES, backend_device_params, small_shapes
 
 BACKENDS = backend_device_params()
 # log/cos implementations differ between libm, the C++ polynomial and CUDA by a few ulp; the

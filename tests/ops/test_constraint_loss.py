@@ -6,8 +6,8 @@ import lcengine
 from lcengine.ops.constraint_loss import _constraint_loss_op
 from lcengine.reference import constraint_loss_ref
 
-from _helpers import assert_reduction_close
-from conftest import DTYPES, backend_device_params, small_shapes
+from support.asserts import assert_reduction_close
+from support.params import DTYPES, backend_device_params, small_shapes
 
 BACKENDS = backend_device_params()
 REDUCTIONS = ("none", "mean", "sum")

@@ -5,7 +5,7 @@ import torch
 
 import lcengine
 
-from conftest import backend_device_params
+from support.params import backend_device_params
 
 BACKENDS = backend_device_params(("eager", "native", "triton"))
 

@@ -6,8 +6,8 @@ import lcengine
 from lcengine.ops.gaussian_kl import _gaussian_kl_op
 from lcengine.reference import gaussian_kl_ref
 
-from _helpers import assert_reduction_close
-from conftest import DTYPES, backend_device_params, small_shapes
+from support.asserts import assert_reduction_close
+from support.params import DTYPES, backend_device_params, small_shapes
 
 BACKENDS = backend_device_params()
 REDUCTIONS = ("none", "mean", "sum")

@@ -6,7 +6,7 @@ import lcengine
 from lcengine.ops.latent_adam import _latent_adam_op
 from lcengine.reference import latent_adam_ref_
 
-from conftest import DTYPES, backend_device_params, interpreter_tolerance, small_shapes
+from support.params import DTYPES, backend_device_params, interpreter_tolerance, small_shapes
 
 BACKENDS = backend_device_params()
 
