@@ -209,7 +209,7 @@ LC_INLINE float sigmoid_f(float l) {
 
 // ---------------------------------------------------------------------------------------------
 // Adam: one definition of the element update, shared by latent_adam_ (cpu_ops.cpp) and the
-// fused optimizer (optimize_cpu.cpp).
+// fused optimizer (optimize.cpp).
 // ---------------------------------------------------------------------------------------------
 
 // Coefficients of one torch.optim.Adam step (no weight decay) at step t.

@@ -103,7 +103,7 @@ int cuda_device_count();
 }  // namespace lcengine
 
 // ---------------------------------------------------------------------------------------------
-// Fused critic-gradient latent optimizer, CPU (csrc/optimize_cpu.cpp). The whole multi-step loop
+// Fused critic-gradient latent optimizer, CPU (csrc/optimize.cpp). The whole multi-step loop
 // runs here; the GEMMs go to a Fortran-BLAS sgemm_ whose address the caller injects (torch's
 // MKL, found at run time), so the core links no BLAS and no libtorch.
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Fused critic-gradient latent optimizer on CUDA (contract: OptimizeLatentsArgs in
-// csrc/lcengine_ops.h; the CPU twin is csrc/optimize_cpu.cpp, the ground truth
+// csrc/lcengine_ops.h; the CPU twin is csrc/optimize.cpp, the ground truth
 // lcengine/reference/optimize.py). Two paths, chosen per call on the host:
 //
 // 1. Persistent row tiles (optimize_tile.cuh), when D and every layer width are <= 256, there

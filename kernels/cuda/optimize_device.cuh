@@ -2,7 +2,7 @@
 // Device-side pieces shared by the two CUDA paths of the fused latent optimizer (optimize.cu):
 // activations and their derivatives, the stable sigmoid, the distance + Adam update of one
 // latent element, and the control block through which the generic path's kernels know the
-// current step without the host. Every formula mirrors csrc/optimize_cpu.cpp.
+// current step without the host. Every formula mirrors csrc/optimize.cpp.
 #pragma once
 
 #include <cuda_runtime.h>
