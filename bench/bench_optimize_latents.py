@@ -4,7 +4,7 @@ critics, 300 steps per call), eager autograd loop against lcengine's auto backen
 (every case, GFLOP/s, fraction of a GEMM probe) is ``lcengine bench --ops optimize_latents``."""
 import pytest
 
-from lcengine.benchmark import OPTIMIZER_CASES, _optimizer_inputs
+from lcengine.benchmarks import OPTIMIZER_CASES, _optimizer_inputs
 from lcengine.ops.optimize_latents import optimize_latents
 from lcengine.reference import optimize_latents_ref
 

@@ -2,7 +2,7 @@
 """pytest-benchmark suites: ``pytest bench`` (kept out of the default run by testpaths).
 
 Each op is timed for eager PyTorch, torch.compile (default mode) and lcengine's auto backend on
-the same inputs, using the cases defined once in ``lcengine.benchmark.CASES``. Shape:
+the same inputs, using the cases defined once in ``lcengine.benchmarks.CASES``. Shape:
 ``LCENGINE_BENCH_SHAPE`` (default 65536x64 on CPU, 1048576x1024 on GPU).
 """
 import os
@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from lcengine.benchmark import CASES, DEFAULT_SHAPES, _timed_call, parse_shape
+from lcengine.benchmarks import CASES, DEFAULT_SHAPES, _timed_call, parse_shape
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPE = parse_shape(os.environ.get("LCENGINE_BENCH_SHAPE", DEFAULT_SHAPES[DEVICE.type][0]))

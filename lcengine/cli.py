@@ -24,7 +24,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import run_from_args
+    from .benchmarks import run_from_args
 
     return run_from_args(args)
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
 
-    from .benchmark import add_arguments as add_bench_arguments
+    from .benchmarks import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="time the kernels against eager PyTorch and "
                                          "torch.compile")

@@ -21,9 +21,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from . import ops
-from .backend import build_info, resolve_backend, unavailable_reason
-from .reference import constraint_loss_ref, distance_penalty_ref, gaussian_kl_ref, latent_adam_ref_
+from .. import ops
+from ..backend import build_info, resolve_backend, unavailable_reason
+from ..reference import constraint_loss_ref, distance_penalty_ref, gaussian_kl_ref, latent_adam_ref_
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_SHAPES = {"cpu": ["65536x64"], "cuda": ["1048576x1024"]}
@@ -563,8 +563,8 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = torch.device("
     and, for the cases that ask for it, torch.compile of the eager step (the best of
     ``compile_modes``); interleaved, medians. Adds GFLOP/s and its fraction of a GEMM probe
     from this run (CPU: float32 probe; GPU: bf16 probe), and peak memory on GPU."""
-    from .ops.optimize_latents import optimize_latents
-    from .reference import optimize_latents_ref
+    from ..ops.optimize_latents import optimize_latents
+    from ..reference import optimize_latents_ref
 
     timer = Timer(device)
     gpu = device.type == "cuda"
