@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared machinery of the CPU kernels (cpu_ops.cpp, cpu_losses.cpp): instruction-set dispatch,
-// OpenMP work splitting, float32 staging tiles for float16/bfloat16 buffers, row tiling and
-// row reductions. Internal to the native core.
+// Shared machinery of the CPU kernels (rng.cpp, row_losses.cpp, adam.cpp, optimize.cpp):
+// instruction-set dispatch (the level itself is detected in cpu_info.cpp), OpenMP work
+// splitting, float32 staging tiles for float16/bfloat16 buffers, row tiling and row reductions.
+// Internal to the native core.
 //
 // How an op is put together, outside in:
 //   *_cpu()             splits the work into one contiguous range per OpenMP thread (static
@@ -45,9 +46,12 @@ enum class Isa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
 
 inline const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "baseline";
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "baseline";
   }
 }
 
@@ -57,22 +61,28 @@ Isa active_isa();
 
 // Defines `void NAME PARAMS`, forwarding ARGS to NAME##_body<kIsa> compiled for the active ISA.
 #if LC_X86_DISPATCH
-#define LC_MULTIVERSION(NAME, PARAMS, ARGS)                                        \
-  LC_TARGET_AVX512 __attribute__((noinline, flatten)) void NAME##_avx512 PARAMS {  \
-    NAME##_body<Isa::kAvx512> ARGS;                                                \
-  }                                                                                \
-  LC_TARGET_AVX2 __attribute__((noinline, flatten)) void NAME##_avx2 PARAMS {      \
-    NAME##_body<Isa::kAvx2> ARGS;                                                  \
-  }                                                                                \
-  __attribute__((noinline, flatten)) void NAME##_baseline PARAMS {                 \
-    NAME##_body<Isa::kBaseline> ARGS;                                              \
-  }                                                                                \
-  void NAME PARAMS {                                                               \
-    switch (active_isa()) {                                                        \
-      case Isa::kAvx512: NAME##_avx512 ARGS; break;                                \
-      case Isa::kAvx2: NAME##_avx2 ARGS; break;                                    \
-      default: NAME##_baseline ARGS; break;                                        \
-    }                                                                              \
+#define LC_MULTIVERSION(NAME, PARAMS, ARGS)                                       \
+  LC_TARGET_AVX512 __attribute__((noinline, flatten)) void NAME##_avx512 PARAMS { \
+    NAME##_body<Isa::kAvx512> ARGS;                                               \
+  }                                                                               \
+  LC_TARGET_AVX2 __attribute__((noinline, flatten)) void NAME##_avx2 PARAMS {     \
+    NAME##_body<Isa::kAvx2> ARGS;                                                 \
+  }                                                                               \
+  __attribute__((noinline, flatten)) void NAME##_baseline PARAMS {                \
+    NAME##_body<Isa::kBaseline> ARGS;                                             \
+  }                                                                               \
+  void NAME PARAMS {                                                              \
+    switch (active_isa()) {                                                       \
+      case Isa::kAvx512:                                                          \
+        NAME##_avx512 ARGS;                                                       \
+        break;                                                                    \
+      case Isa::kAvx2:                                                            \
+        NAME##_avx2 ARGS;                                                         \
+        break;                                                                    \
+      default:                                                                    \
+        NAME##_baseline ARGS;                                                     \
+        break;                                                                    \
+    }                                                                             \
   }
 #else
 #define LC_MULTIVERSION(NAME, PARAMS, ARGS) \
@@ -170,8 +180,7 @@ LC_INLINE void from_float(const float* __restrict src, typename S::type* __restr
 // float32 view of elements [e0, e0 + len) of src: the buffer itself for float32, else `tile`
 // filled with the converted values.
 template <Isa kIsa, class S>
-LC_INLINE const float* stage_in(const typename S::type* src, int64_t e0, int64_t len,
-                                float* tile) {
+LC_INLINE const float* stage_in(const typename S::type* src, int64_t e0, int64_t len, float* tile) {
   if constexpr (kIsF32<S>) {
     return src + e0;
   } else {
@@ -304,8 +313,7 @@ struct RowSum {
 // tile get write_row(r, total).
 template <typename WriteRow>
 LC_INLINE void reduce_tile_rows(const float* terms, int64_t ra, int64_t rb, int64_t c0,
-                                int64_t clen, int64_t dim, RowSum& acc,
-                                const WriteRow& write_row) {
+                                int64_t clen, int64_t dim, RowSum& acc, const WriteRow& write_row) {
   for (int64_t r = ra; r < rb; ++r) {
     const float part = row_reduce(terms + (r - ra) * clen, clen);
     if (c0 == 0) acc = RowSum{};

@@ -182,8 +182,8 @@ LC_INLINE float log1p_f(float x) {
 // where cos is flat enough that the rounding does not matter; the constants are split in two
 // floats. One odd polynomial instead of sin/cos polynomials plus a quadrant select.
 LC_INLINE float cos_0_2pi(float theta) {
-  const float below_pi = (1.57079637f - theta) - 4.37113883e-8f;   // pi/2 - theta
-  const float above_pi = (theta - 4.71238899f) + 1.19248806e-8f;   // theta - 3 pi/2
+  const float below_pi = (1.57079637f - theta) - 4.37113883e-8f;  // pi/2 - theta
+  const float above_pi = (theta - 4.71238899f) + 1.19248806e-8f;  // theta - 3 pi/2
   const float x = theta <= 3.14159274f ? below_pi : above_pi;
   const float x2 = x * x;
   // sin x = x + x^3 P(x^2) on [-pi/2, pi/2]: least-maximum relative error fit, 1.2e-7.
@@ -208,7 +208,7 @@ LC_INLINE float sigmoid_f(float l) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Adam: one definition of the element update, shared by latent_adam_ (cpu_ops.cpp) and the
+// Adam: one definition of the element update, shared by latent_adam_ (adam.cpp) and the
 // fused optimizer (optimize.cpp).
 // ---------------------------------------------------------------------------------------------
 
@@ -224,10 +224,11 @@ struct AdamCoefficients {
 // scalars are): 1 - beta in float from a float beta would be off by up to 1e-5 relative.
 LC_INLINE AdamCoefficients adam_coefficients(double lr, double beta1, double beta2, double eps,
                                              double bias_c1, double bias_c2) {
-  return AdamCoefficients{static_cast<float>(beta1), static_cast<float>(1.0 - beta1),
-                          static_cast<float>(beta2), static_cast<float>(1.0 - beta2),
-                          static_cast<float>(lr / bias_c1),
-                          static_cast<float>(__builtin_sqrt(bias_c2)), static_cast<float>(eps)};
+  return AdamCoefficients{
+      static_cast<float>(beta1),        static_cast<float>(1.0 - beta1),
+      static_cast<float>(beta2),        static_cast<float>(1.0 - beta2),
+      static_cast<float>(lr / bias_c1), static_cast<float>(__builtin_sqrt(bias_c2)),
+      static_cast<float>(eps)};
 }
 
 // One element, in the order of operations of lcengine.reference.latent_adam_ref_:

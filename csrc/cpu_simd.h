@@ -9,7 +9,8 @@
 // full 64-bit product, which is exactly one Philox multiply per lane.
 //
 // The functions here carry `target` attributes and are not always_inline: they are inlined by
-// the `flatten` attribute of the per-ISA entry points in cpu_ops.cpp, where the ISA matches.
+// the `flatten` attribute of the kernels' per-ISA entry points (LC_MULTIVERSION in
+// cpu_kernels.h), where the ISA matches.
 #pragma once
 
 #include <cstdint>
@@ -53,8 +54,7 @@ namespace cpu {
 // AVX-512: 8 counters per register, 4 registers in flight to cover the multiply latency.
 template <int kLen>
 LC_TARGET_AVX512 inline void philox_block_avx512(uint64_t first, const PhiloxKeys& keys,
-                                                 uint32_t* __restrict w0,
-                                                 uint32_t* __restrict w1) {
+                                                 uint32_t* __restrict w0, uint32_t* __restrict w1) {
   constexpr int kLanes = 8;
   constexpr int kUnroll = 4;
   static_assert(kLen % (kLanes * kUnroll) == 0, "block must be a multiple of 32 counters");
@@ -65,8 +65,8 @@ LC_TARGET_AVX512 inline void philox_block_avx512(uint64_t first, const PhiloxKey
     __m512i c0[kUnroll], c1[kUnroll], c2[kUnroll], c3[kUnroll];
 #pragma GCC unroll 4
     for (int u = 0; u < kUnroll; ++u) {
-      const __m512i counter = _mm512_add_epi64(
-          _mm512_set1_epi64(static_cast<long long>(first + j + kLanes * u)), lane);
+      const __m512i counter =
+          _mm512_add_epi64(_mm512_set1_epi64(static_cast<long long>(first + j + kLanes * u)), lane);
       const __m512i pa = _mm512_mul_epu32(counter, mul_a);
       c0[u] = _mm512_xor_si512(_mm512_srli_epi64(counter, 32),
                                _mm512_set1_epi64(static_cast<long long>(keys.k0[0])));
@@ -169,8 +169,8 @@ inline void philox_block_sse2(uint64_t first, const PhiloxKeys& keys, uint32_t* 
     __m128i c0[kUnroll], c1[kUnroll], c2[kUnroll], c3[kUnroll];
 #pragma GCC unroll 4
     for (int u = 0; u < kUnroll; ++u) {
-      const __m128i counter = _mm_add_epi64(
-          _mm_set1_epi64x(static_cast<long long>(first + j + kLanes * u)), lane);
+      const __m128i counter =
+          _mm_add_epi64(_mm_set1_epi64x(static_cast<long long>(first + j + kLanes * u)), lane);
       const __m128i pa = _mm_mul_epu32(counter, mul_a);
       c0[u] = _mm_xor_si128(_mm_srli_epi64(counter, 32),
                             _mm_set1_epi64x(static_cast<long long>(keys.k0[0])));

@@ -7,19 +7,16 @@ math, float32/float16/bfloat16 storage), and returns None. Launches go through
 ``torch.library.wrap_triton`` when available, so they can be called from a
 ``torch.library.triton_op`` and traced by ``torch.compile``/``torch.export``.
 
+One module per op family, named like its C++ (csrc/) and CUDA (kernels/cuda/) twins: ``rng``
+(Philox normals), ``row_losses`` (gaussian_kl, distance_penalty, constraint_loss), ``adam``
+(latent_adam_) and ``optimize`` (the fused latent optimizer's kernels, driven by
+lcengine.ops._optimize_triton).
+
 Only relative imports here: this folder is the subpackage ``lcengine._triton`` in the wheel.
 """
-from .constraint_loss import (
-    WEIGHT_FULL,
-    WEIGHT_LAST_DIM,
-    WEIGHT_NONE,
-    _constraint_loss_fwd_kernel,
-    constraint_loss,
-)
-from .distance_penalty import _distance_penalty_fwd_kernel, distance_penalty
-from .gaussian_kl import _gaussian_kl_fwd_kernel, gaussian_kl
-from . import optimize  # the fused latent optimizer's kernels (lcengine.ops._optimize_triton)
-from .latent_adam import _latent_adam_fwd_kernel, latent_adam_
+
+from . import optimize
+from .adam import _latent_adam_fwd_kernel, latent_adam_
 from .rng import (
     _reparameterize_bwd_kernel,
     _reparameterize_fwd_kernel,
@@ -28,7 +25,20 @@ from .rng import (
     reparameterize_backward,
     standard_normal,
 )
+from .row_losses import (
+    WEIGHT_FULL,
+    WEIGHT_LAST_DIM,
+    WEIGHT_NONE,
+    _constraint_loss_fwd_kernel,
+    _distance_penalty_fwd_kernel,
+    _gaussian_kl_fwd_kernel,
+    constraint_loss,
+    distance_penalty,
+    gaussian_kl,
+)
 
+# The launchers (what lcengine.ops calls), then the kernels behind them, constraint_loss's weight
+# modes and the optimizer's kernel module.
 __all__ = [
     "constraint_loss",
     "distance_penalty",
@@ -37,4 +47,15 @@ __all__ = [
     "reparameterize",
     "reparameterize_backward",
     "standard_normal",
+    "WEIGHT_FULL",
+    "WEIGHT_LAST_DIM",
+    "WEIGHT_NONE",
+    "_constraint_loss_fwd_kernel",
+    "_distance_penalty_fwd_kernel",
+    "_gaussian_kl_fwd_kernel",
+    "_latent_adam_fwd_kernel",
+    "_reparameterize_bwd_kernel",
+    "_reparameterize_fwd_kernel",
+    "_standard_normal_fwd_kernel",
+    "optimize",
 ]

@@ -3,6 +3,7 @@
 
 Nothing here imports lcengine: this folder ships as the subpackage ``lcengine._triton``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -65,9 +66,10 @@ class _InterpretedLaunch:
         def launch(*args: Any, **kwargs: Any) -> None:
             if any(_is_fake(a) for a in (*args, *kwargs.values())):
                 raise RuntimeError(
-                    f"{self.kernel.fn.__name__}: the Triton interpreter (TRITON_INTERPRET=1) cannot "
-                    "run or trace fake/meta tensors; wrap the launcher in an opaque "
-                    "torch.library.custom_op with register_fake instead of triton_op")
+                    f"{self.kernel.fn.__name__}: the Triton interpreter (TRITON_INTERPRET=1) "
+                    "cannot run or trace fake/meta tensors; wrap the launcher in an opaque "
+                    "torch.library.custom_op with register_fake instead of triton_op"
+                )
             self.kernel[grid](*args, **kwargs)
 
         return launch

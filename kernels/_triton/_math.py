@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Device helpers shared by several kernels."""
+
 # No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
 # annotations, not their strings.
 import triton

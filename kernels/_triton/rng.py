@@ -5,6 +5,7 @@ The stream is Triton's own ``tl.randn(seed, offset + i)`` with int64 counters: P
 counter (lo, hi, 0, 0) of the 64-bit position, key (seed_lo, seed_hi), Box-Muller on the first
 two words. Backward regenerates eps from (seed, offset) instead of storing it.
 """
+
 # No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
 # annotations, not their strings.
 import torch
@@ -24,8 +25,9 @@ def _standard_normal_fwd_kernel(out_ptr, n_elements, seed, offset, BLOCK: tl.con
 
 
 @triton.jit(do_not_specialize=["seed", "offset"])
-def _reparameterize_fwd_kernel(mu_ptr, logvar_ptr, z_ptr, n_elements, seed, offset,
-                               BLOCK: tl.constexpr):
+def _reparameterize_fwd_kernel(
+    mu_ptr, logvar_ptr, z_ptr, n_elements, seed, offset, BLOCK: tl.constexpr
+):
     """z[i] = mu[i] + exp(logvar[i] / 2) * eps(seed, offset + i), in float32."""
     idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # [BLOCK] int64
     mask = idx < n_elements
@@ -37,8 +39,9 @@ def _reparameterize_fwd_kernel(mu_ptr, logvar_ptr, z_ptr, n_elements, seed, offs
 
 
 @triton.jit(do_not_specialize=["seed", "offset"])
-def _reparameterize_bwd_kernel(grad_z_ptr, logvar_ptr, grad_logvar_ptr, n_elements, seed, offset,
-                               BLOCK: tl.constexpr):
+def _reparameterize_bwd_kernel(
+    grad_z_ptr, logvar_ptr, grad_logvar_ptr, n_elements, seed, offset, BLOCK: tl.constexpr
+):
     """grad_logvar[i] = grad_z[i] * 0.5 * exp(logvar[i] / 2) * eps(seed, offset + i).
 
     (grad_mu = grad_z needs no kernel.)
@@ -58,26 +61,43 @@ def standard_normal(out: torch.Tensor, seed: int, offset: int) -> None:
     if n == 0:
         return
     wrap(_standard_normal_fwd_kernel)[flat_grid(n)](
-        out, n, seed_arg(seed), offset_arg(offset), BLOCK=FLAT_BLOCK, num_warps=FLAT_NUM_WARPS)
+        out, n, seed_arg(seed), offset_arg(offset), BLOCK=FLAT_BLOCK, num_warps=FLAT_NUM_WARPS
+    )
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, seed: int,
-                   offset: int) -> None:
+def reparameterize(
+    mu: torch.Tensor, logvar: torch.Tensor, z: torch.Tensor, seed: int, offset: int
+) -> None:
     """z = mu + exp(logvar / 2) * eps over the flat index. mu, logvar, z: same numel. # [N]"""
     n = mu.numel()
     if n == 0:
         return
     wrap(_reparameterize_fwd_kernel)[flat_grid(n)](
-        mu, logvar, z, n, seed_arg(seed), offset_arg(offset), BLOCK=FLAT_BLOCK,
-        num_warps=FLAT_NUM_WARPS)
+        mu,
+        logvar,
+        z,
+        n,
+        seed_arg(seed),
+        offset_arg(offset),
+        BLOCK=FLAT_BLOCK,
+        num_warps=FLAT_NUM_WARPS,
+    )
 
 
-def reparameterize_backward(grad_z: torch.Tensor, logvar: torch.Tensor,
-                            grad_logvar: torch.Tensor, seed: int, offset: int) -> None:
+def reparameterize_backward(
+    grad_z: torch.Tensor, logvar: torch.Tensor, grad_logvar: torch.Tensor, seed: int, offset: int
+) -> None:
     """grad_logvar = grad_z * 0.5 * exp(logvar / 2) * eps, eps regenerated. # [N] each"""
     n = grad_z.numel()
     if n == 0:
         return
     wrap(_reparameterize_bwd_kernel)[flat_grid(n)](
-        grad_z, logvar, grad_logvar, n, seed_arg(seed), offset_arg(offset), BLOCK=FLAT_BLOCK,
-        num_warps=FLAT_NUM_WARPS)
+        grad_z,
+        logvar,
+        grad_logvar,
+        n,
+        seed_arg(seed),
+        offset_arg(offset),
+        BLOCK=FLAT_BLOCK,
+        num_warps=FLAT_NUM_WARPS,
+    )

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """In-place Adam step on a batch of latents (the gradient-based latent optimizer), row-masked."""
+
 # No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
 # annotations, not their strings.
 import math
@@ -13,11 +14,27 @@ from ._common import row_grid, row_launch_config, wrap
 
 
 @triton.jit
-def _latent_adam_fwd_kernel(z_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, active_ptr,
-                            beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
-                            sqrt_bias_c2, n_rows, dim, HAS_ACTIVE: tl.constexpr,
-                            EVEN_D: tl.constexpr, D_STATIC: tl.constexpr,
-                            BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _latent_adam_fwd_kernel(
+    z_ptr,
+    grad_ptr,
+    exp_avg_ptr,
+    exp_avg_sq_ptr,
+    active_ptr,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,
+    step_size,
+    sqrt_bias_c2,
+    n_rows,
+    dim,
+    HAS_ACTIVE: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    D_STATIC: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """torch.optim.Adam (no weight decay) on rows with active[r] != 0, float32 math:
 
         m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
@@ -55,9 +72,19 @@ def _latent_adam_fwd_kernel(z_ptr, grad_ptr, exp_avg_ptr, exp_avg_sq_ptr, active
         tl.store(exp_avg_sq_ptr + offs, v.to(exp_avg_sq_ptr.dtype.element_ty), mask=mask)
 
 
-def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                 exp_avg_sq: torch.Tensor, active: Optional[torch.Tensor], lr: float,
-                 beta1: float, beta2: float, eps: float, bias_c1: float, bias_c2: float) -> None:
+def latent_adam_(
+    z: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    active: Optional[torch.Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_c1: float,
+    bias_c2: float,
+) -> None:
     """One in-place Adam step of ``z``, ``exp_avg`` and ``exp_avg_sq`` on the active rows.
 
     Args:
@@ -74,7 +101,20 @@ def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     has_active = active is not None
     cfg = row_launch_config(_latent_adam_fwd_kernel, rows, dim)
     wrap(_latent_adam_fwd_kernel)[row_grid(rows, cfg["BLOCK_R"])](
-        z, grad, exp_avg, exp_avg_sq, active if has_active else z,
-        float(beta1), 1.0 - float(beta1), float(beta2), 1.0 - float(beta2), float(eps),
-        float(lr) / float(bias_c1), math.sqrt(float(bias_c2)), rows, dim,
-        HAS_ACTIVE=has_active, **cfg)
+        z,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        active if has_active else z,
+        float(beta1),
+        1.0 - float(beta1),
+        float(beta2),
+        1.0 - float(beta2),
+        float(eps),
+        float(lr) / float(bias_c1),
+        math.sqrt(float(bias_c2)),
+        rows,
+        dim,
+        HAS_ACTIVE=has_active,
+        **cfg,
+    )

@@ -1,31 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// CUDA kernels of lcengine, part 1: the Philox-driven elementwise ops (standard_normal,
-// reparameterize and its backward), device queries. Row reductions and the latent Adam step are
-// in row_ops.cu. Semantics: csrc/lcengine_ops.h.
-#include <atomic>
-
+// CUDA kernels of the Philox normal family: standard_normal, reparameterize and
+// reparameterize_backward, flat elementwise kernels drawing eps from the Philox4x32-10 stream
+// keyed by (seed, offset + i) (common.cuh: philox_uniforms, box_muller). Semantics:
+// csrc/lcengine_ops.h.
 #include "common.cuh"
 
 namespace lcengine {
 namespace cuda_detail {
-
-int current_sm_count() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];  // 0 = not queried yet
-  int dev = 0;
-  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
-  if (dev >= 0 && dev < kMaxDevices) {
-    const int cached = cache[dev].load(std::memory_order_relaxed);
-    if (cached > 0) return cached;
-  }
-  int sms = 0;
-  cuda_check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev),
-             "cudaDeviceGetAttribute(MultiProcessorCount)");
-  if (sms < 1) sms = 1;
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(sms, std::memory_order_relaxed);
-  return sms;
-}
-
 namespace {
 
 enum class RngMode : int { kNormal = 0, kReparam = 1, kReparamBackward = 2 };
@@ -99,8 +80,7 @@ __global__ void __launch_bounds__(kRngThreads)
         av = to_float(a[i]);
         lvv = to_float(lv[i]);
       }
-      out[i] = from_float<T>(
-          rng_element<MODE>(av, lvv, offset + static_cast<uint64_t>(i), k0, k1));
+      out[i] = from_float<T>(rng_element<MODE>(av, lvv, offset + static_cast<uint64_t>(i), k0, k1));
     }
   }
 }
@@ -168,18 +148,7 @@ void reparameterize_backward_cuda(const void* grad_z, const void* logvar, void* 
                                   int64_t n, uint64_t seed, uint64_t offset, DType dtype,
                                   void* stream) {
   cuda_detail::launch_philox<cuda_detail::RngMode::kReparamBackward>(
-      grad_z, logvar, grad_logvar, n, seed, offset, dtype, stream,
-      "reparameterize_backward_cuda");
-}
-
-int cuda_device_count() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it so a later, unrelated check does not report it
-    return 0;
-  }
-  return count;
+      grad_z, logvar, grad_logvar, n, seed, offset, dtype, stream, "reparameterize_backward_cuda");
 }
 
 }  // namespace lcengine
