@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""constraint_loss: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_constraint_loss = make_benchmark("constraint_loss")
+
+@pytest.mark.benchmark(group="constraint_loss")
+def test_constraint_loss(time_row_op):
+    time_row_op("constraint_loss")

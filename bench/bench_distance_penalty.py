@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""distance_penalty: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_distance_penalty = make_benchmark("distance_penalty")
+
+@pytest.mark.benchmark(group="distance_penalty")
+def test_distance_penalty(time_row_op):
+    time_row_op("distance_penalty")

@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""gaussian_kl: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_gaussian_kl = make_benchmark("gaussian_kl")
+
+@pytest.mark.benchmark(group="gaussian_kl")
+def test_gaussian_kl(time_row_op):
+    time_row_op("gaussian_kl")

@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""latent_adam: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_latent_adam = make_benchmark("latent_adam")
+
+@pytest.mark.benchmark(group="latent_adam")
+def test_latent_adam(time_row_op):
+    time_row_op("latent_adam")

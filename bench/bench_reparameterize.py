@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""reparameterize: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_reparameterize = make_benchmark("reparameterize")
+
+@pytest.mark.benchmark(group="reparameterize")
+def test_reparameterize(time_row_op):
+    time_row_op("reparameterize")

@@ -1,4 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-from conftest import make_benchmark
+"""standard_normal: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+import pytest
 
-test_standard_normal = make_benchmark("standard_normal")
+
+@pytest.mark.benchmark(group="standard_normal")
+def test_standard_normal(time_row_op):
+    time_row_op("standard_normal")
