@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ``lcengine`` command: info, bench, and the method's demo/fit/sample/transform."""
+"""The ``lcengine`` command: info, bench, the digits demo, and fit/sample/transform of runs."""
 from __future__ import annotations
 
 import argparse
@@ -48,9 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
 
+    # The embedded digits supply `lcengine demo` and the application that `lcengine fit`
+    # creates new runs with; fit/sample/transform themselves work on any run folder.
+    from .apps.digits.app import APPLICATION_PATH
+    from .apps.digits.commands import add_demo_command
     from .method.commands import add_commands
 
-    add_commands(sub)
+    add_demo_command(sub)
+    add_commands(sub, default_application=APPLICATION_PATH)
     return parser
 
 

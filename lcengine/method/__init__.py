@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Latent constraints (Engel, Hoffman & Roberts, ICLR 2018): the method on top of lcengine's ops.
+"""Latent constraints (Engel, Hoffman & Roberts, ICLR 2018) on any latent-variable model.
 
 The one object to use is :class:`LatentConstraints`::
 
@@ -8,39 +8,44 @@ The one object to use is :class:`LatentConstraints`::
     model = LatentModel.from_module(my_vae)            # encode(x) -> (mu, logvar), decode(z)
     lc = LatentConstraints(model, attribute_names)
     lc.fit(train_x, train_attributes)                  # attribute critic, realism critic, actor
-    samples = lc.sample("7 thick", n=16, method="optimize")
-    edits = lc.transform(x, "slant_right")
-    lc.add_zero_shot_constraint("top_heavy", rule)     # a rule on decoded samples, no labels
+    samples = lc.sample("a !b", n=16, method="optimize")
+    edits = lc.transform(x, "b")
+    lc.add_zero_shot_constraint("c", rule)             # a rule on decoded samples, no labels
     lc.save("run/constraints")
 
-Modules: :mod:`.critics` (networks), :mod:`.training`, :mod:`.sampling` (the reference latent
-optimizer), :mod:`.zeroshot`, :mod:`.pipeline`; the embedded data set, model wrapper, evaluation
-and baseline in :mod:`.data`, :mod:`.models`, :mod:`.evaluation`, :mod:`.baseline`; the demo and
-CLI in :mod:`.demo`, :mod:`.report`, :mod:`.commands`.
+Modules: :mod:`.constraints` (the facade), :mod:`.config`, :mod:`.latent_model`,
+:mod:`.critics`, :mod:`.training`, :mod:`.sampling`, :mod:`.requests`, :mod:`.zeroshot`,
+:mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.checkpoint`, :mod:`.io`, and run
+folders with their commands in :mod:`.run` and :mod:`.commands`. Applications (data sets,
+models, evaluators) live outside this package, under ``lcengine.apps``.
 """
+from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
+from .constraints import LatentConstraints
 from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic
-from .models import LatentModel, compute_sigma_bar
-from .pipeline import (
+from .latent_model import LatentModel, compute_sigma_bar
+from .requests import RequestVocabulary, complete_requests, parse_request
+from .sampling import (
     METHODS,
-    LatentConstraints,
+    OptimizeResult,
     SampleResult,
-    SamplingConfig,
     TransformResult,
+    constraint_satisfied,
+    optimize_latents_eager,
 )
-from .sampling import OptimizeResult, complete_requests, constraint_satisfied, optimize_latents_eager
-from .training import ConstraintTrainer, TrainingConfig, TrainingData
-from .zeroshot import DIGIT_RULES, ZeroShotConstraint, learn_zero_shot_constraint
+from .training import ConstraintTrainer, TrainingData
+from .zeroshot import ZeroShotConstraint, learn_zero_shot_constraint
 
 __all__ = [
     "Actor",
     "AttributeCritic",
     "ConstraintTrainer",
-    "DIGIT_RULES",
+    "DEFAULT_TRANSFORM",
     "LatentConstraints",
     "LatentModel",
     "METHODS",
     "OptimizeResult",
     "RealismCritic",
+    "RequestVocabulary",
     "SampleResult",
     "SamplingConfig",
     "StackedAttributeCritic",
@@ -53,4 +58,5 @@ __all__ = [
     "constraint_satisfied",
     "learn_zero_shot_constraint",
     "optimize_latents_eager",
+    "parse_request",
 ]

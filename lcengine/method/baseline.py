@@ -7,12 +7,13 @@ global centroid ``g``.
 
 Apply a request ``(values, mask)`` to starting latents ``z``:
 
-* **digit group** (when some ``digit_k = 1`` is requested): move from the source digit's
-  centroid to the target's, ``z + c_target - c_source``, when the source digit is known
-  (``source_attributes``), otherwise ``z + c_target - g``. The requested ``digit_j = 0`` entries
-  are implied by the one-hot target and add nothing more.
-* **every other requested attribute** (shape attributes, zero-shot constraints, or a digit asked
-  to be 0 without a target digit): ``z + (value - s_a) * v_a``, where ``s_a`` is the source's
+* **one-hot group** (when a member ``k`` of a group is requested as 1): move from the source's
+  member centroid to the target's, ``z + c_target - c_source``, when the source's member is
+  known (``source_attributes``), otherwise ``z + c_target - g``. The group's other requested
+  entries (all 0) are implied by the one-hot target and add nothing more.
+* **every other requested attribute** (single attributes, zero-shot constraints, or a group
+  member asked to be 0 without a target member): ``z + (value - s_a) * v_a``, where ``s_a`` is
+  the source's
   value of the attribute when known (so an attribute already satisfied is left alone and a
   wrong one moves by the full vector) and the training frequency ``p_a`` otherwise (which
   moves the mean of the data, ``g = p_a c1_a + (1 - p_a) c0_a``, exactly onto ``c_value``).
@@ -23,16 +24,16 @@ the critics are meant to fix.
 """
 from __future__ import annotations
 
-import re
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from .data import ATTRIBUTE_NAMES
+from lcengine.validation import check_float
+
+from .requests import RequestVocabulary
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
-_DIGIT_NAME = re.compile(r"^digit_(\d+)$")
 
 
 def _to_numpy(a, name: str) -> np.ndarray:
@@ -52,8 +53,10 @@ class AttributeVectorBaseline:
     """Shifts latents along differences of attribute centroids (see the module docstring).
 
     Args:
-        attribute_names: the A column names; ``digit_<k>`` columns form the one-hot digit group.
+        attribute_names: the A column names.
         scale: multiplier of every shift.
+        one_hot_groups: group label -> member names (e.g. the classes of a label); a request
+            for a member moves between member centroids (see the module docstring).
 
     Attributes (after :meth:`fit`):
         pos_centroids: ``c1_a``, NaN rows where no training row has ``a = 1``. # [A, D]
@@ -63,15 +66,16 @@ class AttributeVectorBaseline:
         global_centroid: ``g``. # [D]
     """
 
-    def __init__(self, attribute_names: Sequence[str] = ATTRIBUTE_NAMES, scale: float = 1.0):
+    def __init__(self, attribute_names: Sequence[str], scale: float = 1.0, *,
+                 one_hot_groups: Optional[Mapping[str, Sequence[str]]] = None):
         names = tuple(attribute_names)
         if not names or not all(isinstance(n, str) for n in names):
             raise ValueError("attribute_names must be a non-empty sequence of strings")
-        if not np.isfinite(scale):
-            raise ValueError(f"scale must be finite, got {scale!r}")
         self.attribute_names = names
-        self.scale = float(scale)
-        self.digit_columns = [i for i, n in enumerate(names) if _DIGIT_NAME.match(n)]
+        self.scale = check_float("scale", scale)
+        # label -> columns of the group's members among the names
+        self.group_columns = RequestVocabulary(
+            one_hot_groups=one_hot_groups or {}).group_columns(names)
         self.pos_centroids: Optional[np.ndarray] = None
         self.neg_centroids: Optional[np.ndarray] = None
         self.vectors: Optional[np.ndarray] = None
@@ -141,13 +145,12 @@ class AttributeVectorBaseline:
         d = self.vectors.shape[1]
         out = np.zeros((batch, d))  # [B, D]
         names = self.attribute_names
-        digit_cols = np.array(self.digit_columns, dtype=np.int64)
         for i in range(batch):
             handled = np.zeros(len(names), dtype=bool)
-            if digit_cols.size:
-                target = [c for c in digit_cols if msk[i, c] and vals[i, c] == 1]
+            for label, cols in self.group_columns.items():
+                target = [c for c in cols if msk[i, c] and vals[i, c] == 1]
                 if len(target) > 1:
-                    raise ValueError(f"row {i} requests more than one digit: "
+                    raise ValueError(f"row {i} requests more than one {label}: "
                                      f"{[names[c] for c in target]}")
                 if target:
                     t = target[0]
@@ -157,12 +160,12 @@ class AttributeVectorBaseline:
                                          "towards it")
                     start = self.global_centroid
                     if src is not None:
-                        src_digits = [c for c in digit_cols if src[i, c] == 1]
-                        if len(src_digits) == 1 and not np.isnan(
-                                self.pos_centroids[src_digits[0]]).any():
-                            start = self.pos_centroids[src_digits[0]]
+                        src_members = [c for c in cols if src[i, c] == 1]
+                        if len(src_members) == 1 and not np.isnan(
+                                self.pos_centroids[src_members[0]]).any():
+                            start = self.pos_centroids[src_members[0]]
                     out[i] += c_t - start
-                    handled[digit_cols] = True
+                    handled[cols] = True
             for j in np.flatnonzero(msk[i] & ~handled):
                 s = float(src[i, j]) if src is not None else float(self.frequencies[j])
                 coef = float(vals[i, j]) - s

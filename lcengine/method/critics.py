@@ -5,50 +5,39 @@ Every network is a plain MLP whose weights live in an ``nn.ModuleList`` named ``
 ``nn.Linear`` modules, applied in order, with the nonlinearity named by the string attribute
 ``activation`` between them and none after the last), plus, for the conditional networks, one
 ``nn.Linear`` named ``y_embedding`` that maps the attribute vector to an embedding concatenated
-to ``z`` before ``layers[0]``. That fixed structure is a contract: a fused kernel (the later
-``lcengine.optimize_latents``) reads the weights straight from ``layers`` and ``y_embedding``.
+to ``z`` before ``layers[0]``. That fixed structure is the contract of
+:mod:`lcengine.reference.critics`: the fused optimizer ``lcengine.optimize_latents`` reads the
+weights straight from ``layers`` and ``y_embedding``, and the nonlinearity is
+:func:`lcengine.reference.activation_ref` (one definition for the critics, the reference and the
+kernels).
 
 Defaults follow the reference implementation of Engel et al. (ReLU MLPs, one logit), scaled down
 from 4 x 2048 to 4 x 256 so the whole demo trains in minutes on two CPU cores.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("relu", "softplus", "leaky_relu")
+from lcengine.reference import ACTIVATIONS, LEAKY_SLOPE, activation_ref
+from lcengine.validation import check_int
+
 DEFAULT_HIDDEN: tuple[int, ...] = (256, 256, 256, 256)
 DEFAULT_EMBED_DIM = 32
-_LEAKY_SLOPE = 0.2  # the usual GAN-critic slope; part of the "leaky_relu" contract
 
 
-def activation_fn(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The elementwise nonlinearity named ``name`` (one of :data:`ACTIVATIONS`)."""
-    if name == "relu":
-        return F.relu
-    if name == "softplus":
-        return F.softplus
-    if name == "leaky_relu":
-        return lambda h: F.leaky_relu(h, _LEAKY_SLOPE)
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
-
-
-def _check_dims(latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any,
-                *, needs_attributes: bool = True) -> tuple[int, int, tuple[int, ...], str]:
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
-    if (isinstance(num_attributes, bool) or not isinstance(num_attributes, int)
-            or num_attributes < (1 if needs_attributes else 0)):
-        raise ValueError(f"num_attributes must be a positive int, got {num_attributes!r}")
+def _check_dims(latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any
+                ) -> tuple[int, int, tuple[int, ...], str]:
+    check_int("latent_dim", latent_dim, minimum=1)
+    check_int("num_attributes", num_attributes, minimum=1)
     if isinstance(hidden, int) or not isinstance(hidden, Sequence) or not hidden:
         raise ValueError(f"hidden must be a non-empty sequence of layer widths, got {hidden!r}")
     widths = tuple(hidden)
-    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
-        raise ValueError(f"hidden must hold positive ints, got {hidden!r}")
-    activation_fn(activation)  # validates the name
+    for i, h in enumerate(widths):
+        check_int(f"hidden[{i}]", h, minimum=1)
+    activation_ref(activation)  # validates the name
     return latent_dim, num_attributes, widths, activation
 
 
@@ -66,21 +55,20 @@ class _MLP(nn.Module):
 
     def _build_layers(self, in_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
         widths = (in_dim,) + hidden + (out_dim,)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b)
+                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
 
     def _build_conditional(self, latent_dim: int, num_attributes: int, hidden: Sequence[int],
                            embed_dim: int, activation: str, out_dim: int) -> None:
         """``y_embedding`` plus ``layers`` over ``[z, embedding]``: the conditional networks."""
         self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
             latent_dim, num_attributes, hidden, activation)
-        if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
-            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        self.embed_dim = embed_dim
+        self.embed_dim = check_int("embed_dim", embed_dim, minimum=1)
         self.y_embedding = nn.Linear(num_attributes, embed_dim)
         self._build_layers(latent_dim + embed_dim, self.hidden, out_dim)
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
-        act = activation_fn(self.activation)
+        act = activation_ref(self.activation)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             h = layer(h)
@@ -248,18 +236,5 @@ class Actor(_MLP):
                 "activation": self.activation}
 
 
-NETWORK_TYPES: dict[str, type] = {
-    "RealismCritic": RealismCritic,
-    "AttributeCritic": AttributeCritic,
-    "Actor": Actor,
-}
-
-
-def build_network(kind: str, config: Mapping[str, Any]) -> nn.Module:
-    """Rebuilds a network from its type name and :meth:`config` (used by checkpoint loading)."""
-    if kind not in NETWORK_TYPES:
-        raise ValueError(f"unknown network type {kind!r}; expected one of {list(NETWORK_TYPES)}")
-    try:
-        return NETWORK_TYPES[kind](**dict(config))
-    except TypeError as exc:
-        raise ValueError(f"bad config for {kind}: {exc}") from exc
+__all__ = ["ACTIVATIONS", "LEAKY_SLOPE", "Actor", "AttributeCritic", "DEFAULT_EMBED_DIM",
+           "DEFAULT_HIDDEN", "RealismCritic", "StackedAttributeCritic"]

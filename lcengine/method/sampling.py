@@ -15,14 +15,13 @@ False) at the first point where it is *satisfied*: ``sigmoid(D(z, y)) > tau_r`` 
 requested attribute is on its requested side with confidence ``tau_a`` (``sigmoid(D_attr) >
 tau_a`` for a 1, ``< 1 - tau_a`` for a 0; ``tau_a = 0.5`` is "on the right side of 0.5").
 
-:func:`complete_requests` turns a partial request ("a thick 7") into full attribute vectors for
-the conditional realism critic by borrowing the unrequested attributes from data rows that match
-the request, i.e. it samples ``y ~ p(y | requested attributes)`` from the training table.
+:class:`SampleResult` and :class:`TransformResult` are what
+:class:`~lcengine.method.constraints.LatentConstraints` returns.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -30,6 +29,19 @@ from tqdm.auto import tqdm
 
 from lcengine import OptimizeResult  # the op's result type: one definition
 from lcengine.reference import constraint_satisfied_ref, optimize_latents_ref
+from lcengine.validation import (
+    check_finite_tensor,
+    check_float,
+    check_int,
+    check_positive_float,
+    check_probability,
+)
+
+from .requests import check_target_tensors
+
+# The ways of generating: raw prior samples (the unconstrained reference), one pass of the actor,
+# gradient-based optimization of the latents, and attribute-vector arithmetic.
+METHODS = ("prior", "actor", "optimize", "baseline")
 
 RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -44,37 +56,6 @@ def constraint_satisfied(realism_logits: torch.Tensor, attribute_logits: torch.T
     """
     return constraint_satisfied_ref(realism_logits, attribute_logits, y, mask, tau_r=tau_r,
                                     tau_a=tau_a)
-
-
-def _check_probability(name: str, v: float, *, open_low: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-            or not 0.0 <= v < 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1), got {v!r}")
-    return float(v)
-
-
-def _check_nonneg(name: str, v: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name} must be a finite float >= 0, got {v!r}")
-    return float(v)
-
-
-def check_targets(y: torch.Tensor, mask: torch.Tensor, rows: int, num_attributes: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validates attribute targets and their mask; returns float32 ``y`` and bool ``mask``."""
-    for name, t in (("y", y), ("mask", mask)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape [{rows}, {num_attributes}], "
-                            f"got {type(t).__name__}")
-        if tuple(t.shape) != (rows, num_attributes):
-            raise ValueError(f"{name} must have shape [{rows}, {num_attributes}] (one row per "
-                             f"latent, one column per attribute), got {list(t.shape)}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-    y = y.to(torch.float32)
-    if not bool(((y == 0) | (y == 1)).all()):
-        raise ValueError("y must hold only 0 and 1")
-    return y, mask
 
 
 def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
@@ -121,20 +102,16 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
                          f"{getattr(z_start, 'shape', type(z_start).__name__)}")
     if not z_start.is_floating_point():
         raise TypeError(f"z_start must be a floating tensor, got {z_start.dtype}")
-    if not torch.isfinite(z_start).all():
-        raise ValueError("z_start contains NaN or infinite values")
+    check_finite_tensor("z_start", z_start)
     b = z_start.shape[0]
     num_attr = y.shape[1] if isinstance(y, torch.Tensor) and y.dim() == 2 else -1
-    y, mask = check_targets(y, mask, b, num_attr)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-    w_realism, w_attr, w_dist = (_check_nonneg(n, v) for n, v in
+    y, mask = check_target_tensors(y, mask, b, num_attr)
+    check_int("steps", steps)
+    w_realism, w_attr, w_dist = (check_positive_float(n, v, allow_zero=True) for n, v in
                                  (("w_realism", w_realism), ("w_attr", w_attr),
                                   ("w_dist", w_dist)))
-    tau_r = _check_probability("tau_r", tau_r)
-    tau_a = _check_probability("tau_a", tau_a)
-    if tau_a < 0.5:
-        raise ValueError(f"tau_a must be in [0.5, 1), got {tau_a}")
+    tau_r = check_probability("tau_r", tau_r)
+    tau_a = check_float("tau_a", tau_a, low=0.5, high=1.0, high_open=True)
     if realism_attributes is None:
         realism_attributes = int(getattr(realism_critic, "num_attributes", num_attr))
     if not 0 <= realism_attributes <= num_attr:
@@ -172,66 +149,78 @@ def actor_latents(actor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     Returns:
         Transformed latents. # [B, D]
     """
-    if not torch.isfinite(z).all():
-        raise ValueError("z contains NaN or infinite values")
+    check_finite_tensor("z", z)
     a = int(getattr(actor, "num_attributes", y.shape[1]))
     y = y[:, :a].to(torch.float32)
     return torch.cat([actor(z[i:i + batch_size], y[i:i + batch_size])
                       for i in range(0, z.shape[0], batch_size)]) if z.shape[0] else z.clone()
 
 
-def complete_requests(values: np.ndarray, mask: np.ndarray, table: np.ndarray, n: int, *,
-                      seed: int = 0) -> np.ndarray:
-    """Full attribute vectors for a (partial) request: ``y ~ p(y | requested)`` from data.
+@dataclass
+class SampleResult:
+    """Conditional samples.
 
-    The conditional realism critic needs every attribute. Unrequested ones are borrowed from
-    training rows that agree with the request on every requested attribute (drawn uniformly
-    with replacement); if no row agrees, from the rows that agree on the most requested
-    attributes. Requested values always win. Columns beyond ``table``'s (zero-shot
-    constraints) take the requested value, or 0 when unrequested.
-
-    Args:
-        values: requested values. # [A_all] or [n, A_all]
-        mask: requested attributes. # [A_all] or [n, A_all] bool
-        table: training attributes, 0/1. # [N, A]
-        n: rows to produce (must equal the rows of ``values`` when it is 2-D).
-        seed: seed of the row draws.
-
-    Returns:
-        int8 attribute vectors. # [n, A_all]
+    Attributes:
+        latents: final latents. # [N, D]
+        images: decoded outputs, float32. # [N, *data_shape]
+        attributes: full target attribute vectors (requested values, the rest completed from
+            data). # [N, A] int8
+        mask: requested attributes. # [N, A] bool
+        converged: the critics accept the row (for ``optimize``: the stopping rule was met
+            within the step limit; for the other methods: the same rule evaluated on the
+            result). # [N] bool
+        steps: optimizer updates per row (0 for the one-pass methods). # [N] int64
+        method: "prior" | "actor" | "optimize" | "baseline".
+        seconds: wall time of the generation (decoding included).
     """
-    values = np.asarray(values)
-    mask = np.asarray(mask, dtype=bool)
-    table = np.asarray(table)
-    if values.shape != mask.shape:
-        raise ValueError(f"values and mask must have the same shape, got {values.shape} and "
-                         f"{mask.shape}")
-    if table.ndim != 2 or table.shape[0] < 1:
-        raise ValueError(f"table must be a non-empty [N, A] attribute table, got {table.shape}")
-    if values.ndim == 1:
-        values = np.broadcast_to(values, (n, values.shape[0]))
-        mask = np.broadcast_to(mask, (n, mask.shape[0]))
-    if values.ndim != 2 or values.shape[0] != n:
-        raise ValueError(f"values must have shape [A] or [{n}, A], got {values.shape}")
-    a_all, a = values.shape[1], table.shape[1]
-    if a_all < a:
-        raise ValueError(f"values has {a_all} attributes, fewer than the table's {a}")
-    rng = np.random.default_rng(seed)
-    out = np.zeros((n, a_all), dtype=np.int8)
-    # Rows sharing one request are completed together (the common case: one request, n rows).
-    keys = np.concatenate([values[:, :a] * mask[:, :a], mask[:, :a]], axis=1).astype(np.int8)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for k in range(uniq.shape[0]):
-        rows = np.flatnonzero(inverse == k)
-        v, m = uniq[k, :a], uniq[k, a:].astype(bool)
-        agree = (table[:, m] == v[m]).sum(axis=1) if m.any() else np.zeros(table.shape[0])
-        pool = np.flatnonzero(agree == agree.max())
-        out[rows, :a] = table[rng.choice(pool, size=rows.size, replace=True)]
-    out = np.where(mask, values, out).astype(np.int8)
-    return out
+
+    latents: torch.Tensor
+    images: np.ndarray
+    attributes: np.ndarray
+    mask: np.ndarray
+    converged: np.ndarray
+    steps: np.ndarray
+    method: str
+    seconds: float = 0.0
 
 
-def as_float_targets(y: Union[np.ndarray, torch.Tensor, Sequence]) -> torch.Tensor:
-    """0/1 attribute array -> float32 tensor (helper for callers holding numpy int8)."""
-    return torch.as_tensor(np.asarray(y), dtype=torch.float32)
+@dataclass
+class TransformResult:
+    """Identity-preserving transformations of real inputs.
+
+    Attributes:
+        latents: edited latents. # [B, D]
+        images: decoded edits, float32. # [B, *data_shape]
+        source_latents: encoder means of the inputs (the starting points). # [B, D]
+        source_images: their reconstructions. # [B, *data_shape]
+        attributes: target attribute vectors (source attributes with the changes). # [B, A]
+        mask: the requested changes. # [B, A] bool
+        converged: the stopping rule was met within the step limit. # [B] bool
+        steps: optimizer updates per row. # [B] int64
+        latent_distance: L2 distance from the source latent. # [B]
+        pixel_distance: mean absolute per-pixel difference from the reconstruction. # [B]
+    """
+
+    latents: torch.Tensor
+    images: np.ndarray
+    source_latents: torch.Tensor
+    source_images: np.ndarray
+    attributes: np.ndarray
+    mask: np.ndarray
+    converged: np.ndarray
+    steps: np.ndarray
+    latent_distance: np.ndarray
+    pixel_distance: np.ndarray
+    method: str = "optimize"
+
+    def summary(self) -> dict:
+        """Converged fraction, mean steps, mean latent and pixel distances."""
+        return {"converged_fraction": float(self.converged.mean()),
+                "mean_steps": float(self.steps.mean()),
+                "mean_latent_distance": float(self.latent_distance.mean()),
+                "mean_pixel_distance": float(self.pixel_distance.mean()),
+                "num_rows": int(self.converged.shape[0])}
+
+
+__all__ = ["METHODS", "OptimizeResult", "SampleResult", "TransformResult", "actor_latents",
+           "constraint_satisfied", "optimize_latents_eager"]

@@ -25,16 +25,17 @@ exactly the batches an uninterrupted one would have used.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import lcengine
+from lcengine.validation import check_finite_tensor
 
-from .critics import DEFAULT_EMBED_DIM, DEFAULT_HIDDEN, Actor, AttributeCritic, RealismCritic
+from .config import TrainingConfig
+from .critics import Actor, AttributeCritic, RealismCritic
 
 _SEED_MASK = (1 << 62) - 1
 
@@ -52,99 +53,6 @@ def derive_seed(seed: int, *parts: Any) -> int:
 def step_generator(seed: int, *parts: Any) -> torch.Generator:
     """A CPU torch.Generator for index draws, seeded by :func:`derive_seed`."""
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
-
-
-@dataclass
-class TrainingConfig:
-    """Hyperparameters of the critics and the actor.
-
-    Defaults are the reference implementation's choices (Adam lr 1e-4, betas (0, 0.9),
-    gradient penalty 10, 10 critic updates per actor update, lambda_dist 0.1, 10% raw prior
-    samples among the fakes) except the width: 4 x 256 instead of 4 x 2048, so that training
-    fits a few minutes of two CPU cores. The demo (:func:`lcengine.method.demo.demo_config`)
-    raises the learning rates and lowers ``lambda_dist`` for its short budget and small
-    ``sigma_bar``; its report records what that reaches.
-
-    Attributes:
-        hidden: hidden widths of the realism critic and the actor.
-        embed_dim: width of their attribute embedding.
-        activation: "relu" | "softplus" | "leaky_relu" for all networks.
-        attribute_hidden: hidden widths of the attribute critic.
-        batch_size: rows per block (the realism batch has three blocks; the actor batch two).
-        attribute_batch_size: rows per attribute-critic batch.
-        attribute_steps: attribute-critic updates.
-        attribute_lr: its Adam learning rate (betas (0.9, 0.999)).
-        realism_steps: realism-critic updates; the actor gets ``realism_steps // actor_every``.
-        realism_lr: Adam learning rate of the realism critic.
-        actor_lr: Adam learning rate of the actor.
-        betas: Adam betas of the realism critic and the actor.
-        gp_weight: weight of the WGAN-GP gradient penalty.
-        prior_fake_prob: probability that a fake row is a raw prior sample instead of G(z, y).
-        actor_every: critic updates per actor update.
-        lambda_dist: weight of the actor's distance penalty.
-        actor_attribute_weight: weight of the attribute-critic term in the actor's loss.
-        log_every: record losses in the history every this many updates.
-        seed: run seed; every noise stream and index draw derives from it.
-    """
-
-    hidden: tuple[int, ...] = DEFAULT_HIDDEN
-    embed_dim: int = DEFAULT_EMBED_DIM
-    activation: str = "relu"
-    attribute_hidden: tuple[int, ...] = DEFAULT_HIDDEN
-    batch_size: int = 128
-    attribute_batch_size: int = 256
-    attribute_steps: int = 3000
-    attribute_lr: float = 1e-3
-    realism_steps: int = 6000
-    realism_lr: float = 1e-4
-    actor_lr: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.9)
-    gp_weight: float = 10.0
-    prior_fake_prob: float = 0.1
-    actor_every: int = 10
-    lambda_dist: float = 0.1
-    actor_attribute_weight: float = 1.0
-    log_every: int = 20
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.attribute_hidden = tuple(int(h) for h in self.attribute_hidden)
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        for name in ("batch_size", "attribute_batch_size", "actor_every", "log_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"TrainingConfig.{name} must be a positive int, got {v!r}")
-        for name in ("attribute_steps", "realism_steps", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"TrainingConfig.{name} must be a non-negative int, got {v!r}")
-        for name in ("attribute_lr", "realism_lr", "actor_lr"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-                raise ValueError(f"TrainingConfig.{name} must be a positive float, got {v!r}")
-        for name in ("gp_weight", "lambda_dist", "actor_attribute_weight"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0):
-                raise ValueError(f"TrainingConfig.{name} must be a float >= 0, got {v!r}")
-        if not 0.0 <= self.prior_fake_prob <= 1.0:
-            raise ValueError(f"TrainingConfig.prior_fake_prob must be in [0, 1], got "
-                             f"{self.prior_fake_prob!r}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"], d["attribute_hidden"] = list(self.hidden), list(self.attribute_hidden)
-        d["betas"] = list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig keys {unknown}; expected some of "
-                             f"{sorted(known)}")
-        return cls(**dict(d))
 
 
 def _empty_history() -> dict[str, dict[str, list]]:
@@ -176,8 +84,7 @@ class TrainingData:
             if not isinstance(t, torch.Tensor) or t.dim() != 2:
                 raise ValueError(f"TrainingData.{name} must be a 2-D tensor, got "
                                  f"{getattr(t, 'shape', type(t).__name__)}")
-            if not torch.isfinite(t).all():
-                raise ValueError(f"TrainingData.{name} contains NaN or infinite values")
+            check_finite_tensor(f"TrainingData.{name}", t)
         if self.mu.shape != self.logvar.shape:
             raise ValueError(f"mu and logvar must have the same shape, got {list(self.mu.shape)} "
                              f"and {list(self.logvar.shape)}")

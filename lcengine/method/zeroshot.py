@@ -9,7 +9,9 @@ the rule, and trains a one-logit :class:`~lcengine.method.critics.AttributeCriti
 joins the data's attribute critic (see :class:`~lcengine.method.critics.StackedAttributeCritic`),
 so the new attribute can be requested in sampling and transforms like any other.
 
-The module also ships three example rules for 28x28 digits (:data:`DIGIT_RULES`).
+Rules themselves belong to applications (rules are code, not checkpoint data: a loaded
+constraint gets its rule back through
+:meth:`~lcengine.method.constraints.LatentConstraints.attach_rule`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 import lcengine
+from lcengine.validation import check_int
 
 from .critics import AttributeCritic
 from .training import derive_seed, step_generator
@@ -83,7 +86,7 @@ def label_prior_samples(model, rule: Rule, num_samples: int, *, seed: int = 0,
     """Prior samples and the rule's verdict on their decoded outputs.
 
     Args:
-        model: a :class:`~lcengine.method.models.LatentModel`.
+        model: a :class:`~lcengine.method.latent_model.LatentModel`.
         rule: predicate on decoded outputs.
         num_samples: how many prior samples.
         seed: Philox key of the samples.
@@ -91,8 +94,7 @@ def label_prior_samples(model, rule: Rule, num_samples: int, *, seed: int = 0,
     Returns:
         ``(z, labels)``. # [N, D] float32, [N] bool
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 10:
-        raise ValueError(f"num_samples must be an int >= 10, got {num_samples!r}")
+    check_int("num_samples", num_samples, minimum=10)
     z = lcengine.standard_normal((num_samples, model.latent_dim),
                                  seed=derive_seed(seed, "zeroshot/prior"))  # [N, D]
     labels = []
@@ -165,7 +167,7 @@ def learn_zero_shot_constraint(model, rule: Rule, name: str, *, num_samples: int
     """Learns a zero-shot constraint from a rule on decoded prior samples (no data labels).
 
     Args:
-        model: a :class:`~lcengine.method.models.LatentModel`.
+        model: a :class:`~lcengine.method.latent_model.LatentModel`.
         rule: ``rule(x [N, *data_shape] float32) -> bool [N]``; black box, not differentiated.
         name: the attribute name requests will use.
         num_samples: prior samples to label.
@@ -177,7 +179,7 @@ def learn_zero_shot_constraint(model, rule: Rule, name: str, *, num_samples: int
         The :class:`ZeroShotConstraint`.
     """
     if not isinstance(name, str) or not name.strip() or any(c in name for c in ",;! \t=") \
-            or name.isdigit():
+            or name.isnumeric():
         raise ValueError(f"name must be a non-empty identifier-like string without spaces, "
                          f"commas, '!' or '=', got {name!r}")
     z, labels = label_prior_samples(model, rule, num_samples, seed=seed, progress=progress)
@@ -189,53 +191,5 @@ def learn_zero_shot_constraint(model, rule: Rule, name: str, *, num_samples: int
                               history=history)
 
 
-# --------------------------------------------------------------------------------------------
-# Example rules for 28x28 digits in [0, 1]
-# --------------------------------------------------------------------------------------------
-
-def _as_digit_batch(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3 or x.shape[1:] != (28, 28):
-        raise ValueError(f"this rule expects images of shape [N, 28, 28], got {list(x.shape)}")
-    return x
-
-
-def top_heavy(x: np.ndarray) -> np.ndarray:
-    """More ink in the top half than in the bottom half (e.g. most 7s and 9s). # -> [N] bool"""
-    x = _as_digit_batch(x)
-    return x[:, :14].sum(axis=(1, 2)) > x[:, 14:].sum(axis=(1, 2))
-
-
-def left_heavy(x: np.ndarray) -> np.ndarray:
-    """More ink in the left half than in the right half. # -> [N] bool"""
-    x = _as_digit_batch(x)
-    return x[:, :, :14].sum(axis=(1, 2)) > x[:, :, 14:].sum(axis=(1, 2))
-
-
-def has_loop(x: np.ndarray) -> np.ndarray:
-    """The binarized stroke encloses a hole of at least 4 background pixels (0, 6, 8, 9 ...).
-
-    Background connected to the border is flood-filled (4-connectivity); what stays unfilled
-    is enclosed. # -> [N] bool
-    """
-    x = _as_digit_batch(x)
-    bg = x < 0.5  # [N, H, W]
-    reach = np.zeros_like(bg)
-    reach[:, 0, :], reach[:, -1, :] = bg[:, 0, :], bg[:, -1, :]
-    reach[:, :, 0] |= bg[:, :, 0]
-    reach[:, :, -1] |= bg[:, :, -1]
-    while True:  # grow the border-connected background until it stops changing
-        grown = reach.copy()
-        grown[:, 1:, :] |= reach[:, :-1, :]
-        grown[:, :-1, :] |= reach[:, 1:, :]
-        grown[:, :, 1:] |= reach[:, :, :-1]
-        grown[:, :, :-1] |= reach[:, :, 1:]
-        grown &= bg
-        if np.array_equal(grown, reach):
-            break
-        reach = grown
-    return (bg & ~reach).sum(axis=(1, 2)) >= 4
-
-
-DIGIT_RULES: dict[str, Rule] = {"top_heavy": top_heavy, "left_heavy": left_heavy,
-                                "has_loop": has_loop}
+__all__ = ["Rule", "ZeroShotConstraint", "apply_rule", "label_prior_samples",
+           "learn_zero_shot_constraint", "train_zero_shot_critic"]

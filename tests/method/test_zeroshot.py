@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Zero-shot constraints: rules, learning from decoded prior samples, use in the pipeline."""
+"""Zero-shot constraints: rules, learning from decoded prior samples, use in the facade."""
 import warnings
 
 import numpy as np
@@ -7,46 +7,11 @@ import pytest
 import torch
 
 from lcengine.method import LatentConstraints, SamplingConfig
-from lcengine.method.zeroshot import (
-    DIGIT_RULES,
-    apply_rule,
-    has_loop,
-    label_prior_samples,
-    learn_zero_shot_constraint,
-    left_heavy,
-    top_heavy,
-)
-
-from method_toys import NAMES, tiny_training, toy_data, toy_model
+from lcengine.method.zeroshot import apply_rule, label_prior_samples, learn_zero_shot_constraint
+from support.method_toys import NAMES, rule_positive_product, tiny_training, toy_data, toy_model
 
 warnings.filterwarnings("ignore", message=".*falling back to the eager.*")
 warnings.filterwarnings("ignore", message=".*no fused.*")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_digit_rules_on_drawn_images():
-    img = np.zeros((4, 28, 28), np.float32)
-    img[0, 4:10, 10:18] = 1.0  # ink at the top
-    img[1, 20:26, 10:18] = 1.0  # ink at the bottom
-    img[2, 8:20, 8:20] = 1.0  # a ring: closed loop
-    img[2, 11:17, 11:17] = 0.0
-    img[3, 5:23, 13:15] = 1.0  # a bar: no loop, centered
-    assert top_heavy(img).tolist() == [True, False, False, False]
-    assert has_loop(img).tolist() == [False, False, True, False]
-    img2 = np.zeros((2, 28, 28), np.float32)
-    img2[0, 10:18, 2:8] = 1.0
-    img2[1, 10:18, 20:26] = 1.0
-    assert left_heavy(img2).tolist() == [True, False]
-    assert set(DIGIT_RULES) == {"top_heavy", "left_heavy", "has_loop"}
-    with pytest.raises(ValueError, match=r"\[N, 28, 28\]"):
-        top_heavy(np.zeros((2, 5)))
 
 
 def test_apply_rule_validates_answers():
@@ -59,11 +24,6 @@ def test_apply_rule_validates_answers():
         apply_rule(lambda v: np.array([0.5, 1, 0]), x)
     with pytest.raises(TypeError, match="callable"):
         apply_rule("z0 > 0", x)
-
-
-def rule_positive_product(x: np.ndarray) -> np.ndarray:
-    """Black box on decoded toy outputs: the product feature (not a latent coordinate)."""
-    return x[:, 4] > 0.3
 
 
 def test_learn_from_prior_samples_without_labels():
@@ -96,6 +56,10 @@ def test_zero_shot_in_sampling_transform_and_checkpoints(tmp_path):
     assert lc.attribute_names == NAMES + ("prod",)
     with pytest.raises(ValueError, match="already used"):
         lc.add_zero_shot_constraint("a1", rule_positive_product, progress=False)
+
+    stacked = lc.attribute_critic
+    assert stacked is lc.attribute_critic  # built once per set of critics
+    assert stacked.num_attributes == 4
 
     prior = lc.sample("prod", 64, method="prior", seed=2)
     res = lc.sample("prod", 64, method="optimize", seed=2)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from lcengine.method.baseline import AttributeVectorBaseline
-from lcengine.method.data import ATTRIBUTE_NAMES, parse_request
 
 NAMES = ("digit_0", "digit_1", "digit_2", "thick")
+GROUPS = {"digit": NAMES[:3]}  # the one-hot group: a request moves between its centroids
 CENTERS = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])  # digit centroids
 
 
@@ -23,7 +23,7 @@ def synthetic():
     att = np.zeros((z.shape[0], 4), dtype=np.int8)
     att[np.arange(z.shape[0]), digits] = 1
     att[:, 3] = z[:, 2] > 0
-    return z, att, AttributeVectorBaseline(NAMES).fit(z, att)
+    return z, att, AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).fit(z, att)
 
 
 def test_fit_centroids_and_vectors(synthetic):
@@ -83,7 +83,7 @@ def test_combined_request_adds_shifts_and_scale(synthetic):
     values, mask = np.array([0, 0, 1, 1]), np.ones(4, dtype=bool)
     expected = (CENTERS[2] - b.global_centroid) + (1 - b.frequencies[3]) * b.vectors[3]
     np.testing.assert_allclose(b.apply(z, values, mask)[0], expected, atol=1e-6)
-    half = AttributeVectorBaseline(NAMES, scale=0.5).fit(*synthetic[:2])
+    half = AttributeVectorBaseline(NAMES, scale=0.5, one_hot_groups=GROUPS).fit(*synthetic[:2])
     np.testing.assert_allclose(half.apply(z, values, mask)[0], 0.5 * expected, atol=1e-6)
 
 
@@ -98,29 +98,15 @@ def test_per_row_requests_and_torch_io(synthetic):
     np.testing.assert_allclose(out.numpy(), [CENTERS[1] - g, CENTERS[2] - g], atol=1e-9)
 
 
-def test_works_with_parse_request_vocabulary():
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=(300, 4))
-    att = rng.integers(0, 2, size=(300, 15)).astype(np.int8)
-    att[:, :10] = 0
-    att[np.arange(300), np.arange(300) % 10] = 1
-    b = AttributeVectorBaseline().fit(torch.from_numpy(z), att)
-    values, mask = parse_request("7 thick")
-    out = b.apply(np.zeros((5, 4)), values, mask)
-    expected = (b.pos_centroids[7] - b.global_centroid
-                + (1 - b.frequencies[10]) * b.vectors[10])
-    np.testing.assert_allclose(out, np.tile(expected, (5, 1)), atol=1e-6)
-    assert b.attribute_names == ATTRIBUTE_NAMES
-
-
 def test_errors(synthetic):
     z, att, b = synthetic
     with pytest.raises(RuntimeError, match="fit"):
-        AttributeVectorBaseline(NAMES).apply(z[:1], np.zeros(4), np.ones(4, bool))
+        AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).apply(z[:1], np.zeros(4),
+                                                                    np.ones(4, bool))
     with pytest.raises(ValueError, match=r"attributes must have shape \[1200, 4\]"):
-        AttributeVectorBaseline(NAMES).fit(z, att[:, :3])
+        AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).fit(z, att[:, :3])
     with pytest.raises(ValueError, match="NaN"):
-        AttributeVectorBaseline(NAMES).fit(np.full((2, 3), np.nan), att[:2])
+        AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).fit(np.full((2, 3), np.nan), att[:2])
     with pytest.raises(ValueError, match=r"values must have shape \[4\] or \[1, 4\]"):
         b.apply(z[:1], np.zeros(5), np.ones(4, bool))
     with pytest.raises(ValueError, match="latent dimension 2"):
@@ -131,6 +117,14 @@ def test_errors(synthetic):
         b.apply(z[:1], np.array([1, 1, 0, 0]), np.ones(4, bool))
     const = att.copy()
     const[:, 3] = 1
-    bc = AttributeVectorBaseline(NAMES).fit(z, const)
+    bc = AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).fit(z, const)
     with pytest.raises(ValueError, match="'thick' is constant"):
         bc.apply(z[:1], np.array([0, 0, 0, 0]), np.array([0, 0, 0, 1], bool))
+
+
+def test_without_groups_every_attribute_is_a_vector(synthetic):
+    z, att, _ = synthetic
+    b = AttributeVectorBaseline(NAMES).fit(z, att)
+    assert b.group_columns == {}
+    out = b.apply(np.zeros((1, 3)), np.array([0, 1, 0, 0]), np.array([0, 1, 0, 0], bool))[0]
+    np.testing.assert_allclose(out, (1 - b.frequencies[1]) * b.vectors[1], atol=1e-6)

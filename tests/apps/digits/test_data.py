@@ -1,15 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Embedded data set: measured shape attributes, the fixed-seed split, request parsing."""
+"""The digits data set: measured shape attributes and the fixed-seed split."""
 import numpy as np
 import pytest
 import torch
 
-from lcengine.method.data import (
+from lcengine.apps.digits.data import (
     ATTRIBUTE_NAMES,
     SHAPE_ATTRIBUTE_NAMES,
     SHAPE_FEATURE_OF,
     load_mnist,
-    parse_request,
     shape_attributes,
     shape_features,
     split_indices,
@@ -124,11 +123,6 @@ def test_shape_attributes_thresholds():
         shape_attributes(imgs, [1.0] * 5)
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
-
-
 def test_load_mnist_split(mnist):
     assert mnist.train_images.shape == (4000, 28, 28)
     assert mnist.heldout_images.shape == (1000, 28, 28)
@@ -187,58 +181,3 @@ def test_load_mnist_bad_arguments():
         load_mnist(heldout_fraction=1.5)
     with pytest.raises(ValueError, match="seed"):
         load_mnist(seed=-1)
-
-
-def _req(values_mask):
-    values, mask = values_mask
-    return {ATTRIBUTE_NAMES[i]: int(values[i]) for i in np.flatnonzero(mask)}
-
-
-def test_parse_request_forms_agree():
-    expected = {**{f"digit_{k}": 0 for k in range(10)}, "digit_7": 1, "thick": 1,
-                "slant_right": 1}
-    assert _req(parse_request("digit_7,thick,slant_right")) == expected
-    assert _req(parse_request("7 thick slant_right")) == expected
-    assert _req(parse_request(["7", "THICK", "slant_right=1"])) == expected
-    assert _req(parse_request({"digit_7": 1, "thick": True, "slant_right": 1})) == expected
-
-
-def test_parse_request_negations_and_aliases():
-    values, mask = parse_request("7 !slant_right thin")
-    assert values.dtype == np.int8 and mask.dtype == np.bool_ and values.shape == (15,)
-    r = _req((values, mask))
-    assert r["slant_right"] == 0 and r["thick"] == 0 and r["digit_7"] == 1
-    assert _req(parse_request("not_wide,-tall,large_ink=0")) == {"wide": 0, "tall": 0,
-                                                                 "large_ink": 0}
-    # A digit asked to be 0 constrains only that digit.
-    assert _req(parse_request("!digit_3")) == {"digit_3": 0}
-    assert _req(parse_request({"thick": 0})) == {"thick": 0}
-
-
-def test_parse_request_custom_vocabulary():
-    names = ATTRIBUTE_NAMES + ("has_loop",)
-    values, mask = parse_request("3 has_loop", names)
-    assert values.shape == (16,) and values[-1] == 1 and mask[-1]
-
-
-@pytest.mark.parametrize("bad, match", [
-    ("", "empty"),
-    ("  , ", "empty"),
-    ({}, "empty"),
-    ("digit_7 sparkly", r"unknown attribute name\(s\) \['sparkly'\].*valid names"),
-    ("12", "unknown"),
-    ("thick !thick", "contradictory"),
-    ("3 7", "more than one digit"),
-    ({"thick": 2}, "0 or 1"),
-    ("thick=yes", "0 or 1"),
-])
-def test_parse_request_errors(bad, match):
-    with pytest.raises(ValueError, match=match):
-        parse_request(bad)
-
-
-def test_parse_request_type_errors():
-    with pytest.raises(TypeError):
-        parse_request(7)
-    with pytest.raises(TypeError):
-        parse_request(["thick", 3])

@@ -1,0 +1,273 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The digits as an application of the method: run folders, cached models, the CLI's hooks.
+
+A digits run folder is a method run folder (:mod:`lcengine.method.run`) whose ``run.json``
+names :data:`APPLICATION` and stores a :class:`~lcengine.apps.digits.config.DemoConfig`; next to
+``constraints/`` it holds ``vae/`` (the MLP VAE, :mod:`~lcengine.apps.digits.vae`) and
+``classifier/`` (the evaluation classifier, :mod:`~lcengine.apps.digits.classifier`).
+
+The "pretrained" VAE and classifier are trained once and cached (``$LCENGINE_CACHE`` or
+``~/.cache/lcengine``), keyed by their settings, the seed and the split.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from lcengine.method.constraints import LatentConstraints
+from lcengine.method.latent_model import LatentModel
+from lcengine.method.run import CONSTRAINTS_DIR, RUN_FILE, Run, read_run_file, write_run_file
+from lcengine.method.zeroshot import Rule
+
+from .classifier import (
+    CLASSIFIER_CONFIG_FILE,
+    PixelClassifier,
+    load_classifier,
+    save_classifier,
+    train_pixel_classifier,
+)
+from .config import DemoConfig, config_from_dict, demo_config
+from .data import VOCABULARY, MnistAttributes, load_mnist
+from .evaluation import measure_attributes
+from .rules import DIGIT_RULES
+from .vae import VAE_CONFIG_FILE, MnistVAE, load_vae, save_vae, train_vae
+
+APPLICATION_PATH = "lcengine.apps.digits.app:APPLICATION"
+_CACHE_VERSION = 1
+
+
+@dataclass
+class DigitsContext:
+    """What a digits run keeps besides the fitted constraints (``Run.context``).
+
+    Attributes:
+        config: the run's settings.
+        data: the train/held-out split with attributes and shape thresholds.
+        vae: the model the constraints were learned for.
+        classifier: the evaluation classifier (digit identity, FCD features).
+    """
+
+    config: DemoConfig
+    data: MnistAttributes
+    vae: MnistVAE
+    classifier: PixelClassifier
+
+
+# --------------------------------------------------------------------------------------------
+# Cached "pretrained" models
+# --------------------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``$LCENGINE_CACHE``, else ``~/.cache/lcengine``."""
+    env = os.environ.get("LCENGINE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "lcengine"
+
+
+def _cache_key(kind: str, cfg: DemoConfig, params: dict) -> str:
+    blob = json.dumps({"v": _CACHE_VERSION, "kind": kind, "seed": cfg.seed,
+                       "heldout_fraction": cfg.heldout_fraction, "params": params},
+                      sort_keys=True, default=list).encode()
+    return f"{kind}-{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def obtain_vae(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path], *,
+               progress: bool, log: Callable[[str], None]) -> tuple[MnistVAE, bool]:
+    """The demo's VAE: from the cache if there, else trained (and cached). -> (vae, cached)"""
+    params = dict(cfg.vae)
+    if cache is not None:
+        folder = cache / _cache_key("mnist_vae", cfg, params)
+        if (folder / VAE_CONFIG_FILE).is_file():
+            try:
+                return load_vae(folder), True
+            except ValueError as exc:
+                log(f"cached VAE unusable ({exc}); training a new one")
+    log(f"training the VAE ({params.get('epochs')} epochs)")
+    vae = train_vae(ds.train_images, seed=cfg.seed, progress=progress, **params)
+    if cache is not None:
+        save_vae(vae, cache / _cache_key("mnist_vae", cfg, params))
+    return vae, False
+
+
+def obtain_classifier(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path], *,
+                      progress: bool, log: Callable[[str], None]) -> tuple[PixelClassifier, bool]:
+    """The evaluation classifier (real training images only), cached like the VAE."""
+    params = dict(cfg.classifier)
+    if cache is not None:
+        folder = cache / _cache_key("pixel_classifier", cfg, params)
+        if (folder / CLASSIFIER_CONFIG_FILE).is_file():
+            try:
+                return load_classifier(folder), True
+            except ValueError as exc:
+                log(f"cached classifier unusable ({exc}); training a new one")
+    log(f"training the evaluation classifier ({params.get('epochs', 'default')} epochs)")
+    clf = train_pixel_classifier(ds.train_images, ds.train_digits, seed=cfg.seed,
+                                 progress=progress, **params)
+    if cache is not None:
+        save_classifier(clf, cache / _cache_key("pixel_classifier", cfg, params))
+    return clf, False
+
+
+# --------------------------------------------------------------------------------------------
+# Run folders
+# --------------------------------------------------------------------------------------------
+
+def _same_config(folder: Path, cfg: DemoConfig) -> bool:
+    """``folder`` already holds a digits run of exactly these settings (so it can resume)."""
+    if not (folder / RUN_FILE).is_file():
+        return False
+    try:
+        path, config = read_run_file(folder)
+        return path == APPLICATION_PATH and config_from_dict(config).to_dict() == cfg.to_dict()
+    except ValueError:
+        return False
+
+
+def prepare_run(folder: Union[str, Path], cfg: DemoConfig, *, cache: Optional[Path],
+                progress: bool = True, log: Callable[[str], None] = print,
+                timings: Optional[dict] = None) -> Run:
+    """Creates (or resumes) a run folder: data, VAE, classifier, fitted constraints, zero-shot.
+
+    A folder holding a checkpoint of the *same* configuration is resumed: training continues
+    from the saved step counts instead of starting over.
+
+    Args:
+        folder: the run folder (created if needed).
+        cfg: the settings.
+        cache: where the VAE and classifier are cached (None: always train them).
+        progress: tqdm bars.
+        log: stage messages.
+        timings: filled with the seconds of each stage (and whether models came from the cache).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    ds = load_mnist(cfg.seed, cfg.heldout_fraction)
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    vae, vae_cached = obtain_vae(cfg, ds, cache, progress=progress, log=log)
+    save_vae(vae, folder / "vae")
+    timings["vae"] = time.perf_counter() - t0
+    timings["vae_cached"] = vae_cached
+
+    t0 = time.perf_counter()
+    clf, clf_cached = obtain_classifier(cfg, ds, cache, progress=progress, log=log)
+    save_classifier(clf, folder / "classifier")
+    timings["classifier"] = time.perf_counter() - t0
+    timings["classifier_cached"] = clf_cached
+
+    model = LatentModel.from_module(vae)
+    lc = None
+    if _same_config(folder, cfg) and (folder / CONSTRAINTS_DIR).is_dir():
+        try:
+            lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model)
+            log(f"resuming from {folder / CONSTRAINTS_DIR} (attribute step "
+                f"{lc.trainer.attribute_step}, realism step {lc.trainer.realism_step})")
+        except ValueError as exc:
+            log(f"not resuming: {exc}")
+            lc = None
+    write_run_file(folder, APPLICATION_PATH, cfg.to_dict())
+    t0 = time.perf_counter()
+    if lc is None:
+        lc = LatentConstraints(model, ds.attribute_names, vocabulary=VOCABULARY,
+                               training=cfg.training, sampling=cfg.sampling,
+                               transform=cfg.transform)
+        log("training the critics and the actor")
+        lc.fit(ds.train_images, ds.train_attributes, progress=progress,
+               checkpoint_dir=folder / CONSTRAINTS_DIR, checkpoint_every=1000)
+    else:
+        lc.fit(progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR, checkpoint_every=1000)
+    timings["constraints"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rule_name = cfg.zero_shot_rule
+    if rule_name not in DIGIT_RULES:
+        raise ValueError(f"zero_shot_rule must be one of {sorted(DIGIT_RULES)}, got "
+                         f"{rule_name!r}")
+    if rule_name in [c.name for c in lc.zero_shot]:
+        lc.attach_rule(rule_name, DIGIT_RULES[rule_name])
+    else:
+        log(f"learning the zero-shot constraint {rule_name!r} from decoded prior samples")
+        lc.add_zero_shot_constraint(rule_name, DIGIT_RULES[rule_name],
+                                    num_samples=cfg.zero_shot_samples,
+                                    steps=cfg.zero_shot_steps, seed=cfg.seed,
+                                    progress=progress)
+        lc.save(folder / CONSTRAINTS_DIR)
+    timings["zero_shot"] = time.perf_counter() - t0
+    return Run(folder, APPLICATION, APPLICATION_PATH, cfg.to_dict(), lc,
+               DigitsContext(cfg, ds, vae, clf))
+
+
+class DigitsApplication:
+    """The digits' side of a run folder (the :class:`lcengine.method.run.Application` hooks)."""
+
+    def default_config(self, *, fast: bool, seed: int,
+                       training_overrides: Mapping[str, Any]) -> dict:
+        """The demo preset (``fast`` or full) with the given training step totals."""
+        cfg = demo_config(fast=fast, seed=seed)
+        for key, value in training_overrides.items():
+            if not hasattr(cfg.training, key):
+                raise ValueError(f"unknown TrainingConfig field {key!r}")
+            setattr(cfg.training, key, value)
+        return cfg.to_dict()
+
+    def prepare_run(self, folder: Path, config: Mapping[str, Any], *,
+                    cache_dir: Optional[Path], use_cache: bool, progress: bool,
+                    log: Callable[[str], None]) -> Run:
+        """:func:`prepare_run` with the cache resolved (``cache_dir`` None: the default)."""
+        cache = None
+        if use_cache:
+            cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        return prepare_run(folder, config_from_dict(config), cache=cache, progress=progress,
+                           log=log)
+
+    def load_model(self, folder: Path, config: Mapping[str, Any]
+                   ) -> tuple[LatentModel, DigitsContext]:
+        """The run's VAE (wrapped) and its context: data split, VAE, classifier."""
+        cfg = config_from_dict(config)
+        ds = load_mnist(cfg.seed, cfg.heldout_fraction)
+        vae = load_vae(Path(folder) / "vae")
+        clf = load_classifier(Path(folder) / "classifier")
+        return LatentModel.from_module(vae), DigitsContext(cfg, ds, vae, clf)
+
+    def zero_shot_rules(self) -> Mapping[str, Rule]:
+        return DIGIT_RULES
+
+    def measure(self, run: Run, outputs: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """Classifier digits, measured shapes, and rules of zero-shot attributes."""
+        ctx = run.context
+        return measure_attributes(outputs, ctx.classifier, ctx.data.shape_thresholds, names,
+                                  run.constraints.rules())
+
+    def example_inputs(self, run: Run, n: int) -> np.ndarray:
+        """The first ``n`` held-out digits. # [n, 28, 28]"""
+        return run.context.data.heldout_images[:n]
+
+    def check_inputs(self, x: np.ndarray) -> np.ndarray:
+        """Images in [0, 1]; 0..255 images are divided by 255."""
+        if x.min() < 0 or x.max() > 1:
+            if x.min() >= 0 and x.max() <= 255:
+                return x / 255.0
+            raise ValueError("--input images must be in [0, 1] (or 0..255)")
+        return x
+
+    def updated_config(self, config: Mapping[str, Any], lc: LatentConstraints) -> dict:
+        """The settings with the training configuration ``lcengine fit`` continued to."""
+        cfg = config_from_dict(config)
+        cfg.training = lc.training
+        return cfg.to_dict()
+
+
+APPLICATION = DigitsApplication()
+
+
+__all__ = ["APPLICATION", "APPLICATION_PATH", "DigitsApplication", "DigitsContext",
+           "default_cache_dir", "obtain_classifier", "obtain_vae", "prepare_run"]

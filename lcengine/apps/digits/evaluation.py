@@ -1,0 +1,254 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Evaluation of a digits run, independent of the method's critics.
+
+* :func:`measure_attributes` is the one measurement of attributes on images: digit one-hot from
+  the pixel classifier, shape attributes measured on the image itself
+  (:func:`~lcengine.apps.digits.data.shape_attributes`), zero-shot attributes by their rule.
+* :func:`evaluate_run` runs every measurement of the demo: conditional generation for held-out
+  attribute vectors (attribute metrics and FCD per method), attribute requests, identity-
+  preserving transforms, the zero-shot constraint, and the optimizer's speed.
+* :func:`quality_goals` states the demo's targets against those figures.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lcengine.method.metrics import attribute_metrics, evaluate_methods, frechet_distance
+from lcengine.method.run import Run
+from lcengine.method.sampling import METHODS
+from lcengine.method.timing import time_optimizer
+from lcengine.method.zeroshot import Rule, apply_rule
+
+from .classifier import PixelClassifier
+from .config import DemoConfig
+from .data import ATTRIBUTE_NAMES, check_images, digit_one_hot, shape_attributes
+
+
+def measure_attributes(images: np.ndarray, classifier: PixelClassifier,
+                       thresholds: Mapping[str, float],
+                       names: Sequence[str] = ATTRIBUTE_NAMES,
+                       rules: Optional[Mapping[str, Rule]] = None) -> np.ndarray:
+    """Attributes measured on images, without the method's models.
+
+    Built-in attributes (:data:`~lcengine.apps.digits.data.ATTRIBUTE_NAMES`): the digit one-hot
+    from the classifier, then the shape attributes measured on the image. Any other name (a
+    zero-shot constraint) is measured by its rule in ``rules``.
+
+    Args:
+        images: values in [0, 1]. # [N, 28, 28]
+        classifier: the pixel classifier (digit identity).
+        thresholds: shape thresholds (``MnistAttributes.shape_thresholds``).
+        names: the columns to return (default: the 15 built-in attributes).
+        rules: ``name -> rule(images) -> bool [N]`` for names that are not built in.
+
+    Returns:
+        int8 0/1, columns ``names``. # [N, len(names)]
+
+    Raises:
+        ValueError: a name that is neither built in nor has a rule.
+    """
+    if not isinstance(classifier, PixelClassifier):
+        raise TypeError(f"classifier must be a PixelClassifier, got {type(classifier).__name__}")
+    x = check_images(images)  # [N, 28, 28] float64
+    builtin = np.concatenate([digit_one_hot(classifier.predict(x)),
+                              shape_attributes(x, thresholds)], axis=1).astype(np.int8)  # [N, 15]
+    names = tuple(names)
+    if names == ATTRIBUTE_NAMES:
+        return builtin
+    rules = dict(rules or {})
+    cols = []
+    for name in names:
+        if name in ATTRIBUTE_NAMES:
+            cols.append(builtin[:, ATTRIBUTE_NAMES.index(name)])
+        elif name in rules:
+            cols.append(apply_rule(rules[name], images).astype(np.int8))
+        else:
+            raise ValueError(f"cannot measure attribute {name!r}: it is not built in "
+                             f"({list(ATTRIBUTE_NAMES)}) and has no rule; pass "
+                             "rules={name: predicate}")
+    return np.stack(cols, axis=1).astype(np.int8).reshape(x.shape[0], len(names))
+
+
+def _eval_split(cfg: DemoConfig, n_heldout: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint evaluation and FCD-reference halves of the held-out set."""
+    perm = np.random.default_rng(cfg.seed + 12345).permutation(n_heldout)
+    k = min(cfg.eval_rows, n_heldout // 2)
+    return np.sort(perm[:k]), np.sort(perm[k:2 * k])
+
+
+def _fcd(clf: PixelClassifier, images: np.ndarray, ref: np.ndarray) -> float:
+    return frechet_distance(clf.features(images), ref)
+
+
+def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] = print
+                 ) -> tuple[dict, dict]:
+    """All the demo's measurements. -> (metrics, artifacts for figures and samples.npz)
+
+    Args:
+        run: a digits run folder (its context is a
+            :class:`~lcengine.apps.digits.app.DigitsContext`).
+        progress: tqdm bars.
+        log: stage messages.
+    """
+    ctx = run.context
+    cfg, ds, clf, lc = ctx.config, ctx.data, ctx.classifier, run.constraints
+    names15 = ds.attribute_names
+    eval_idx, ref_idx = _eval_split(cfg, len(ds.heldout_images))
+    ref = clf.features(ds.heldout_images[ref_idx])  # [M, F]
+    x_eval = ds.heldout_images[eval_idx]  # [N, 28, 28]
+    y_eval = ds.heldout_attributes[eval_idx]  # [N, 15]
+    measure15 = lambda im: measure_attributes(im, clf, ds.shape_thresholds)  # noqa: E731
+    metrics: dict[str, Any] = {}
+    art: dict[str, Any] = {"requests": {}, "transforms": {}}
+
+    # 1. conditional generation for held-out attribute vectors (every attribute requested)
+    log(f"evaluating on {len(eval_idx)} held-out attribute vectors")
+    t0 = time.perf_counter()
+    table: dict[str, dict] = {}
+    real = attribute_metrics(y_eval, measure15(x_eval), None, names15)
+    real["fcd"] = _fcd(clf, x_eval, ref)
+    table["real"] = real
+    mu, _ = lc.model.encode_dataset(x_eval)
+    recon = lc.model.decode_batched(mu).numpy().astype(np.float32)
+    rec = attribute_metrics(y_eval, measure15(recon), None, names15)
+    rec["fcd"] = _fcd(clf, recon, ref)
+    table["reconstruction"] = rec
+    y_full = np.zeros((len(eval_idx), lc.num_attributes), dtype=np.int8)
+    y_full[:, :15] = y_eval
+    mask_full = np.zeros_like(y_full, dtype=bool)
+    mask_full[:, :15] = True
+    gen_metrics, gen_samples = evaluate_methods(
+        lc, y_full, mask_full, measure=lambda im: run.measure(im), features=clf.features,
+        reference_features=ref, methods=METHODS, seed=cfg.seed + 1, progress=progress)
+    for k, v in gen_metrics.items():
+        table[k] = v
+    metrics["conditional"] = table
+    metrics["conditional_info"] = {"rows": int(len(eval_idx)), "reference_rows": int(len(ref_idx)),
+                                   "seconds": time.perf_counter() - t0}
+    art["conditional"] = gen_samples
+    art["conditional_targets"] = y_full
+    art["conditional_mask"] = mask_full
+    # the fused optimizer against its eager autograd loop, on the same conditional workload
+    log("timing the optimizer: fused vs the eager autograd loop")
+    metrics["optimizer_timing"] = time_optimizer(lc, y_full, mask_full, seed=cfg.seed + 1)
+
+    # 2. attribute requests (grids)
+    log(f"sampling {len(cfg.requests)} attribute requests")
+    req_metrics: dict[str, dict] = {}
+    for i, request in enumerate(tqdm(cfg.requests, desc="attribute requests",
+                                     disable=None if progress else True, leave=False)):
+        per_method = {}
+        art["requests"][request] = {}
+        for method in METHODS:
+            res = lc.sample(request, cfg.request_samples, method=method, seed=cfg.seed + 100 + i)
+            meas = run.measure(res.images)
+            m = attribute_metrics(res.attributes, meas, res.mask, lc.attribute_names)
+            per_method[method] = {"overall_accuracy": m["overall_accuracy"],
+                                  "row_accuracy": m["row_accuracy"],
+                                  "accepted_fraction": float(res.converged.mean()),
+                                  "mean_steps": float(res.steps.mean())}
+            art["requests"][request][method] = (res, meas)
+        req_metrics[request] = per_method
+    metrics["requests"] = req_metrics
+
+    # 3. identity-preserving transforms of held-out images
+    log(f"transforming held-out images ({len(cfg.transform_changes)} edits)")
+    tr_metrics: dict[str, dict] = {}
+    all_conv, all_steps = [], []
+    for change in tqdm(list(cfg.transform_changes) + [cfg.zero_shot_rule], desc="transforms",
+                       disable=None if progress else True, leave=False):
+        values, mask = lc.parse(change)
+        base_cols = np.flatnonzero(mask[:15])
+        if change == cfg.zero_shot_rule:
+            truth = np.asarray(lc.rules()[change](x_eval), dtype=np.int8)
+            needs = truth != values[15:][mask[15:]][0]
+        else:
+            needs = ~(y_eval[:, base_cols] == values[base_cols]).all(axis=1)
+        src = np.flatnonzero(needs)[:cfg.transform_rows]
+        if src.size == 0:
+            continue
+        x_src = x_eval[src]
+        entry = {}
+        # the attribute-vector baseline only knows the data's attributes (no zero-shot vector)
+        methods = ("optimize",) if change == cfg.zero_shot_rule else ("optimize", "baseline")
+        for method in methods:
+            tr = lc.transform(x_src, change, method=method, progress=progress)
+            meas_edit = run.measure(tr.images)
+            meas_src = run.measure(tr.source_images)
+            req = tr.mask
+            success = ((meas_edit == tr.attributes) | ~req).all(axis=1)
+            unreq = ~req
+            kept = ((meas_edit == meas_src) | ~unreq).all(axis=1)
+            s = tr.summary()
+            s.update({"measured_success": float(success.mean()),
+                      "unrequested_preserved": float(kept.mean()),
+                      "digit_preserved": float((meas_edit[:, :10].argmax(1)
+                                                == meas_src[:, :10].argmax(1)).mean())})
+            entry[method] = s
+            if method == "optimize":
+                art["transforms"][change] = (x_src, tr)
+                if change != cfg.zero_shot_rule:
+                    all_conv.append(tr.converged)
+                    all_steps.append(tr.steps)
+        tr_metrics[change] = entry
+    metrics["transforms"] = tr_metrics
+    conv = np.concatenate(all_conv) if all_conv else np.zeros(0, bool)
+    metrics["transforms_overall"] = {
+        "converged_fraction": float(conv.mean()) if conv.size else None,
+        "mean_steps": float(np.concatenate(all_steps).mean()) if all_steps else None,
+        "rows": int(conv.size), "step_limit": int(lc.transform_config.steps)}
+
+    # 4. zero-shot
+    zs = next(c for c in lc.zero_shot if c.name == cfg.zero_shot_rule)
+    rule = lc.rules()[zs.name]
+    n = cfg.request_samples * 4
+    zs_m = {"critic_heldout_balanced_accuracy": zs.heldout_accuracy,
+            "rule_positive_rate_on_labelled_prior": zs.positive_rate,
+            "labelled_prior_samples": zs.num_samples,
+            "real_heldout_positive_rate": float(np.mean(rule(x_eval)))}
+    art["zero_shot"] = {}
+    for value in (1, 0):
+        request = zs.name if value else f"!{zs.name}"
+        for method in ("prior", "optimize"):
+            res = lc.sample(request, n, method=method, seed=cfg.seed + 500 + value)
+            sat = np.asarray(rule(res.images), dtype=bool) == bool(value)
+            zs_m[f"{method}_{'pos' if value else 'neg'}_rule_satisfied"] = float(sat.mean())
+            zs_m[f"{method}_{'pos' if value else 'neg'}_fcd"] = _fcd(clf, res.images, ref)
+            art["zero_shot"][(request, method)] = (res, run.measure(res.images))
+    metrics["zero_shot"] = zs_m
+    return metrics, art
+
+
+def quality_goals(metrics: dict) -> dict:
+    """The demo's quality goals, each with its target, measured value and verdict."""
+    t = metrics["conditional"]
+    real_acc = t["real"]["overall_accuracy"]
+    prior_fcd = t["prior"]["fcd"]
+    goals = {}
+    for method in ("actor", "optimize"):
+        acc, fcd = t[method]["overall_accuracy"], t[method]["fcd"]
+        goals[f"{method}_accuracy_at_least_real"] = {
+            "target": f">= {real_acc:.4f} (real held-out)", "value": acc,
+            "met": bool(acc >= real_acc)}
+        goals[f"{method}_fcd_at_most_0.7x_prior"] = {
+            "target": f"<= {0.7 * prior_fcd:.2f} (0.7 x prior {prior_fcd:.2f})",
+            "value": fcd, "ratio_to_prior": fcd / prior_fcd, "met": bool(fcd <= 0.7 * prior_fcd)}
+        b = t["baseline"]
+        goals[f"{method}_beats_baseline"] = {
+            "target": f"accuracy > {b['overall_accuracy']:.4f} and FCD < {b['fcd']:.2f}",
+            "value": {"accuracy": acc, "fcd": fcd},
+            "met": bool(acc > b["overall_accuracy"] and fcd < b["fcd"])}
+    tr = metrics["transforms_overall"]
+    goals["transforms_converge_95pct_within_300_steps"] = {
+        "target": ">= 0.95 within 300 steps", "value": tr["converged_fraction"],
+        "step_limit": tr["step_limit"],
+        "met": bool(tr["converged_fraction"] is not None and tr["converged_fraction"] >= 0.95
+                    and tr["step_limit"] <= 300)}
+    return goals
+
+
+__all__ = ["evaluate_run", "measure_attributes", "quality_goals"]

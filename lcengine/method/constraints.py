@@ -1,0 +1,564 @@
+# SPDX-License-Identifier: Apache-2.0
+""":class:`LatentConstraints`: the one Python object of the method.
+
+    from lcengine.method import LatentConstraints, LatentModel
+
+    lc = LatentConstraints(LatentModel.from_module(my_vae), attribute_names)
+    lc.fit(train_x, train_attributes)                  # critics + actor (resumable)
+    out = lc.sample("a !b", n=16, method="actor")      # or method="optimize"
+    edit = lc.transform(x, "b")                        # identity-preserving edit
+    lc.add_zero_shot_constraint("c", rule)             # learned from a rule, no labels
+    lc.save("run/constraints"); lc = LatentConstraints.load("run/constraints", model)
+
+The model is never modified: the method learns *in its latent space* which regions decode to
+realistic data with the requested attributes. Checkpoints are written and read by
+:mod:`lcengine.method.checkpoint`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+import lcengine
+from lcengine.validation import check_int
+
+from . import checkpoint
+from .baseline import AttributeVectorBaseline
+from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
+from .critics import StackedAttributeCritic
+from .latent_model import LatentModel, sigma_bar_from_logvar
+from .requests import (
+    RequestVocabulary,
+    as_binary_array,
+    check_targets,
+    complete_requests,
+    parse_request,
+)
+from .sampling import (
+    METHODS,
+    SampleResult,
+    TransformResult,
+    actor_latents,
+    constraint_satisfied,
+    optimize_latents_eager,
+)
+from .training import ConstraintTrainer, TrainingData, derive_seed
+from .zeroshot import Rule, ZeroShotConstraint, learn_zero_shot_constraint
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+Request = Union[str, Mapping[str, int], Sequence[str], np.ndarray, torch.Tensor]
+
+
+def as_latent_model(model: Any) -> LatentModel:
+    """A :class:`LatentModel`, wrapping an ``nn.Module`` with ``encode``/``decode`` if needed."""
+    if isinstance(model, LatentModel):
+        return model
+    if isinstance(model, nn.Module):
+        return LatentModel.from_module(model)
+    raise TypeError("model must be a LatentModel or an nn.Module with encode/decode, got "
+                    f"{type(model).__name__}")
+
+
+class LatentConstraints:
+    """Conditional generation and attribute edits from an unconditional latent-variable model.
+
+    Args:
+        model: a :class:`LatentModel` (or an ``nn.Module`` with ``encode``/``decode`` and
+            ``latent_dim``, wrapped by :meth:`LatentModel.from_module`).
+        attribute_names: names of the data's binary attributes (the columns of the attribute
+            arrays given to :meth:`fit`).
+        vocabulary: one-hot groups, aliases and shorthands that requests may use (see
+            :func:`lcengine.method.requests.parse_request`); one-hot groups also steer the
+            attribute-vector baseline.
+        training: critic/actor hyperparameters.
+        sampling: defaults of :meth:`sample` with ``method="optimize"``.
+        transform: defaults of :meth:`transform`.
+    """
+
+    def __init__(self, model: Any, attribute_names: Sequence[str], *,
+                 vocabulary: Optional[RequestVocabulary] = None,
+                 training: Optional[TrainingConfig] = None,
+                 sampling: Optional[SamplingConfig] = None,
+                 transform: Optional[SamplingConfig] = None) -> None:
+        self.model = as_latent_model(model)
+        names = tuple(attribute_names)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError("attribute_names must be a non-empty sequence of non-empty strings")
+        if len({n.lower() for n in names}) != len(names):
+            raise ValueError(f"attribute_names has duplicates: {names}")
+        self.base_attribute_names = names
+        self.vocabulary = vocabulary if vocabulary is not None else RequestVocabulary()
+        self.training = training if training is not None else TrainingConfig()
+        self.sampling = sampling if sampling is not None else SamplingConfig()
+        self.transform_config = transform if transform is not None else dataclasses.replace(
+            DEFAULT_TRANSFORM)
+        for name, cfg, cls in (("vocabulary", self.vocabulary, RequestVocabulary),
+                               ("training", self.training, TrainingConfig),
+                               ("sampling", self.sampling, SamplingConfig),
+                               ("transform", self.transform_config, SamplingConfig)):
+            if not isinstance(cfg, cls):
+                raise TypeError(f"{name} must be a {cls.__name__}, got {type(cfg).__name__}")
+        self.data: Optional[TrainingData] = None
+        self.sigma_bar: Optional[torch.Tensor] = None
+        self.trainer: Optional[ConstraintTrainer] = None
+        self.baseline: Optional[AttributeVectorBaseline] = None
+        self.zero_shot: list[ZeroShotConstraint] = []
+        self._valid_rows: Optional[np.ndarray] = None
+        self._stacked: Optional[tuple[tuple[int, ...], nn.Module]] = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        """Data attributes followed by the zero-shot constraints' names."""
+        return self.base_attribute_names + tuple(c.name for c in self.zero_shot)
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    @property
+    def is_fitted(self) -> bool:
+        """The critics and actor have been trained for the configured number of steps."""
+        t = self.trainer
+        return (t is not None and t.attribute_step >= self.training.attribute_steps
+                and t.realism_step >= self.training.realism_steps)
+
+    def _require_trainer(self, what: str) -> ConstraintTrainer:
+        if self.trainer is None:
+            raise RuntimeError(f"{what} needs trained critics: call fit() (or load()) first")
+        return self.trainer
+
+    @property
+    def attribute_critic(self) -> nn.Module:
+        """Data attribute critic plus zero-shot critics: logits ``[B, num_attributes]``.
+
+        The stack is built once per set of critics, not on every call.
+        """
+        t = self._require_trainer("attribute_critic")
+        if not self.zero_shot:
+            return t.attribute
+        critics = [t.attribute] + [c.critic for c in self.zero_shot]
+        key = tuple(id(c) for c in critics)
+        if self._stacked is None or self._stacked[0] != key:
+            self._stacked = (key, StackedAttributeCritic(critics))
+        return self._stacked[1]
+
+    # ------------------------------------------------------------------ data and fitting
+    def set_data(self, x: Optional[ArrayLike] = None, attributes: Optional[ArrayLike] = None,
+                 *, mu: Optional[ArrayLike] = None, logvar: Optional[ArrayLike] = None,
+                 batch_size: int = 512) -> None:
+        """Encodes the labelled training data (or takes precomputed ``mu``/``logvar``).
+
+        Sets ``sigma_bar`` (per-dimension mean encoder scale), fits the attribute-vector
+        baseline and creates the (untrained) critics and actor.
+
+        Args:
+            x: training data. # [N, *data_shape]
+            attributes: 0/1 labels, columns ``attribute_names``. # [N, A]
+            mu, logvar: precomputed posterior parameters instead of ``x``. # [N, D] each
+            batch_size: encoding batch size.
+        """
+        if attributes is None:
+            raise ValueError("attributes is required: the 0/1 labels of the training data, "
+                             f"shape [N, {len(self.base_attribute_names)}]")
+        if x is not None and (mu is not None or logvar is not None):
+            raise ValueError("pass either x or (mu, logvar), not both")
+        if x is not None:
+            mu_t, lv_t = self.model.encode_dataset(x, batch_size=batch_size)  # [N, D] each
+        elif mu is not None and logvar is not None:
+            mu_t = self.model.check_latents(mu, "mu")  # [N, D]
+            lv_t = self.model.check_latents(logvar, "logvar")  # [N, D]
+            if mu_t.shape != lv_t.shape:
+                raise ValueError(f"mu and logvar must have the same shape, got "
+                                 f"{list(mu_t.shape)} and {list(lv_t.shape)}")
+        else:
+            raise ValueError("fit needs training data: x, or both mu and logvar")
+        a = len(self.base_attribute_names)
+        att = as_binary_array(attributes, "attributes")  # [N, A]
+        if att.shape != (mu_t.shape[0], a):
+            raise ValueError(f"attributes must have shape [{mu_t.shape[0]}, {a}] (one row per "
+                             f"training item, one column per attribute name), got "
+                             f"{list(att.shape)}")
+        data = TrainingData(mu_t.detach().cpu(), lv_t.detach().cpu(),
+                            torch.from_numpy(att.astype(np.float32)))
+        sigma_bar = sigma_bar_from_logvar(data.logvar)  # [D]
+        self._restore(data, sigma_bar, ConstraintTrainer(self.latent_dim, a, sigma_bar,
+                                                         self.training))
+
+    def _restore(self, data: TrainingData, sigma_bar: torch.Tensor,
+                 trainer: ConstraintTrainer) -> None:
+        """Installs training encodings, ``sigma_bar`` and the trainer (fitting or loading)."""
+        self.data, self.sigma_bar, self.trainer = data, sigma_bar, trainer
+        table = data.attributes.numpy().astype(np.int8)  # [N, A]
+        self.baseline = AttributeVectorBaseline(
+            self.base_attribute_names,
+            one_hot_groups=self.vocabulary.one_hot_groups).fit(data.mu.numpy(), table)
+        self._valid_rows = np.unique(table, axis=0)  # [K, A]
+
+    def fit(self, x: Optional[ArrayLike] = None, attributes: Optional[ArrayLike] = None, *,
+            mu: Optional[ArrayLike] = None, logvar: Optional[ArrayLike] = None,
+            attribute_steps: Optional[int] = None, realism_steps: Optional[int] = None,
+            progress: bool = True, checkpoint_dir: Union[str, Path, None] = None,
+            checkpoint_every: int = 0) -> "LatentConstraints":
+        """Trains the attribute critic, then the realism critic and the actor.
+
+        The first call needs the training data (``x`` or ``mu``/``logvar``, plus
+        ``attributes``). Later calls (e.g. after :meth:`load`) *continue*: step counts are
+        totals, so ``fit(realism_steps=8000)`` on a run saved at 6000 trains 2000 more.
+
+        Args:
+            x, attributes, mu, logvar: training data (see :meth:`set_data`).
+            attribute_steps: total attribute-critic updates (default: the config's).
+            realism_steps: total realism-critic updates (default: the config's).
+            progress: tqdm bars.
+            checkpoint_dir: if given, :meth:`save` here every ``checkpoint_every`` realism
+                updates and at the end, so an interrupted fit can be resumed.
+            checkpoint_every: see ``checkpoint_dir``.
+
+        Returns:
+            self.
+        """
+        if x is not None or mu is not None or logvar is not None or attributes is not None:
+            if self.trainer is not None and (self.trainer.attribute_step
+                                             or self.trainer.realism_step):
+                raise ValueError("fit was already given training data and has trained on it; "
+                                 "call fit() without data to continue, or make a new "
+                                 "LatentConstraints for new data")
+            self.set_data(x, attributes, mu=mu, logvar=logvar)
+        if self.data is None or self.trainer is None:
+            raise ValueError("fit needs training data: fit(x, attributes) or "
+                             "fit(mu=..., logvar=..., attributes=...)")
+        for name, v in (("attribute_steps", attribute_steps), ("realism_steps", realism_steps)):
+            if v is not None:
+                check_int(name, v)
+        if attribute_steps is not None:
+            self.training.attribute_steps = attribute_steps
+        if realism_steps is not None:
+            self.training.realism_steps = realism_steps
+        t = self.trainer
+        t.train_attribute(self.data, self.training.attribute_steps, progress=progress)
+        callback = None
+        if checkpoint_dir is not None:
+            def callback(_t: ConstraintTrainer) -> None:
+                self.save(checkpoint_dir)
+        t.train_realism_actor(self.data, self.training.realism_steps, progress=progress,
+                              callback=callback, callback_every=checkpoint_every)
+        for module in t.modules().values():
+            module.eval()
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir)
+        return self
+
+    # ------------------------------------------------------------------ requests
+    def parse(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
+        """A request -> ``(values [A] int8, mask [A] bool)`` over :attr:`attribute_names`.
+
+        Accepts what :func:`~lcengine.method.requests.parse_request` accepts with this
+        object's vocabulary (``"a !b"``, ``["a", "b=0"]``, ``{"a": 1}``), or a full 0/1 vector
+        of length A (every attribute requested).
+        """
+        names = self.attribute_names
+        if isinstance(request, (np.ndarray, torch.Tensor)):
+            v = as_binary_array(request, "request")
+            if v.shape != (len(names),):
+                raise ValueError(f"an attribute vector request must have length {len(names)} "
+                                 f"(attributes {list(names)}), got shape {list(v.shape)}")
+            return v, np.ones(len(names), dtype=bool)
+        return parse_request(request, names, self.vocabulary)
+
+    def check_targets(self, y: ArrayLike, mask: Optional[ArrayLike], n: Optional[int] = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row targets over :attr:`attribute_names`: ``(y int8, mask bool)``. # [N, A] x2"""
+        return check_targets(y, mask, self.attribute_names, n)
+
+    def prior_latents(self, n: int, seed: int) -> torch.Tensor:
+        """The ``n`` prior samples every sampling method starts from for ``seed``. # [N, D]"""
+        return lcengine.standard_normal((n, self.latent_dim),
+                                        seed=derive_seed(seed, "sample/prior"))
+
+    def _decode(self, z: torch.Tensor) -> np.ndarray:
+        if z.shape[0] == 0:
+            return np.zeros((0,) + self.model.data_shape, dtype=np.float32)
+        return self.model.decode_batched(z).detach().cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def _accepted(self, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                  cfg: SamplingConfig) -> torch.Tensor:
+        t = self._require_trainer("sampling")
+        r = t.realism(z, y[:, :len(self.base_attribute_names)])  # [B]
+        a = self.attribute_critic(z)  # [B, A]
+        return constraint_satisfied(r, a, y, mask, tau_r=cfg.tau_r, tau_a=cfg.tau_a)
+
+    def optimizer_arguments(self, cfg: SamplingConfig) -> dict:
+        """Keyword arguments of :func:`lcengine.optimize_latents` for a sampling config."""
+        return dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
+                    tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
+                    realism_attributes=len(self.base_attribute_names))
+
+    def _optimize(self, z0: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
+                  cfg: SamplingConfig, *, progress: bool, desc: str) -> lcengine.OptimizeResult:
+        """Latent optimization through the op :func:`lcengine.optimize_latents` (fused where
+        built, else the eager loop). The op runs the whole loop in one call, so ``progress``
+        shows no per-step bar there; it takes ``steps >= 1``, so ``steps == 0`` (evaluate the
+        start, no update) goes through :func:`~lcengine.method.sampling.optimize_latents_eager`.
+        """
+        t = self._require_trainer("optimize")
+        kwargs = self.optimizer_arguments(cfg)
+        if cfg.steps == 0:
+            return optimize_latents_eager(z0, y, mask, t.realism, self.attribute_critic,
+                                          self.sigma_bar, progress=progress, desc=desc, **kwargs)
+        return lcengine.optimize_latents(z0, y, mask, t.realism, self.attribute_critic,
+                                         self.sigma_bar, **kwargs)
+
+    # ------------------------------------------------------------------ generating
+    def sample(self, request: Request, n: int, *, method: str = "actor", seed: int = 0,
+               progress: bool = False, **overrides: Any) -> SampleResult:
+        """``n`` samples satisfying a request.
+
+        Args:
+            request: e.g. ``"a !b"``, ``{"a": 1}``, or a full 0/1 vector.
+            n: number of samples.
+            method: "actor" (one pass of G), "optimize" (Adam on z against both critics),
+                "prior" (unconstrained samples, for comparison) or "baseline" (attribute-vector
+                arithmetic on prior samples).
+            seed: seed of the prior samples and of the completion of unrequested attributes.
+            progress: tqdm bar for the optimizer.
+            **overrides: :class:`SamplingConfig` fields for ``method="optimize"`` (``steps``,
+                ``lr``, ``w_dist``, ``tau_r`` ...).
+
+        Returns:
+            :class:`~lcengine.method.sampling.SampleResult`.
+        """
+        check_int("n", n, minimum=1)
+        values, mask = self.parse(request)
+        return self.generate(np.broadcast_to(values, (n, values.size)),
+                             np.broadcast_to(mask, (n, mask.size)), method=method, seed=seed,
+                             progress=progress, complete=True, **overrides)
+
+    def complete(self, values: np.ndarray, mask: np.ndarray, *, seed: int = 0) -> np.ndarray:
+        """Fills unrequested data attributes from training rows matching the request.
+
+        Args:
+            values: requested values. # [N, A]
+            mask: requested attributes. # [N, A] bool
+
+        Returns:
+            Full target vectors. # [N, A] int8
+        """
+        if self.data is None:
+            raise RuntimeError("complete needs the training attributes: call fit() first")
+        table = self.data.attributes.numpy().astype(np.int8)  # [N_train, A_data]
+        return complete_requests(values, mask, table, values.shape[0],
+                                 seed=derive_seed(seed, "sample/complete"))
+
+    def generate(self, y: ArrayLike, mask: Optional[ArrayLike] = None, *, method: str = "actor",
+                 seed: int = 0, z_start: Optional[ArrayLike] = None, complete: bool = False,
+                 progress: bool = False, **overrides: Any) -> SampleResult:
+        """Samples for per-row targets (the batch form of :meth:`sample`).
+
+        Args:
+            y: target attribute vectors. # [N, A]
+            mask: requested attributes (None = all). # [N, A] bool
+            method: "prior" | "actor" | "optimize" | "baseline".
+            seed: seed of the prior samples (and of the completion).
+            z_start: starting latents instead of prior samples. # [N, D]
+            complete: fill unrequested attributes of ``y`` from data first (the realism critic
+                reads full vectors); if False they are used as given.
+            progress: tqdm bar for the optimizer.
+            **overrides: :class:`SamplingConfig` fields.
+
+        Returns:
+            :class:`~lcengine.method.sampling.SampleResult`.
+        """
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self._require_trainer(f"sample(method={method!r})")
+        cfg = dataclasses.replace(self.sampling, **overrides) if overrides else self.sampling
+        yy, mm = self.check_targets(y, mask)  # [N, A], [N, A]
+        n = yy.shape[0]
+        if complete:
+            yy = self.complete(yy, mm, seed=seed)
+        t0 = time.perf_counter()
+        if z_start is None:
+            z0 = self.prior_latents(n, seed)  # [N, D]
+        else:
+            z0 = self.model.check_latents(z_start, "z_start").detach().cpu().to(torch.float32)
+            if z0.shape[0] != n:
+                raise ValueError(f"z_start has {z0.shape[0]} rows, y has {n}")
+        y_t = torch.from_numpy(yy.astype(np.float32))  # [N, A]
+        m_t = torch.from_numpy(mm)  # [N, A]
+        steps = np.zeros(n, dtype=np.int64)
+        a_base = len(self.base_attribute_names)
+        res = None
+        if method == "prior":
+            z = z0
+        elif method == "actor":
+            z = actor_latents(self.trainer.actor, z0, y_t)  # [N, D]
+        elif method == "baseline":
+            z = torch.as_tensor(self.baseline.apply(z0.numpy(), yy[:, :a_base],
+                                                    mm[:, :a_base]), dtype=torch.float32)
+        else:
+            res = self._optimize(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
+            z, steps = res.latents, res.steps.numpy()
+        if not torch.isfinite(z).all():
+            raise FloatingPointError(f"method {method!r} produced non-finite latents")
+        if res is not None:
+            converged = res.converged.numpy()
+        else:
+            converged = self._accepted(z, y_t, m_t, cfg).numpy()
+        images = self._decode(z)  # [N, *data_shape]
+        return SampleResult(latents=z, images=images, attributes=yy, mask=mm,
+                            converged=converged, steps=steps, method=method,
+                            seconds=time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def source_attributes(self, z: torch.Tensor) -> np.ndarray:
+        """Data attributes of latents as the attribute critic sees them, projected onto the
+        attribute combinations that occur in the training data (so one-hot groups stay
+        one-hot): the training combination of highest likelihood under the critic's
+        probabilities. # [B, D] -> [B, A_data] int8
+        """
+        t = self._require_trainer("source_attributes")
+        assert self._valid_rows is not None
+        logp = torch.nn.functional.logsigmoid(t.attribute(z))  # [B, A]
+        log1mp = torch.nn.functional.logsigmoid(-t.attribute(z))  # [B, A]
+        rows = torch.from_numpy(self._valid_rows.astype(np.float32))  # [K, A]
+        score = logp @ rows.T + log1mp @ (1.0 - rows).T  # [B, K]
+        return self._valid_rows[score.argmax(dim=1).numpy()]
+
+    def transform(self, x: ArrayLike, changes: Request, *, source_attributes: Optional[
+                  ArrayLike] = None, method: str = "optimize", progress: bool = False,
+                  **overrides: Any) -> TransformResult:
+        """Identity-preserving transformation: change only the requested attributes of inputs.
+
+        Starts from the encoder mean of each input and optimizes its latent against the
+        realism critic (conditioned on the input's own attributes with the changes applied),
+        the attribute critic on the *requested* attributes only (the others are left out of
+        the loss), and the distance penalty to the start.
+
+        Args:
+            x: real inputs. # [B, *data_shape]
+            changes: the requested attributes, e.g. ``"b"`` or ``{"a": 1}``; one request for
+                all rows, or a ``(values, mask)`` tuple of ``[B, A]`` arrays.
+            source_attributes: known data attributes of the inputs ``[B, A_data]`` (e.g.
+                labels); by default they are read off the latent by the attribute critic.
+            method: "optimize" (default), "actor" (one pass of G from the encoding) or
+                "baseline" (attribute-vector arithmetic from the encoding).
+            progress: tqdm bar.
+            **overrides: :class:`SamplingConfig` fields (``steps``, ``w_dist`` ...).
+
+        Returns:
+            :class:`~lcengine.method.sampling.TransformResult`.
+        """
+        if method not in ("optimize", "actor", "baseline"):
+            raise ValueError(f"method must be 'optimize', 'actor' or 'baseline' for a "
+                             f"transform, got {method!r}")
+        t = self._require_trainer("transform")
+        cfg = (dataclasses.replace(self.transform_config, **overrides) if overrides
+               else self.transform_config)
+        mu, _ = self.model.encode_dataset(x)  # [B, D]
+        mu = mu.detach().cpu().to(torch.float32)
+        b = mu.shape[0]
+        a_base = len(self.base_attribute_names)
+        if isinstance(changes, tuple) and len(changes) == 2 and all(
+                isinstance(c, (np.ndarray, torch.Tensor)) for c in changes):
+            values, mask = self.check_targets(changes[0], changes[1], b)  # [B, A] x2
+        else:
+            v, m = self.parse(changes)  # [A], [A]
+            values, mask = np.broadcast_to(v, (b, v.size)), np.broadcast_to(m, (b, m.size))
+        if source_attributes is None:
+            src = self.source_attributes(mu)  # [B, A_data]
+        else:
+            src = as_binary_array(source_attributes, "source_attributes")
+            if src.shape != (b, a_base):
+                raise ValueError(f"source_attributes must have shape [{b}, {a_base}], got "
+                                 f"{list(src.shape)}")
+        full = np.zeros((b, self.num_attributes), dtype=np.int8)  # [B, A]
+        full[:, :a_base] = src
+        y = np.where(mask, values, full).astype(np.int8)  # [B, A]
+        y_t, m_t = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(np.array(mask))
+        steps = np.zeros(b, dtype=np.int64)
+        if method == "optimize":
+            res = self._optimize(mu, y_t, m_t, cfg, progress=progress, desc="transform")
+            z, converged, steps = res.latents, res.converged.numpy(), res.steps.numpy()
+        else:
+            if method == "actor":
+                z = actor_latents(t.actor, mu, y_t)  # [B, D]
+            else:
+                z = torch.as_tensor(self.baseline.apply(mu.numpy(), y[:, :a_base],
+                                                        np.array(mask[:, :a_base]),
+                                                        source_attributes=src),
+                                    dtype=torch.float32)  # [B, D]
+            converged = self._accepted(z, y_t, m_t, cfg).numpy()
+        images = self._decode(z)  # [B, *data_shape]
+        source_images = self._decode(mu)  # [B, *data_shape]
+        lat = (z - mu).norm(dim=1).numpy()  # [B]
+        pix = np.abs(images - source_images).reshape(b, -1).mean(axis=1)  # [B]
+        return TransformResult(latents=z, images=images, source_latents=mu,
+                               source_images=source_images, attributes=y,
+                               mask=np.array(mask), converged=converged, steps=steps,
+                               latent_distance=lat, pixel_distance=pix, method=method)
+
+    # ------------------------------------------------------------------ zero-shot
+    def add_zero_shot_constraint(self, name: str, rule: Rule, *, num_samples: int = 20000,
+                                 hidden: Sequence[int] = (128, 128), steps: int = 1500,
+                                 seed: int = 0, progress: bool = True) -> ZeroShotConstraint:
+        """Learns a new attribute ``name`` from a rule on decoded prior samples (no labels).
+
+        After this, ``name`` can be requested in :meth:`sample` and :meth:`transform` (the
+        attribute critic gains a column; the realism critic is unchanged).
+
+        Args:
+            name: attribute name, not already used.
+            rule: ``rule(x [N, *data_shape] float32 numpy) -> bool [N]``.
+            num_samples, hidden, steps, seed, progress: see
+                :func:`~lcengine.method.zeroshot.learn_zero_shot_constraint`.
+
+        Returns:
+            The new :class:`ZeroShotConstraint` (also kept in :attr:`zero_shot`).
+        """
+        if isinstance(name, str) and name.lower() in {n.lower() for n in self.attribute_names}:
+            raise ValueError(f"attribute name {name!r} is already used; pick another name")
+        c = learn_zero_shot_constraint(self.model, rule, name, num_samples=num_samples,
+                                       hidden=hidden, steps=steps, seed=seed, progress=progress)
+        self.zero_shot.append(c)
+        return c
+
+    def rules(self) -> dict[str, Rule]:
+        """Rules of the zero-shot constraints that carry one (for measuring them)."""
+        return {c.name: c.rule for c in self.zero_shot if c.rule is not None}
+
+    def attach_rule(self, name: str, rule: Rule) -> None:
+        """Re-attaches the rule of a loaded zero-shot constraint (rules are not saved)."""
+        for c in self.zero_shot:
+            if c.name == name:
+                c.rule = rule
+                return
+        raise ValueError(f"no zero-shot constraint named {name!r}; have "
+                         f"{[c.name for c in self.zero_shot]}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: Union[str, Path]) -> Path:
+        """Saves critics, actor, optimizer state, training encodings and zero-shot critics
+        (see :func:`lcengine.method.checkpoint.save_constraints`). Returns the folder."""
+        self._require_trainer("save")
+        return checkpoint.save_constraints(self, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], model: Any) -> "LatentConstraints":
+        """Loads a checkpoint written by :meth:`save` for ``model``
+        (see :func:`lcengine.method.checkpoint.load_constraints`)."""
+        return checkpoint.load_constraints(cls, path, as_latent_model(model))
+
+
+__all__ = ["LatentConstraints", "METHODS", "as_latent_model"]

@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Files of the method: atomic writes, checked JSON and safetensors reads, ``.npz`` and figures.
+
+Every file the method or an application writes goes through :func:`atomic_write_bytes`: a
+temporary file in the same folder, ``fsync``, then ``os.replace``, so a crash leaves either the
+previous file or the new one, never a truncated file. Readers turn a missing or corrupted file
+into a ``ValueError`` that names the file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from lcengine.validation import check_finite_tensor
+
+PathLike = Union[str, os.PathLike]
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    A crash or an exception mid-write leaves either the old file or none, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    """JSON counterpart of :func:`atomic_write_bytes` (sorted keys, strict JSON: no NaN)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
+                              + "\n").encode("utf-8"))
+
+
+def read_json_file(path: PathLike, what: str) -> dict:
+    """Reads a JSON object, turning a missing or corrupted file into a ValueError naming it.
+
+    Args:
+        path: the file.
+        what: the caller, as the prefix of error messages (e.g. ``"load_vae"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: missing file {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{what}: corrupted JSON in {path}: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what}: {path} must hold a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def save_tensors_atomic(path: PathLike, tensors: dict[str, torch.Tensor],
+                        metadata: Optional[dict[str, str]] = None) -> bytes:
+    """safetensors serialization of contiguous CPU copies, written atomically.
+
+    Returns:
+        The bytes written (callers record their checksum).
+    """
+    from safetensors.torch import save as st_save
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    blob = st_save(flat, metadata=metadata)
+    atomic_write_bytes(path, blob)
+    return blob
+
+
+def parse_tensors(blob: bytes, path: PathLike, what: str) -> dict[str, torch.Tensor]:
+    """Deserializes safetensors bytes read from ``path``; garbage raises a ValueError naming it."""
+    from safetensors.torch import load as st_load
+
+    try:
+        return st_load(blob)
+    except Exception as e:  # safetensors raises its own error types for corrupted headers/data
+        raise ValueError(f"{what}: corrupted safetensors file {path}: {e}") from e
+
+
+def check_tensors_finite(tensors: dict[str, torch.Tensor], path: PathLike, what: str) -> None:
+    """Raises ValueError naming the file and tensor if a floating tensor holds NaN or inf."""
+    for k, t in tensors.items():
+        check_finite_tensor(f"{what}: {path} tensor {k!r}", t)
+
+
+def load_tensors_checked(path: PathLike, expected: dict[str, torch.Tensor],
+                         what: str) -> dict[str, torch.Tensor]:
+    """Loads a safetensors file and checks names, shapes and finiteness against ``expected``.
+
+    Raises:
+        ValueError: the file is missing, unreadable (corrupted), lacks or adds tensors, has a
+            shape mismatch, or holds NaN/inf. The message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: missing file {path}")
+    tensors = parse_tensors(path.read_bytes(), path, what)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{what}: {path} does not match the configuration "
+                         f"(missing tensors {missing}, unexpected tensors {unexpected})")
+    for k, ref in expected.items():
+        if tuple(tensors[k].shape) != tuple(ref.shape):
+            raise ValueError(f"{what}: {path} tensor {k!r} has shape {list(tensors[k].shape)}, "
+                             f"the configuration expects {list(ref.shape)}")
+    check_tensors_finite(tensors, path, what)
+    return tensors
+
+
+def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` of ``arrays``, written atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# Figures (matplotlib, Agg backend: no display needed)
+# --------------------------------------------------------------------------------------------
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: PathLike) -> None:
+    """Writes a figure as PNG (110 dpi, tight box) atomically and closes it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def draw_image_row(axes: Sequence, images: np.ndarray) -> None:
+    """Shows grayscale images in [0, 1] on a row of axes, one each; spare axes stay blank.
+
+    Args:
+        axes: matplotlib axes, one per column.
+        images: at most ``len(axes)`` images. # [K, H, W]
+    """
+    for i, ax in enumerate(axes):
+        if i < len(images):
+            ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+
+
+def write_image_grid(path: PathLike, rows: Sequence[tuple[str, np.ndarray]], title: str) -> None:
+    """A PNG grid: one labelled row per ``(label, images)``, images ``[K, H, W]`` in [0, 1].
+
+    Raises:
+        ValueError: the items are not 2-D images.
+    """
+    for label, images in rows:
+        if np.ndim(images) != 3:
+            raise ValueError(f"a PNG grid needs 2-D images [K, H, W]; row {label!r} has shape "
+                             f"{list(np.shape(images))}")
+    plt = pyplot()
+    cols = max(1, max(len(images) for _, images in rows))
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0 + 0.5),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        draw_image_row(axes[r], images)
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)

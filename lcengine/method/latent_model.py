@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Bring-your-own generative model: the :class:`LatentModel` wrapper and ``sigma_bar``.
+
+The method only needs ``encode(x) -> (mu, logvar)`` and ``decode(z) -> x`` of a model with a
+Gaussian latent. :class:`LatentModel` wraps an ``nn.Module`` or two plain callables, validates
+every call (shapes, finiteness) and gives the training-set average encoder scale ``sigma_bar``
+through :func:`compute_sigma_bar`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from lcengine.validation import check_finite_tensor, check_int
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+ENCODER_RETURNS = ("logvar", "scale")
+
+
+def as_int(value):
+    """numpy integers as Python ints (they pass the int checks of lcengine.validation)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
+def to_tensor(x: ArrayLike, name: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A numpy array or real tensor as a tensor of ``dtype`` on ``device`` (TypeError otherwise)."""
+    if isinstance(x, np.ndarray):
+        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+            raise TypeError(f"{name} must hold numbers, got numpy dtype {x.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                 torch.int32, torch.int64)):
+        raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype}")
+    return x.to(device=device, dtype=dtype)
+
+
+class LatentModel:
+    """A generative model with a Gaussian latent, seen through ``encode`` and ``decode``.
+
+    Build it with :meth:`from_module` or :meth:`from_callables`. Every call is validated:
+    inputs must be ``[B, *data_shape]``, latents ``[B, latent_dim]`` and finite, and the user's
+    functions must return what they promise (a wrong shape raises a ValueError naming ``encode``
+    or ``decode``). Calls are not wrapped in ``no_grad``: gradients flow through ``decode`` when
+    the caller wants them; :meth:`encode_dataset` is the no-grad batch path.
+
+    Attributes:
+        latent_dim: D.
+        data_shape: shape of one data item, e.g. ``(28, 28)``.
+        device, dtype: where and in which float type inputs are handed to the model.
+    """
+
+    def __init__(self, encode_fn: Callable, decode_fn: Callable, latent_dim: int, *,
+                 data_shape: Sequence[int], encoder_returns: str = "logvar",
+                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+                 module: Optional[nn.Module] = None):
+        if not callable(encode_fn) or not callable(decode_fn):
+            raise TypeError("encode and decode must be callables")
+        latent_dim = check_int("latent_dim", as_int(latent_dim), minimum=1)
+        if encoder_returns not in ENCODER_RETURNS:
+            raise ValueError(f"encoder_returns must be one of {ENCODER_RETURNS}, "
+                             f"got {encoder_returns!r}")
+        try:
+            shape = tuple(int(s) for s in data_shape)
+        except TypeError as e:
+            raise TypeError(f"data_shape must be a sequence of ints, got {data_shape!r}") from e
+        if not shape or any(s < 1 for s in shape):
+            raise ValueError(f"data_shape must be non-empty positive sizes, got {data_shape!r}")
+        self._encode_fn = encode_fn
+        self._decode_fn = decode_fn
+        self.latent_dim = int(latent_dim)
+        self.data_shape = shape
+        self.encoder_returns = encoder_returns
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.module = module
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_module(cls, module: nn.Module, latent_dim: Optional[int] = None, *,
+                    data_shape: Optional[Sequence[int]] = None,
+                    encoder_returns: str = "logvar") -> "LatentModel":
+        """Wraps a module with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> x``.
+
+        The module is switched to ``eval()`` mode (dropout/batch-norm must not act while
+        encoding a data set or decoding samples); its parameters are not modified.
+
+        Args:
+            module: the model. ``latent_dim`` and ``data_shape`` are read from attributes of
+                the same names when not given; if ``data_shape`` is neither given nor an
+                attribute, it is inferred by decoding one zero latent.
+            latent_dim: D, overriding ``module.latent_dim``.
+            data_shape: shape of one data item, overriding ``module.data_shape``.
+            encoder_returns: ``"logvar"`` if ``encode`` returns ``(mu, logvar)``, ``"scale"`` if
+                it returns ``(mu, sigma)``.
+        """
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        for name in ("encode", "decode"):
+            if not callable(getattr(module, name, None)):
+                raise TypeError(f"module {type(module).__name__} has no callable .{name}(); "
+                                "wrap plain functions with LatentModel.from_callables")
+        if latent_dim is None:
+            latent_dim = getattr(module, "latent_dim", None)
+            if latent_dim is None:
+                raise ValueError(f"module {type(module).__name__} has no latent_dim attribute; "
+                                 "pass latent_dim explicitly")
+        module.eval()
+        param = next(iter(module.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        if data_shape is None:
+            data_shape = getattr(module, "data_shape", None)
+        if data_shape is None:
+            with torch.no_grad():
+                out = module.decode(torch.zeros(1, int(latent_dim), device=device, dtype=dtype))
+            if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != 1:
+                raise ValueError(f"{type(module).__name__}.decode must return a tensor "
+                                 f"[B, *data_shape]; on one latent it returned "
+                                 f"{getattr(out, 'shape', type(out).__name__)}")
+            data_shape = tuple(out.shape[1:])
+        return cls(module.encode, module.decode, int(latent_dim), data_shape=data_shape,
+                   encoder_returns=encoder_returns, device=device, dtype=dtype, module=module)
+
+    @classmethod
+    def from_callables(cls, encode: Callable, decode: Callable, latent_dim: int, *,
+                       data_shape: Sequence[int], encoder_returns: str = "logvar",
+                       device: Union[str, torch.device] = "cpu",
+                       dtype: torch.dtype = torch.float32) -> "LatentModel":
+        """Wraps plain functions ``encode(x) -> (mu, logvar | sigma)`` and ``decode(z) -> x``.
+
+        Args:
+            encode: ``x [B, *data_shape] -> (mu [B, D], logvar [B, D])``, or ``(mu, sigma)`` with
+                ``encoder_returns="scale"``.
+            decode: ``z [B, D] -> x [B, *data_shape]``.
+            latent_dim: D.
+            data_shape: shape of one data item.
+            encoder_returns: ``"logvar"`` or ``"scale"``.
+            device, dtype: where inputs are placed before calling the functions.
+        """
+        return cls(encode, decode, latent_dim, data_shape=data_shape,
+                   encoder_returns=encoder_returns, device=device, dtype=dtype)
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def _check_x(self, x: ArrayLike) -> torch.Tensor:
+        x = to_tensor(x, "x", self.device, self.dtype)
+        if x.ndim != 1 + len(self.data_shape) or tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.data_shape))}], "
+                             f"got {list(x.shape)}")
+        return check_finite_tensor("x", x)
+
+    def check_latents(self, z: ArrayLike, name: str = "z") -> torch.Tensor:
+        """Converts and validates latents: a finite ``[B, latent_dim]`` tensor on the model."""
+        z = to_tensor(z, name, self.device, self.dtype)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"{name} must have shape [B, {self.latent_dim}], got {list(z.shape)}")
+        return check_finite_tensor(name, z)
+
+    def encode(self, x: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters of a batch.
+
+        Args:
+            x: data. # [B, *data_shape]
+
+        Returns:
+            ``(mu, logvar)``. # [B, D], [B, D]
+        """
+        x = self._check_x(x)  # [B, *data_shape]
+        out = self._encode_fn(x)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise ValueError("encode must return a pair (mu, logvar) or (mu, sigma), got "
+                             f"{type(out).__name__}")
+        mu, second = out
+        expect = (x.shape[0], self.latent_dim)
+        for name, t in (("mu", mu), (self.encoder_returns, second)):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
+                raise ValueError(f"encode returned {name} of shape "
+                                 f"{list(getattr(t, 'shape', [])) or type(t).__name__}, "
+                                 f"expected [{expect[0]}, {expect[1]}]")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"encode returned {name} with NaN or infinite values")
+        if self.encoder_returns == "scale":
+            if (second <= 0).any():
+                raise ValueError("encode returned a non-positive scale sigma; with "
+                                 "encoder_returns='scale' it must return (mu, sigma > 0)")
+            logvar = 2.0 * torch.log(second)  # [B, D]
+        else:
+            logvar = second  # [B, D]
+        return mu, logvar
+
+    def decode(self, z: ArrayLike) -> torch.Tensor:
+        """Decodes latents.
+
+        Args:
+            z: latents. # [B, D]
+
+        Returns:
+            Decoded data. # [B, *data_shape]
+        """
+        z = self.check_latents(z)  # [B, D]
+        x = self._decode_fn(z)
+        expect = (z.shape[0],) + self.data_shape
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != expect:
+            got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"decode returned {got}, expected shape {list(expect)} "
+                             f"([B, *data_shape] with data_shape={list(self.data_shape)})")
+        return x
+
+    @torch.no_grad()
+    def encode_dataset(self, x: ArrayLike, batch_size: int = 512
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` of a whole data set in batches, without gradients.
+
+        Args:
+            x: data. # [N, *data_shape]
+
+        Returns:
+            ``(mu, logvar)`` on the model's device. # [N, D], [N, D]
+        """
+        check_int("batch_size", as_int(batch_size), minimum=1)
+        n = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else 0
+        if n == 0:
+            raise ValueError("x must hold at least one item")
+        mus, lvs = [], []
+        for i in range(0, n, batch_size):
+            mu, lv = self.encode(x[i:i + batch_size])
+            mus.append(mu.detach())
+            lvs.append(lv.detach())
+        return torch.cat(mus), torch.cat(lvs)
+
+    @torch.no_grad()
+    def decode_batched(self, z: ArrayLike, batch_size: int = 512) -> torch.Tensor:
+        """:meth:`decode` in batches without gradients. # [N, D] -> [N, *data_shape]"""
+        check_int("batch_size", as_int(batch_size), minimum=1)
+        z = self.check_latents(z)
+        return torch.cat([self.decode(z[i:i + batch_size]).detach()
+                          for i in range(0, z.shape[0], batch_size)])
+
+    def __repr__(self) -> str:
+        src = type(self.module).__name__ if self.module is not None else "callables"
+        return (f"LatentModel({src}, latent_dim={self.latent_dim}, "
+                f"data_shape={self.data_shape}, encoder_returns={self.encoder_returns!r})")
+
+
+def sigma_bar_from_logvar(logvar: ArrayLike) -> torch.Tensor:
+    """Per-dimension mean encoder scale ``mean_n exp(logvar / 2)``. # [N, D] -> [D]"""
+    lv = logvar if isinstance(logvar, torch.Tensor) else torch.as_tensor(np.asarray(logvar))
+    if lv.ndim != 2 or lv.shape[0] < 1:
+        raise ValueError(f"logvar must have shape [N, D] with N >= 1, got {list(lv.shape)}")
+    check_finite_tensor("logvar", lv)
+    return torch.exp(0.5 * lv.to(torch.float32)).mean(0)  # [D]
+
+
+def compute_sigma_bar(model: LatentModel, x: ArrayLike, batch_size: int = 512) -> torch.Tensor:
+    """sigma_bar: the training-set average encoder scale per latent dimension.
+
+    It sets the length scale of the distance penalty ``log(1 + (z' - z)^2) / sigma_bar^2``: a
+    move of one typical posterior width costs about the same in every dimension.
+
+    Args:
+        model: the wrapped model.
+        x: training data. # [N, *data_shape]
+
+    Returns:
+        ``mean_n exp(logvar_n / 2)``, float32 on the model's device. # [D]
+    """
+    if not isinstance(model, LatentModel):
+        raise TypeError(f"model must be a LatentModel, got {type(model).__name__}")
+    _, logvar = model.encode_dataset(x, batch_size=batch_size)  # [N, D]
+    return sigma_bar_from_logvar(logvar)

@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Run folders: a fitted :class:`~lcengine.method.constraints.LatentConstraints` together with
+the application that owns the model and the data.
+
+Layout::
+
+    run.json          {"format": "lcengine.run/2",
+                       "application": "<module>:<attribute>",  # the Application object
+                       "config": {...}}                         # the application's settings
+    constraints/      the LatentConstraints checkpoint (lcengine.method.checkpoint)
+    ...               whatever else the application stores (its model, its evaluators)
+
+The method reads and writes ``run.json`` and ``constraints/``; everything model- or data-
+specific goes through the :class:`Application` named in ``run.json``, imported by its path
+(the method never imports an application itself). ``lcengine fit``, ``sample`` and
+``transform`` (:mod:`lcengine.method.commands`) work on any run folder this way. Naming an
+application in ``run.json`` imports that module, so load only run folders you trust.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import numpy as np
+
+from .checkpoint import CONFIG_FILE
+from .constraints import LatentConstraints
+from .io import atomic_write_json, read_json_file
+from .latent_model import LatentModel
+from .zeroshot import Rule
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "lcengine.run/2"
+CONSTRAINTS_DIR = "constraints"
+Log = Callable[[str], None]
+
+
+@runtime_checkable
+class Application(Protocol):
+    """What a run folder needs from the application that created it.
+
+    An application is any object with these methods, reachable by an import path
+    ``"package.module:attribute"`` (recorded in ``run.json``).
+    """
+
+    def default_config(self, *, fast: bool, seed: int,
+                       training_overrides: Mapping[str, Any]) -> dict:
+        """The settings of a new run (``lcengine fit`` on an empty folder), as JSON."""
+
+    def prepare_run(self, folder: Path, config: Mapping[str, Any], *,
+                    cache_dir: Optional[Path], use_cache: bool, progress: bool,
+                    log: Log) -> "Run":
+        """Creates (or completes) a run folder: the model, the fitted constraints, run.json.
+
+        ``cache_dir`` (None: the application's default) caches pretrained models the
+        application would otherwise train; ``use_cache=False`` trains them afresh.
+        """
+
+    def load_model(self, folder: Path, config: Mapping[str, Any]) -> tuple[LatentModel, Any]:
+        """The run's model and whatever else the application keeps for the run (its context)."""
+
+    def zero_shot_rules(self) -> Mapping[str, Rule]:
+        """Rules of zero-shot constraints by name (rules are code: re-attached on loading)."""
+
+    def measure(self, run: "Run", outputs: np.ndarray,
+                names: Sequence[str]) -> Optional[np.ndarray]:
+        """Attributes ``names`` measured on decoded outputs independently of the critics
+        (``[N, len(names)]`` 0/1), or None when the application cannot measure them."""
+
+    def example_inputs(self, run: "Run", n: int) -> np.ndarray:
+        """``n`` held-out inputs to transform when the user gives none. # [n, *data_shape]"""
+
+    def check_inputs(self, x: np.ndarray) -> np.ndarray:
+        """User inputs of the model's data shape, checked (and rescaled) by the application."""
+
+    def updated_config(self, config: Mapping[str, Any], lc: LatentConstraints) -> dict:
+        """``config`` after ``lcengine fit`` continued training ``lc`` (new step totals)."""
+
+
+@dataclass
+class Run:
+    """A loaded run folder.
+
+    Attributes:
+        folder: where it lives.
+        application: the application object.
+        application_path: its import path, as recorded in ``run.json``.
+        config: the application's settings from ``run.json``.
+        constraints: the fitted latent constraints (zero-shot rules re-attached).
+        context: what the application loaded besides the model (data, evaluators ...).
+    """
+
+    folder: Path
+    application: Application
+    application_path: str
+    config: dict
+    constraints: LatentConstraints
+    context: Any = None
+
+    @property
+    def model(self) -> LatentModel:
+        return self.constraints.model
+
+    def measure(self, outputs: np.ndarray,
+                names: Optional[Sequence[str]] = None) -> Optional[np.ndarray]:
+        """Measured 0/1 attributes of outputs, columns ``names`` (default: all the run's)."""
+        names = tuple(names) if names is not None else self.constraints.attribute_names
+        return self.application.measure(self, outputs, names)
+
+
+def resolve_application(path: str) -> Application:
+    """The application object at ``"package.module:attribute"``.
+
+    Raises:
+        ValueError: a malformed path, a module that cannot be imported, or an object that
+            lacks the :class:`Application` methods.
+    """
+    module_name, sep, attribute = str(path).partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"application must be an import path 'package.module:attribute', got "
+                         f"{path!r}")
+    try:
+        obj = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"application {path!r} cannot be imported: {exc}") from exc
+    if not isinstance(obj, Application):
+        missing = [m for m in ("default_config", "prepare_run", "load_model", "zero_shot_rules",
+                               "measure", "example_inputs", "check_inputs", "updated_config")
+                   if not callable(getattr(obj, m, None))]
+        raise ValueError(f"application {path!r} lacks the methods {missing}")
+    return obj
+
+
+def write_run_file(folder: Union[str, Path], application_path: str,
+                   config: Mapping[str, Any]) -> None:
+    """Writes ``run.json`` (atomically)."""
+    atomic_write_json(Path(folder) / RUN_FILE, {"format": RUN_FORMAT,
+                                                "application": str(application_path),
+                                                "config": dict(config)})
+
+
+def read_run_file(folder: Union[str, Path]) -> tuple[str, dict]:
+    """``(application path, application config)`` of a run folder's ``run.json``.
+
+    Raises:
+        ValueError: missing, corrupted, or not a run file of this format.
+    """
+    path = Path(folder) / RUN_FILE
+    meta = read_json_file(path, "run folder")
+    if (meta.get("format") != RUN_FORMAT or not isinstance(meta.get("config"), dict)
+            or not isinstance(meta.get("application"), str)):
+        raise ValueError(f"{path} is not an lcengine run file (format {meta.get('format')!r}, "
+                         f"expected {RUN_FORMAT!r} with 'application' and 'config')")
+    return meta["application"], meta["config"]
+
+
+def has_checkpoint(folder: Union[str, Path]) -> bool:
+    """The run folder holds a saved LatentConstraints checkpoint."""
+    return (Path(folder) / CONSTRAINTS_DIR / CONFIG_FILE).is_file()
+
+
+def attach_rules(lc: LatentConstraints, rules: Mapping[str, Rule]) -> None:
+    """Re-attaches the rules of ``lc``'s zero-shot constraints found in ``rules``."""
+    for c in lc.zero_shot:
+        if c.name in rules:
+            lc.attach_rule(c.name, rules[c.name])
+
+
+def load_run(folder: Union[str, Path]) -> Run:
+    """Loads a run folder: its application, model and fitted constraints.
+
+    Raises:
+        ValueError: not a run folder, an application that cannot be imported, or a missing,
+            corrupted or mismatched checkpoint (the application's files are read first).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"run folder {folder} does not exist")
+    path, config = read_run_file(folder)
+    app = resolve_application(path)
+    model, context = app.load_model(folder, config)
+    lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model)
+    attach_rules(lc, app.zero_shot_rules())
+    return Run(folder, app, path, config, lc, context)
+
+
+__all__ = ["Application", "CONSTRAINTS_DIR", "RUN_FILE", "RUN_FORMAT", "Run", "attach_rules",
+           "has_checkpoint", "load_run", "read_run_file", "resolve_application",
+           "write_run_file"]
