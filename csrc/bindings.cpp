@@ -7,9 +7,11 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cpu_info.h"
@@ -47,226 +49,294 @@ void require_n(int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused latent optimizer: the nets arrive as parallel lists (activation code, widths, weight and
-// bias data pointers per layer; entry 0 of each pointer list is unused because every first layer
-// lives in w_first). parse_optimize_args turns the arguments both devices share into an
-// OptimizeLatentsArgs (owning the per-net arrays it points into); the CPU binding then adds the
-// injected sgemm_, the CUDA bindings the workspace and stream.
+// Fused latent optimizer. _C.OptimizeLatentsArgs is lcengine::OptimizeLatentsArgs with every
+// field bound by name (data pointers and function pointers as Python ints), plus the nets as
+// parallel lists: activations[n], widths[n] ([D, H1, ..., out]), and the data pointers of
+// layers 1..L-1 in weights[n] and biases[n] (every first layer lives in w_first / b_first).
+// to_core() checks what building the core struct needs (list lengths, pointers) and returns it
+// pointing into a NetStorage; the core checks sizes and codes (check_optimize_args).
 // ---------------------------------------------------------------------------------------------
-struct OptimizeCall {
+struct OptimizeArgs {
+  lcengine::OptimizeLatentsArgs core;
+  std::vector<int> activations;
+  std::vector<std::vector<int64_t>> widths;
+  std::vector<std::vector<std::uintptr_t>> weights, biases;
+};
+
+// What the core struct's nets point into; alive for the duration of one call (copied from the
+// Python object, which another thread may change while the GIL is released).
+struct NetStorage {
   std::vector<std::vector<int64_t>> widths;
   std::vector<std::vector<const float*>> weight_ptrs, bias_ptrs;
   std::vector<lcengine::OptimizeNet> nets;
-  lcengine::OptimizeLatentsArgs args;
-
-  OptimizeCall() = default;
-  OptimizeCall(const OptimizeCall&) = delete;  // args points into the vectors
-  OptimizeCall& operator=(const OptimizeCall&) = delete;
 };
 
-#define LC_OPTIMIZE_PARAMS                                                                        \
-  const std::vector<int>&activations, const std::vector<std::vector<int64_t>>&widths,             \
-      const std::vector<std::vector<std::uintptr_t>>&weights,                                     \
-      const std::vector<std::vector<std::uintptr_t>>&biases, std::uintptr_t w_first,              \
-      std::uintptr_t b_first, int64_t first_width, std::uintptr_t row_bias,                       \
-      int64_t row_bias_width, int64_t num_outputs, std::uintptr_t target,                         \
-      std::uintptr_t loss_weight, std::uintptr_t requirement, std::uintptr_t upper,               \
-      std::uintptr_t lower, std::uintptr_t inv_sigma_sq, float w_dist, std::uintptr_t z_start,    \
-      std::uintptr_t z_out, std::uintptr_t converged, std::uintptr_t steps_taken,                 \
-      std::uintptr_t logits_out, int64_t rows, int64_t dim, int64_t steps, double lr,             \
-      double beta1, double beta2, double eps
-#define LC_OPTIMIZE_ARGS                                                                          \
-  activations, widths, weights, biases, w_first, b_first, first_width, row_bias, row_bias_width, \
-      num_outputs, target, loss_weight, requirement, upper, lower, inv_sigma_sq, w_dist, z_start, \
-      z_out, converged, steps_taken, logits_out, rows, dim, steps, lr, beta1, beta2, eps
-// The Python names of LC_OPTIMIZE_PARAMS, in order.
-#define LC_OPTIMIZE_PY_ARGS                                                                       \
-  py::arg("activations"), py::arg("widths"), py::arg("weights"), py::arg("biases"),               \
-      py::arg("w_first"), py::arg("b_first"), py::arg("first_width"), py::arg("row_bias"),        \
-      py::arg("row_bias_width"), py::arg("num_outputs"), py::arg("target"),                       \
-      py::arg("loss_weight"), py::arg("requirement"), py::arg("upper"), py::arg("lower"),         \
-      py::arg("inv_sigma_sq"), py::arg("w_dist"), py::arg("z_start"), py::arg("z_out"),           \
-      py::arg("converged"), py::arg("steps_taken"), py::arg("logits_out"), py::arg("rows"),       \
-      py::arg("dim"), py::arg("steps"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"),        \
-      py::arg("eps")
-
-// Checks what building call.args needs (list lengths, pointers; messages start with `op`) and
-// fills it; the sizes and codes are checked by the core (check_optimize_args).
-void parse_optimize_args(OptimizeCall& call, const std::string& op, LC_OPTIMIZE_PARAMS) {
-  const size_t num_nets = activations.size();
-  if (num_nets == 0) throw std::invalid_argument(op + ": at least one net");
-  if (widths.size() != num_nets || weights.size() != num_nets || biases.size() != num_nets)
-    throw std::invalid_argument(op + ": activations, widths, weights and biases must have one "
-                                "entry per net");
-  require_sizes(rows, dim);
-  if (row_bias_width < 0) throw std::invalid_argument(op + ": row_bias_width must be >= 0");
-  call.widths = widths;
-  call.weight_ptrs.assign(num_nets, {});
-  call.bias_ptrs.assign(num_nets, {});
-  call.nets.assign(num_nets, lcengine::OptimizeNet{});
+lcengine::OptimizeLatentsArgs to_core(const OptimizeArgs& in, NetStorage& st,
+                                      const std::string& op) {
+  auto fail = [&op](const std::string& what) { throw std::invalid_argument(op + what); };
+  const size_t num_nets = in.activations.size();
+  if (num_nets == 0) fail(": at least one net");
+  if (in.widths.size() != num_nets || in.weights.size() != num_nets || in.biases.size() != num_nets)
+    fail(": activations, widths, weights and biases must have one entry per net");
+  lcengine::OptimizeLatentsArgs a = in.core;
+  require_sizes(a.rows, a.dim);
+  if (a.row_bias_width < 0) fail(": row_bias_width must be >= 0");
+  st.widths = in.widths;
+  st.weight_ptrs.assign(num_nets, {});
+  st.bias_ptrs.assign(num_nets, {});
+  st.nets.assign(num_nets, lcengine::OptimizeNet{});
   for (size_t n = 0; n < num_nets; ++n) {
-    const size_t layers = weights[n].size();
-    if (layers < 2 || biases[n].size() != layers || widths[n].size() != layers + 1)
-      throw std::invalid_argument(op + ": net " + std::to_string(n) + " needs >= 2 layers, as "
-                                  "many biases and layers + 1 widths");
-    call.weight_ptrs[n].push_back(nullptr);
-    call.bias_ptrs[n].push_back(nullptr);
-    for (size_t l = 1; l < layers; ++l) {
-      require_ptr(weights[n][l], "layer weight", 1);
-      require_ptr(biases[n][l], "layer bias", 1);
-      call.weight_ptrs[n].push_back(ptr<const float>(weights[n][l]));
-      call.bias_ptrs[n].push_back(ptr<const float>(biases[n][l]));
+    const size_t layers = st.widths[n].size() >= 1 ? st.widths[n].size() - 1 : 0;
+    if (layers < 2 || in.weights[n].size() != layers - 1 || in.biases[n].size() != layers - 1)
+      fail(": net " + std::to_string(n) +
+           " needs >= 3 widths (>= 2 layers) and one weight and bias per layer after the first");
+    st.weight_ptrs[n].push_back(nullptr);  // layer 0 lives in w_first
+    st.bias_ptrs[n].push_back(nullptr);
+    for (size_t l = 0; l + 1 < layers; ++l) {
+      require_ptr(in.weights[n][l], "layer weight", 1);
+      require_ptr(in.biases[n][l], "layer bias", 1);
+      st.weight_ptrs[n].push_back(ptr<const float>(in.weights[n][l]));
+      st.bias_ptrs[n].push_back(ptr<const float>(in.biases[n][l]));
     }
-    call.nets[n] = lcengine::OptimizeNet{static_cast<lcengine::Activation>(activations[n]),
-                                         static_cast<int32_t>(layers), call.widths[n].data(),
-                                         call.weight_ptrs[n].data(), call.bias_ptrs[n].data()};
+    st.nets[n] = lcengine::OptimizeNet{static_cast<lcengine::Activation>(in.activations[n]),
+                                       static_cast<int32_t>(layers), st.widths[n].data(),
+                                       st.weight_ptrs[n].data(), st.bias_ptrs[n].data()};
   }
-  for (auto [p, name, n] : {std::tuple<std::uintptr_t, const char*, int64_t>{w_first, "w_first", 1},
-                            {b_first, "b_first", 1}, {target, "target", rows},
-                            {loss_weight, "loss_weight", rows}, {requirement, "requirement", rows},
-                            {upper, "upper", 1}, {lower, "lower", 1},
-                            {inv_sigma_sq, "inv_sigma_sq", 1}, {z_start, "z_start", rows},
-                            {z_out, "z_out", rows}, {converged, "converged", rows},
-                            {steps_taken, "steps_taken", rows}, {logits_out, "logits_out", rows}})
-    require_ptr(p, name, n);
-  lcengine::OptimizeLatentsArgs& args = call.args;
-  args.rows = rows; args.dim = dim;
-  args.num_nets = static_cast<int32_t>(num_nets); args.nets = call.nets.data();
-  args.first_width = first_width;
-  args.w_first = ptr<const float>(w_first); args.b_first = ptr<const float>(b_first);
-  args.row_bias = ptr<const float>(row_bias); args.row_bias_width = row_bias_width;
-  args.num_outputs = num_outputs;
-  args.target = ptr<const float>(target); args.loss_weight = ptr<const float>(loss_weight);
-  args.requirement = ptr<const int8_t>(requirement);
-  args.upper = ptr<const float>(upper); args.lower = ptr<const float>(lower);
-  args.inv_sigma_sq = ptr<const float>(inv_sigma_sq); args.w_dist = w_dist;
-  args.z_start = ptr<const float>(z_start); args.z_out = ptr<float>(z_out);
-  args.converged = ptr<uint8_t>(converged); args.steps_taken = ptr<int64_t>(steps_taken);
-  args.logits_out = ptr<float>(logits_out);
-  args.steps = steps; args.lr = lr; args.beta1 = beta1; args.beta2 = beta2; args.eps = eps;
+  a.num_nets = static_cast<int32_t>(num_nets);
+  a.nets = st.nets.data();
+  const int64_t rows = a.rows;
+  for (auto [p, name, n] : {std::tuple<const void*, const char*, int64_t>{a.w_first, "w_first", 1},
+                            {a.b_first, "b_first", 1},
+                            {a.target, "target", rows},
+                            {a.loss_weight, "loss_weight", rows},
+                            {a.requirement, "requirement", rows},
+                            {a.upper, "upper", 1},
+                            {a.lower, "lower", 1},
+                            {a.inv_sigma_sq, "inv_sigma_sq", 1},
+                            {a.z_start, "z_start", rows},
+                            {a.z_out, "z_out", rows},
+                            {a.converged, "converged", rows},
+                            {a.steps_taken, "steps_taken", rows},
+                            {a.logits_out, "logits_out", rows}})
+    require_ptr(reinterpret_cast<std::uintptr_t>(p), name, n);
+  return a;
 }
 
-void optimize_latents_cpu_binding(LC_OPTIMIZE_PARAMS, int64_t tile_rows, int threads,
-                                  std::uintptr_t sgemm, std::uintptr_t set_threads_local) {
-  OptimizeCall call;
-  parse_optimize_args(call, "optimize_latents_cpu", LC_OPTIMIZE_ARGS);
-  if (sgemm == 0) throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
-  call.args.tile_rows = tile_rows; call.args.threads = threads;
-  call.args.sgemm = reinterpret_cast<lcengine::SgemmFn>(sgemm);
-  call.args.blas_set_threads_local = reinterpret_cast<lcengine::BlasSetThreadsLocalFn>(set_threads_local);
+// A value field of the core struct as a read-write property.
+template <typename T>
+void bind_value(py::class_<OptimizeArgs>& cls, const char* name,
+                T lcengine::OptimizeLatentsArgs::* field) {
+  cls.def_property(name, [field](const OptimizeArgs& a) { return a.core.*field; },
+                   [field](OptimizeArgs& a, T v) { a.core.*field = v; });
+}
+
+// A pointer field (data or function) of the core struct as a read-write int property.
+template <typename T>
+void bind_pointer(py::class_<OptimizeArgs>& cls, const char* name,
+                  T* lcengine::OptimizeLatentsArgs::* field) {
+  auto get = [field](const OptimizeArgs& a) {
+    return reinterpret_cast<std::uintptr_t>(a.core.*field);
+  };
+  auto set = [field](OptimizeArgs& a, std::uintptr_t v) {
+    a.core.*field = reinterpret_cast<T*>(v);
+  };
+  cls.def_property(name, get, set);
+}
+
+template <typename T>
+void bind_list(py::class_<OptimizeArgs>& cls, const char* name, T OptimizeArgs::* field) {
+  cls.def_property(name, [field](const OptimizeArgs& a) { return a.*field; },
+                   [field](OptimizeArgs& a, T v) { a.*field = std::move(v); });
+}
+
+// _C.OptimizeLatentsArgs(**fields): every value goes through its property (a non-owning view of
+// the new struct), so an unknown name or a value of the wrong type raises TypeError.
+std::unique_ptr<OptimizeArgs> make_optimize_args(const py::kwargs& fields) {
+  auto out = std::make_unique<OptimizeArgs>();
+  {  // the view is gone before the struct gets its owning wrapper
+    py::object view = py::cast(out.get(), py::return_value_policy::reference);
+    for (const auto& [key, value] : fields) {
+      if (PyObject_SetAttr(view.ptr(), key.ptr(), value.ptr()) == 0) continue;
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+      PyErr_Clear();
+      throw py::type_error("OptimizeLatentsArgs has no field '" + py::cast<std::string>(key) + "'");
+    }
+  }
+  return out;
+}
+
+void bind_optimize_args(py::module_& m) {
+  using A = lcengine::OptimizeLatentsArgs;
+  py::class_<OptimizeArgs> cls(m, "OptimizeLatentsArgs",
+                               "Arguments of optimize_latents_cpu / _cuda, by field name (see "
+                               "OptimizeLatentsArgs in csrc/lcengine_ops.h). Data pointers are "
+                               "ints; lists are replaced whole, never changed in place.");
+  cls.def(py::init(&make_optimize_args),
+          "Builds the struct from keyword arguments named like its fields.");
+  bind_value(cls, "rows", &A::rows);
+  bind_value(cls, "dim", &A::dim);
+  bind_list(cls, "activations", &OptimizeArgs::activations);
+  bind_list(cls, "widths", &OptimizeArgs::widths);
+  bind_list(cls, "weights", &OptimizeArgs::weights);
+  bind_list(cls, "biases", &OptimizeArgs::biases);
+  bind_pointer(cls, "w_first", &A::w_first);
+  bind_pointer(cls, "b_first", &A::b_first);
+  bind_value(cls, "first_width", &A::first_width);
+  bind_pointer(cls, "row_bias", &A::row_bias);
+  bind_value(cls, "row_bias_width", &A::row_bias_width);
+  bind_value(cls, "num_outputs", &A::num_outputs);
+  bind_pointer(cls, "target", &A::target);
+  bind_pointer(cls, "loss_weight", &A::loss_weight);
+  bind_pointer(cls, "requirement", &A::requirement);
+  bind_pointer(cls, "upper", &A::upper);
+  bind_pointer(cls, "lower", &A::lower);
+  bind_pointer(cls, "inv_sigma_sq", &A::inv_sigma_sq);
+  bind_value(cls, "w_dist", &A::w_dist);
+  bind_pointer(cls, "z_start", &A::z_start);
+  bind_pointer(cls, "z_out", &A::z_out);
+  bind_pointer(cls, "converged", &A::converged);
+  bind_pointer(cls, "steps_taken", &A::steps_taken);
+  bind_pointer(cls, "logits_out", &A::logits_out);
+  bind_value(cls, "steps", &A::steps);
+  bind_value(cls, "lr", &A::lr);
+  bind_value(cls, "beta1", &A::beta1);
+  bind_value(cls, "beta2", &A::beta2);
+  bind_value(cls, "eps", &A::eps);
+  bind_value(cls, "cpu_tile_rows", &A::cpu_tile_rows);
+  bind_value(cls, "cpu_threads", &A::cpu_threads);
+  bind_pointer(cls, "sgemm", &A::sgemm);
+  bind_pointer(cls, "blas_set_threads_local", &A::blas_set_threads_local);
+  bind_value(cls, "weights_bf16", &A::weights_bf16);
+  bind_value(cls, "cuda_path", &A::cuda_path);
+  bind_value(cls, "cuda_tile_rows", &A::cuda_tile_rows);
+  bind_value(cls, "cuda_graph", &A::cuda_graph);
+  bind_value(cls, "cuda_chunk_rows", &A::cuda_chunk_rows);
+}
+
+void optimize_latents_cpu_binding(const OptimizeArgs& args) {
+  NetStorage storage;
+  const lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cpu");
+  if (a.sgemm == nullptr)
+    throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
   py::gil_scoped_release release;
-  lcengine::optimize_latents_cpu(call.args);
+  lcengine::optimize_latents_cpu(a);
 }
 
 #ifdef LCENGINE_WITH_CUDA
 // Bytes of device workspace optimize_latents_cuda needs (host arithmetic only: no GPU needed).
-int64_t optimize_latents_cuda_workspace_bytes_binding(LC_OPTIMIZE_PARAMS, bool weights_bf16) {
-  OptimizeCall call;
-  parse_optimize_args(call, "optimize_latents_cuda", LC_OPTIMIZE_ARGS);
-  call.args.weights_bf16 = weights_bf16;
-  return static_cast<int64_t>(lcengine::optimize_latents_cuda_workspace_bytes(call.args));
+int64_t optimize_latents_cuda_workspace_bytes_binding(const OptimizeArgs& args) {
+  NetStorage storage;
+  const lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cuda");
+  return static_cast<int64_t>(lcengine::optimize_latents_cuda_workspace_bytes(a));
 }
 
-void optimize_latents_cuda_binding(LC_OPTIMIZE_PARAMS, bool weights_bf16, std::uintptr_t workspace,
+void optimize_latents_cuda_binding(const OptimizeArgs& args, std::uintptr_t workspace,
                                    int64_t workspace_bytes, std::uintptr_t stream) {
-  OptimizeCall call;
-  parse_optimize_args(call, "optimize_latents_cuda", LC_OPTIMIZE_ARGS);
-  call.args.weights_bf16 = weights_bf16;
+  NetStorage storage;
+  const lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cuda");
   if (workspace_bytes < 0)
     throw std::invalid_argument("optimize_latents_cuda: workspace_bytes must be >= 0");
   py::gil_scoped_release release;
-  lcengine::optimize_latents_cuda(call.args, ptr(workspace), static_cast<size_t>(workspace_bytes),
+  lcengine::optimize_latents_cuda(a, ptr(workspace), static_cast<size_t>(workspace_bytes),
                                   ptr(stream));
 }
 #endif
 
 }  // namespace
 
-#define LC_DEVICE_VARIANTS(SUFFIX, EXTRA_PARAM, EXTRA_ARG)                                       \
-  m.def("standard_normal_" #SUFFIX,                                                              \
-        [](std::uintptr_t out, int64_t n, uint64_t seed, uint64_t offset, int dtype EXTRA_PARAM) {  \
-          require_n(n); require_ptr(out, "out", n);                                              \
-          lcengine::standard_normal_##SUFFIX(ptr(out), n, seed, offset, to_dtype(dtype) EXTRA_ARG); \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("reparameterize_" #SUFFIX,                                                               \
-        [](std::uintptr_t mu, std::uintptr_t logvar, std::uintptr_t z, int64_t n, uint64_t seed, \
-           uint64_t offset, int dtype EXTRA_PARAM) {                                             \
-          require_n(n); require_ptr(mu, "mu", n); require_ptr(logvar, "logvar", n);              \
-          require_ptr(z, "z", n);                                                                \
-          lcengine::reparameterize_##SUFFIX(ptr<const void>(mu), ptr<const void>(logvar), ptr(z), \
-                                            n, seed, offset, to_dtype(dtype) EXTRA_ARG);         \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("reparameterize_backward_" #SUFFIX,                                                      \
-        [](std::uintptr_t grad_z, std::uintptr_t logvar, std::uintptr_t grad_logvar, int64_t n,  \
-           uint64_t seed, uint64_t offset, int dtype EXTRA_PARAM) {                              \
-          require_n(n); require_ptr(grad_z, "grad_z", n); require_ptr(logvar, "logvar", n);      \
-          require_ptr(grad_logvar, "grad_logvar", n);                                            \
-          lcengine::reparameterize_backward_##SUFFIX(ptr<const void>(grad_z),                    \
-                                                     ptr<const void>(logvar), ptr(grad_logvar),  \
-                                                     n, seed, offset,                            \
-                                                     to_dtype(dtype) EXTRA_ARG);                 \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("gaussian_kl_" #SUFFIX,                                                                  \
-        [](std::uintptr_t mu, std::uintptr_t logvar, std::uintptr_t kl_rows,                     \
-           std::uintptr_t grad_mu, std::uintptr_t grad_logvar, float grad_scale, int64_t rows,   \
-           int64_t dim, int dtype EXTRA_PARAM) {                                                 \
-          require_sizes(rows, dim); require_ptr(mu, "mu", rows * dim);                           \
-          require_ptr(logvar, "logvar", rows * dim); require_ptr(kl_rows, "kl_rows", rows);      \
-          if ((grad_mu == 0) != (grad_logvar == 0))                                              \
-            throw std::invalid_argument("grad_mu and grad_logvar must both be given or both 0"); \
-          lcengine::gaussian_kl_##SUFFIX(ptr<const void>(mu), ptr<const void>(logvar),           \
-                                         ptr<float>(kl_rows), ptr(grad_mu), ptr(grad_logvar),    \
-                                         grad_scale, rows, dim, to_dtype(dtype) EXTRA_ARG);      \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("distance_penalty_" #SUFFIX,                                                             \
-        [](std::uintptr_t z, std::uintptr_t z_ref, std::uintptr_t inv_sigma_sq,                  \
-           bool sigma_per_dim, std::uintptr_t out_rows, std::uintptr_t grad_z, float grad_scale, \
-           int64_t rows, int64_t dim, int dtype EXTRA_PARAM) {                                   \
-          require_sizes(rows, dim); require_ptr(z, "z", rows * dim);                             \
-          require_ptr(z_ref, "z_ref", rows * dim); require_ptr(inv_sigma_sq, "inv_sigma_sq", 1); \
-          require_ptr(out_rows, "out_rows", rows);                                               \
-          lcengine::distance_penalty_##SUFFIX(ptr<const void>(z), ptr<const void>(z_ref),        \
-                                              ptr<const float>(inv_sigma_sq), sigma_per_dim,     \
-                                              ptr<float>(out_rows), ptr(grad_z), grad_scale,     \
-                                              rows, dim, to_dtype(dtype) EXTRA_ARG);             \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("constraint_loss_" #SUFFIX,                                                              \
-        [](std::uintptr_t logits, std::uintptr_t target, std::uintptr_t weight, int weight_mode, \
-           std::uintptr_t loss_elems, std::uintptr_t loss_rows, std::uintptr_t grad_logits,      \
-           float grad_scale, int64_t rows, int64_t dim, int dtype EXTRA_PARAM) {                 \
-          require_sizes(rows, dim); require_ptr(logits, "logits", rows * dim);                   \
-          require_ptr(target, "target", rows * dim);                                             \
-          WeightMode wm = to_weight_mode(weight_mode);                                           \
-          if (wm != WeightMode::kNone) require_ptr(weight, "weight", 1);                         \
-          if (loss_elems == 0 && loss_rows == 0 && grad_logits == 0)                             \
-            throw std::invalid_argument("constraint_loss: nothing to compute (all outputs 0)");  \
-          lcengine::constraint_loss_##SUFFIX(ptr<const void>(logits), ptr<const void>(target),   \
-                                             ptr<const void>(weight), wm, ptr(loss_elems),       \
-                                             ptr<float>(loss_rows), ptr(grad_logits),            \
-                                             grad_scale, rows, dim, to_dtype(dtype) EXTRA_ARG);  \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());                                               \
-  m.def("latent_adam_" #SUFFIX,                                                                  \
-        [](std::uintptr_t z, std::uintptr_t grad, std::uintptr_t exp_avg,                        \
-           std::uintptr_t exp_avg_sq, std::uintptr_t active, int64_t rows, int64_t dim,          \
-           double lr, double beta1, double beta2, double eps, double bias_c1, double bias_c2,     \
-           int dtype EXTRA_PARAM) {                                                              \
-          require_sizes(rows, dim); require_ptr(z, "z", rows * dim);                             \
-          require_ptr(grad, "grad", rows * dim); require_ptr(exp_avg, "exp_avg", rows * dim);    \
-          require_ptr(exp_avg_sq, "exp_avg_sq", rows * dim);                                     \
-          if (!(bias_c1 > 0.0) || !(bias_c2 > 0.0))                                              \
-            throw std::invalid_argument("bias corrections must be positive");                    \
-          lcengine::latent_adam_##SUFFIX(ptr(z), ptr<const void>(grad), ptr(exp_avg),            \
-                                         ptr(exp_avg_sq), ptr<const uint8_t>(active), rows, dim, \
-                                         lr, beta1, beta2, eps, bias_c1, bias_c2,                \
-                                         to_dtype(dtype) EXTRA_ARG);                             \
-        },                                                                                       \
-        py::call_guard<py::gil_scoped_release>());
+#define LC_DEVICE_VARIANTS(SUFFIX, EXTRA_PARAM, EXTRA_ARG)                                         \
+  m.def("standard_normal_" #SUFFIX,                                                                \
+        [](std::uintptr_t out, int64_t n, uint64_t seed, uint64_t offset, int dtype EXTRA_PARAM) { \
+    require_n(n);                                                                                  \
+    require_ptr(out, "out", n);                                                                    \
+    lcengine::standard_normal_##SUFFIX(ptr(out), n, seed, offset, to_dtype(dtype) EXTRA_ARG);      \
+  }, py::call_guard<py::gil_scoped_release>());                                                    \
+  m.def("reparameterize_" #SUFFIX,                                                                 \
+        [](std::uintptr_t mu, std::uintptr_t logvar, std::uintptr_t z, int64_t n, uint64_t seed,   \
+           uint64_t offset, int dtype EXTRA_PARAM) {                                               \
+    require_n(n);                                                                                  \
+    require_ptr(mu, "mu", n);                                                                      \
+    require_ptr(logvar, "logvar", n);                                                              \
+    require_ptr(z, "z", n);                                                                        \
+    lcengine::reparameterize_##SUFFIX(ptr<const void>(mu), ptr<const void>(logvar), ptr(z), n,     \
+                                      seed, offset, to_dtype(dtype) EXTRA_ARG);                    \
+  },                                                                                               \
+        py::call_guard<py::gil_scoped_release>());                                                 \
+  m.def("reparameterize_backward_" #SUFFIX,                                                        \
+        [](std::uintptr_t grad_z, std::uintptr_t logvar, std::uintptr_t grad_logvar, int64_t n,    \
+           uint64_t seed, uint64_t offset, int dtype EXTRA_PARAM) {                                \
+    require_n(n);                                                                                  \
+    require_ptr(grad_z, "grad_z", n);                                                              \
+    require_ptr(logvar, "logvar", n);                                                              \
+    require_ptr(grad_logvar, "grad_logvar", n);                                                    \
+    lcengine::reparameterize_backward_##SUFFIX(ptr<const void>(grad_z), ptr<const void>(logvar),   \
+                                               ptr(grad_logvar), n, seed, offset,                  \
+                                               to_dtype(dtype) EXTRA_ARG);                         \
+  },                                                                                               \
+        py::call_guard<py::gil_scoped_release>());                                                 \
+  m.def("gaussian_kl_" #SUFFIX,                                                                    \
+        [](std::uintptr_t mu, std::uintptr_t logvar, std::uintptr_t kl_rows,                       \
+           std::uintptr_t grad_mu, std::uintptr_t grad_logvar, float grad_scale, int64_t rows,     \
+           int64_t dim, int dtype EXTRA_PARAM) {                                                   \
+    require_sizes(rows, dim);                                                                      \
+    require_ptr(mu, "mu", rows * dim);                                                             \
+    require_ptr(logvar, "logvar", rows * dim);                                                     \
+    require_ptr(kl_rows, "kl_rows", rows);                                                         \
+    if ((grad_mu == 0) != (grad_logvar == 0))                                                      \
+      throw std::invalid_argument("grad_mu and grad_logvar must both be given or both 0");         \
+    lcengine::gaussian_kl_##SUFFIX(ptr<const void>(mu), ptr<const void>(logvar),                   \
+                                   ptr<float>(kl_rows), ptr(grad_mu), ptr(grad_logvar),            \
+                                   grad_scale, rows, dim, to_dtype(dtype) EXTRA_ARG);              \
+  },                                                                                               \
+        py::call_guard<py::gil_scoped_release>());                                                 \
+  m.def("distance_penalty_" #SUFFIX,                                                               \
+        [](std::uintptr_t z, std::uintptr_t z_ref, std::uintptr_t inv_sigma_sq,                    \
+           bool sigma_per_dim, std::uintptr_t out_rows, std::uintptr_t grad_z, float grad_scale,   \
+           int64_t rows, int64_t dim, int dtype EXTRA_PARAM) {                                     \
+    require_sizes(rows, dim);                                                                      \
+    require_ptr(z, "z", rows * dim);                                                               \
+    require_ptr(z_ref, "z_ref", rows * dim);                                                       \
+    require_ptr(inv_sigma_sq, "inv_sigma_sq", 1);                                                  \
+    require_ptr(out_rows, "out_rows", rows);                                                       \
+    lcengine::distance_penalty_##SUFFIX(                                                           \
+        ptr<const void>(z), ptr<const void>(z_ref), ptr<const float>(inv_sigma_sq), sigma_per_dim, \
+        ptr<float>(out_rows), ptr(grad_z), grad_scale, rows, dim, to_dtype(dtype) EXTRA_ARG);      \
+  },                                                                                               \
+        py::call_guard<py::gil_scoped_release>());                                                 \
+  m.def("constraint_loss_" #SUFFIX,                                                                \
+        [](std::uintptr_t logits, std::uintptr_t target, std::uintptr_t weight, int weight_mode,   \
+           std::uintptr_t loss_elems, std::uintptr_t loss_rows, std::uintptr_t grad_logits,        \
+           float grad_scale, int64_t rows, int64_t dim, int dtype EXTRA_PARAM) {                   \
+    require_sizes(rows, dim);                                                                      \
+    require_ptr(logits, "logits", rows * dim);                                                     \
+    require_ptr(target, "target", rows * dim);                                                     \
+    WeightMode wm = to_weight_mode(weight_mode);                                                   \
+    if (wm != WeightMode::kNone) require_ptr(weight, "weight", 1);                                 \
+    if (loss_elems == 0 && loss_rows == 0 && grad_logits == 0)                                     \
+      throw std::invalid_argument("constraint_loss: nothing to compute (all outputs 0)");          \
+    lcengine::constraint_loss_##SUFFIX(ptr<const void>(logits), ptr<const void>(target),           \
+                                       ptr<const void>(weight), wm, ptr(loss_elems),               \
+                                       ptr<float>(loss_rows), ptr(grad_logits), grad_scale, rows,  \
+                                       dim, to_dtype(dtype) EXTRA_ARG);                            \
+  },                                                                                               \
+        py::call_guard<py::gil_scoped_release>());                                                 \
+  m.def(                                                                                           \
+      "latent_adam_" #SUFFIX,                                                                      \
+      [](std::uintptr_t z, std::uintptr_t grad, std::uintptr_t exp_avg, std::uintptr_t exp_avg_sq, \
+         std::uintptr_t active, int64_t rows, int64_t dim, double lr, double beta1, double beta2,  \
+         double eps, double bias_c1, double bias_c2, int dtype EXTRA_PARAM) {                      \
+    require_sizes(rows, dim);                                                                      \
+    require_ptr(z, "z", rows * dim);                                                               \
+    require_ptr(grad, "grad", rows * dim);                                                         \
+    require_ptr(exp_avg, "exp_avg", rows * dim);                                                   \
+    require_ptr(exp_avg_sq, "exp_avg_sq", rows * dim);                                             \
+    if (!(bias_c1 > 0.0) || !(bias_c2 > 0.0))                                                      \
+      throw std::invalid_argument("bias corrections must be positive");                            \
+    lcengine::latent_adam_##SUFFIX(ptr(z), ptr<const void>(grad), ptr(exp_avg), ptr(exp_avg_sq),   \
+                                   ptr<const uint8_t>(active), rows, dim, lr, beta1, beta2, eps,   \
+                                   bias_c1, bias_c2, to_dtype(dtype) EXTRA_ARG);                   \
+  },                                                                                               \
+      py::call_guard<py::gil_scoped_release>());
 
 #define LC_COMMA ,
 #define LC_NOTHING
@@ -286,19 +356,17 @@ PYBIND11_MODULE(_C, m) {
 #endif
   m.def("cpu_num_threads", &lcengine::cpu_num_threads);
   m.def("cpu_simd_level", &lcengine::cpu_simd_level);
+  bind_optimize_args(m);
   m.def("optimize_latents_cpu", &optimize_latents_cpu_binding,
-        "Fused critic-gradient latent optimizer on CPU (see OptimizeLatentsArgs)",
-        LC_OPTIMIZE_PY_ARGS, py::arg("tile_rows"), py::arg("threads"), py::arg("sgemm"),
-        py::arg("set_threads_local"));
+        "Fused critic-gradient latent optimizer on CPU (sgemm must be set)", py::arg("args"));
 #ifdef LCENGINE_WITH_CUDA
   m.def("optimize_latents_cuda", &optimize_latents_cuda_binding,
-        "Fused critic-gradient latent optimizer on CUDA (see OptimizeLatentsArgs); every pointer "
-        "is a device pointer, workspace of optimize_latents_cuda_workspace_bytes bytes",
-        LC_OPTIMIZE_PY_ARGS, py::arg("weights_bf16"), py::arg("workspace"),
-        py::arg("workspace_bytes"), py::arg("stream"));
+        "Fused critic-gradient latent optimizer on CUDA: every pointer of args is a device "
+        "pointer, workspace of optimize_latents_cuda_workspace_bytes(args) bytes",
+        py::arg("args"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"));
   m.def("optimize_latents_cuda_workspace_bytes", &optimize_latents_cuda_workspace_bytes_binding,
         "Device workspace (bytes) of optimize_latents_cuda for these arguments (no GPU needed)",
-        LC_OPTIMIZE_PY_ARGS, py::arg("weights_bf16"));
+        py::arg("args"));
 #endif
 #ifdef _OPENMP
   m.attr("with_openmp") = true;

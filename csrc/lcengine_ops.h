@@ -16,7 +16,8 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 enum class WeightMode : int { kNone = 0, kLastDim = 1, kFull = 2 };
 
 // ---------------------------------------------------------------------------------------------
-// CPU kernels (csrc/cpu_ops.cpp). OpenMP-parallel, single pass, no temporaries.
+// CPU kernels (csrc/rng.cpp, row_losses.cpp, adam.cpp). OpenMP-parallel, single pass, no
+// temporaries.
 // ---------------------------------------------------------------------------------------------
 
 // out[i] = N(0,1) sample of the Philox4x32-10 stream keyed by (seed, offset + i), bit-compatible
@@ -151,35 +152,43 @@ struct OptimizeLatentsArgs {
   const float* row_bias = nullptr;  // nullable [rows, row_bias_width]: replaces
   int64_t row_bias_width = 0;       //   b_first[0:row_bias_width] per row (the folded y-embedding)
   int64_t num_outputs = 0;          // C
-  const float* target = nullptr;       // [rows, C]
-  const float* loss_weight = nullptr;  // [rows, C]
-  const int8_t* requirement = nullptr; // [rows, C]
-  const float* upper = nullptr;        // [C]
-  const float* lower = nullptr;        // [C]
-  const float* inv_sigma_sq = nullptr; // [dim]
+  const float* target = nullptr;    // [rows, C]
+  const float* loss_weight = nullptr;   // [rows, C]
+  const int8_t* requirement = nullptr;  // [rows, C]
+  const float* upper = nullptr;         // [C]
+  const float* lower = nullptr;         // [C]
+  const float* inv_sigma_sq = nullptr;  // [dim]
   float w_dist = 0.f;
-  const float* z_start = nullptr;   // [rows, dim]
-  float* z_out = nullptr;           // [rows, dim]
-  uint8_t* converged = nullptr;     // [rows]
-  int64_t* steps_taken = nullptr;   // [rows]
-  float* logits_out = nullptr;      // [rows, C], at the final latents
+  const float* z_start = nullptr;  // [rows, dim]
+  float* z_out = nullptr;          // [rows, dim]
+  uint8_t* converged = nullptr;    // [rows]
+  int64_t* steps_taken = nullptr;  // [rows]
+  float* logits_out = nullptr;     // [rows, C], at the final latents
   int64_t steps = 1;
   double lr = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  int64_t tile_rows = 0;            // rows per work tile; 0: automatic
-  int32_t threads = 0;              // OpenMP threads over tiles; 0: automatic
+  // CPU only: tuning (0: automatic) and the injected BLAS.
+  int64_t cpu_tile_rows = 0;  // rows per work tile
+  int32_t cpu_threads = 0;    // OpenMP threads over tiles
   SgemmFn sgemm = nullptr;
   BlasSetThreadsLocalFn blas_set_threads_local = nullptr;
   // CUDA only: w_first and every nets[n].weights[l] point to bfloat16 data (still typed
   // const float* here); biases, latents, Adam state, activations and accumulation stay float32.
   // The CPU path ignores it (the Python layer never passes bfloat16 weights to the CPU).
   bool weights_bf16 = false;
+  // CUDA only: tuning (kernels/cuda/optimize.cu). The size query and the run must see the same
+  // values.
+  int32_t cuda_path = 0;        // 0 auto, 1 row tiles (an error when ineligible), 2 generic
+  int32_t cuda_tile_rows = 0;   // rows per tile CTA: 0 (cost model), 8, 16 or 32
+  int32_t cuda_graph = 0;       // generic path: 0 auto (<= 16384 rows), 1 on, 2 off
+  int64_t cuda_chunk_rows = 0;  // rows per generic-path chunk; 0: automatic (1 GiB budget)
 };
 
 // Throws std::invalid_argument (message starting with `op`) unless the sizes and codes of `args`
 // are consistent: rows >= 0, steps >= 1, at least one net of >= 2 layers with known activation
 // codes, widths[0] = dim and every width in [1, 2^30), first_width and num_outputs the sums of
 // the nets' first and output widths, row_bias_width the first net's widths[1] when row_bias is
-// set. Both optimizers call it first (csrc/optimize_args.cpp).
+// set, and every tuning field in its range. Both optimizers call it first
+// (csrc/optimize_args.cpp).
 void check_optimize_args(const OptimizeLatentsArgs& args, const char* op);
 
 // Runs the optimizer. Rows are independent, so each tile of rows runs its whole step loop on its
@@ -191,7 +200,7 @@ void check_optimize_args(const OptimizeLatentsArgs& args, const char* op);
 void optimize_latents_cpu(const OptimizeLatentsArgs& args);
 
 // CUDA (kernels/cuda/optimize.cu; defined only when LCENGINE_WITH_CUDA). Every pointer of
-// `args` is a device pointer; tile_rows, threads, sgemm and blas_set_threads_local are ignored.
+// `args` is a device pointer; the cpu_* fields, sgemm and blas_set_threads_local are ignored.
 //
 // optimize_latents_cuda_workspace_bytes: bytes of device workspace (256-byte aligned) the call
 // needs; pure host arithmetic (no device, no CUDA call), so it also answers on machines without
@@ -204,7 +213,7 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& args);
 // Throws std::invalid_argument (sizes, workspace) or std::runtime_error (CUDA errors, with the
 // kernel's name).
 size_t optimize_latents_cuda_workspace_bytes(const OptimizeLatentsArgs& args);
-void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace,
-                           size_t workspace_bytes, void* stream);
+void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace, size_t workspace_bytes,
+                           void* stream);
 
 }  // namespace lcengine

@@ -33,10 +33,10 @@ namespace lcengine {
 
 namespace {
 
+using cpu::active_isa;
 using cpu::AdamCoefficients;
 using cpu::exp_f;
 using cpu::Isa;
-using cpu::active_isa;
 using cpu::log1p_f;
 
 constexpr float kLeakySlope = 0.2f;
@@ -51,8 +51,7 @@ constexpr float kSoftplusThreshold = 20.0f;  // torch's default: softplus(x) = x
 // row broadcast). `apply_act` false: bias only (the output layer).
 template <Isa>
 LC_INLINE void bias_act_body(float* __restrict x, int64_t ldx, const float* __restrict bias,
-                             int64_t ld_bias, int64_t rows, int64_t cols, int act,
-                             bool apply_act) {
+                             int64_t ld_bias, int64_t rows, int64_t cols, int act, bool apply_act) {
   for (int64_t i = 0; i < rows; ++i) {
     float* __restrict xi = x + i * ldx;
     const float* __restrict bi = bias + i * ld_bias;
@@ -233,8 +232,8 @@ struct Blas {
   }
 
   // C[M, N] = A[M, K] W[N, K]^T  (a Linear layer's forward: W is [out, in])
-  void nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
-          int64_t ldw, float* c, int64_t ldc) const {
+  void nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w, int64_t ldw,
+          float* c, int64_t ldc) const {
     if (m <= kStreamRows)
       split(n, [&](int64_t n0, int64_t n1) { stream_nt(m, n0, n1, k, a, lda, w, ldw, c, ldc); });
     else
@@ -242,8 +241,8 @@ struct Blas {
   }
 
   // C[M, N] = A[M, K] W[K, N]  (a Linear layer's input gradient: W is [out, in], K = out)
-  void nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w,
-          int64_t ldw, float* c, int64_t ldc) const {
+  void nn(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* w, int64_t ldw,
+          float* c, int64_t ldc) const {
     if (m <= kStreamRows)
       split(n, [&](int64_t q0, int64_t q1) { stream_nn(m, q0, q1, k, a, lda, w, ldw, c, ldc); });
     else
@@ -269,8 +268,8 @@ struct NetPlan {
   const int64_t* widths;
   const float* const* weights;
   const float* const* biases;
-  int64_t first_offset;     // column of its first layer inside H1
-  int64_t output_offset;    // column of its outputs inside the logit block
+  int64_t first_offset;                // column of its first layer inside H1
+  int64_t output_offset;               // column of its outputs inside the logit block
   std::vector<int64_t> hidden_offset;  // per layer l >= 2 (index l): offset (per row) in `hidden`
 };
 
@@ -329,12 +328,18 @@ struct Tile {
   Tile(const OptimizeLatentsArgs& args, const Plan& plan, int64_t capacity, int threads)
       : a(args), p(plan), blas{args.sgemm, threads}, cap(capacity) {
     const int64_t d = p.dim, c = p.c;
-    z.resize(cap * d); mom1.resize(cap * d); mom2.resize(cap * d); grad.resize(cap * d);
+    z.resize(cap * d);
+    mom1.resize(cap * d);
+    mom2.resize(cap * d);
+    grad.resize(cap * d);
     rbias.resize(cap * std::max<int64_t>(p.rbw, 1));
-    logits.resize(cap * c); glog.resize(cap * c);
-    h1.resize(cap * p.h1); hidden.resize(cap * std::max<int64_t>(p.hidden_per_row, 1));
+    logits.resize(cap * c);
+    glog.resize(cap * c);
+    h1.resize(cap * p.h1);
+    hidden.resize(cap * std::max<int64_t>(p.hidden_per_row, 1));
     scratch.resize(cap * p.scratch_width);
-    idx.resize(cap); ok.resize(cap);
+    idx.resize(cap);
+    ok.resize(cap);
   }
 
   // Loads rows [r0, r0 + m) of the problem.
@@ -364,8 +369,8 @@ struct Tile {
       for (int32_t l = 1; l < net.layers; ++l) {
         const int64_t k = net.widths[l], nout = net.widths[l + 1];
         const bool last = l == net.layers - 1;
-        float* out = last ? logits.data() + net.output_offset
-                          : hidden.data() + net.hidden_offset[l + 1] * m;
+        float* out =
+            last ? logits.data() + net.output_offset : hidden.data() + net.hidden_offset[l + 1] * m;
         const int64_t ld_out = last ? c : nout;
         blas.nt(m, nout, k, in, ld_in, net.weights[l], k, out, ld_out);
         bias_act(out, ld_out, net.biases[l], 0, m, nout, net.act, !last);
@@ -386,8 +391,10 @@ struct Tile {
       for (int64_t j = 0; j < c; ++j) {
         const float s = cpu::sigmoid_f(logits[i * c + j]);
         const int8_t r = a.requirement[r0 + j];
-        if (r > 0) sat = sat && (s > a.upper[j]);
-        else if (r < 0) sat = sat && (s < a.lower[j]);
+        if (r > 0)
+          sat = sat && (s > a.upper[j]);
+        else if (r < 0)
+          sat = sat && (s < a.lower[j]);
         glog[i * c + j] = a.loss_weight[r0 + j] * (s - a.target[r0 + j]);
       }
       ok[i] = sat;
@@ -408,8 +415,8 @@ struct Tile {
         const int64_t k = net.widths[l + 1], nin = net.widths[l];
         // scratch = g_out W_l: gradient at a_l (the input of layer l)
         blas.nn(m, nin, k, g_in, ld_g, net.weights[l], nin, scratch.data(), nin);
-        float* act_l = l == 1 ? h1.data() + net.first_offset
-                              : hidden.data() + net.hidden_offset[l] * m;
+        float* act_l =
+            l == 1 ? h1.data() + net.first_offset : hidden.data() + net.hidden_offset[l] * m;
         const int64_t ld_act = l == 1 ? h1w : nin;
         act_backward(act_l, ld_act, scratch.data(), nin, m, nin, net.act);  // -> g_pre_{l-1}
         g_in = act_l;
@@ -455,14 +462,17 @@ struct Tile {
       const int64_t n_ok = check(m);
       for (int64_t i = 0; i < m; ++i)
         if (ok[i]) write_row(i, t - 1, true);
-      if (n_ok == m) { m = 0; break; }
+      if (n_ok == m) {
+        m = 0;
+        break;
+      }
       backward(m);
       b1t *= a.beta1;
       b2t *= a.beta2;
       const AdamCoefficients s =
           cpu::adam_coefficients(a.lr, a.beta1, a.beta2, a.eps, 1.0 - b1t, 1.0 - b2t);
-      distance_adam(m, p.dim, z.data(), mom1.data(), mom2.data(), a.z_start, idx.data(),
-                    ok.data(), grad.data(), coef.data(), s);
+      distance_adam(m, p.dim, z.data(), mom1.data(), mom2.data(), a.z_start, idx.data(), ok.data(),
+                    grad.data(), coef.data(), s);
       if (n_ok) m = compact(m);
     }
     if (m > 0) {  // used every step: one more check at the final latents
@@ -492,21 +502,21 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
   // coef[d] = w_dist * 2 / D * inv_sigma_sq[d]: the distance gradient is coef diff / (1 + diff^2)
   std::vector<float> coef(a.dim);
   for (int64_t d = 0; d < a.dim; ++d)
-    coef[d] = static_cast<float>(static_cast<double>(a.w_dist) * 2.0 / static_cast<double>(a.dim)
-                                 * a.inv_sigma_sq[d]);
+    coef[d] = static_cast<float>(static_cast<double>(a.w_dist) * 2.0 / static_cast<double>(a.dim) *
+                                 a.inv_sigma_sq[d]);
 
-  const int threads = a.threads > 0 ? a.threads : cpu::max_threads();
+  const int threads = a.cpu_threads > 0 ? a.cpu_threads : cpu::max_threads();
   int64_t weight_floats = plan.h1 * plan.dim;
   for (const NetPlan& net : plan.nets)
     for (int32_t l = 1; l < net.layers; ++l) weight_floats += net.widths[l] * net.widths[l + 1];
   const bool big_weights = weight_floats * 4 > kCachedWeightBytes;
-  int64_t tile = std::min(a.tile_rows, kMaxTileRows);
+  int64_t tile = std::min(a.cpu_tile_rows, kMaxTileRows);
   if (tile <= 0) {
     // Keep a tile's activations and state near 1 MiB (this core's share of L2). Weights that
     // do not fit in a share of L3 are streamed from memory once per GEMM, so such tiles take at
     // least 128 rows (>= 64 FLOP per weight byte); small critics at least 32.
-    const int64_t row_floats = plan.h1 + plan.hidden_per_row + plan.scratch_width + 4 * plan.dim +
-                               plan.rbw + 2 * plan.c;
+    const int64_t row_floats =
+        plan.h1 + plan.hidden_per_row + plan.scratch_width + 4 * plan.dim + plan.rbw + 2 * plan.c;
     const int64_t min_tile = big_weights ? 128 : 32;
     tile = (int64_t{1} << 18) / std::max<int64_t>(row_floats, 1);
     tile = std::min<int64_t>(std::max(min_tile, tile / 32 * 32), 512);  // whole BLAS panels
@@ -551,8 +561,8 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
     // threads: forking per GEMM for small critics costs more than it gains, and on a loaded
     // machine a descheduled BLAS worker stalls every GEMM (measured: 50 ms instead of 1.5 ms
     // per step at B=64, D=64, 4x256).
-    const int previous = (!big_weights && a.blas_set_threads_local)
-                             ? a.blas_set_threads_local(1) : -1;
+    const int previous =
+        (!big_weights && a.blas_set_threads_local) ? a.blas_set_threads_local(1) : -1;
     try {
       Tile work(a, plan, tile, big_weights ? threads : 1);
       for (int64_t t = 0; t < num_tiles; ++t) {

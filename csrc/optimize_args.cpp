@@ -36,6 +36,15 @@ void check_optimize_args(const OptimizeLatentsArgs& a, const char* op) {
   if (a.num_outputs != out) fail("num_outputs must be the sum of every net's output width");
   if (a.row_bias != nullptr && a.row_bias_width != a.nets[0].widths[1])
     fail("row_bias_width must be the first net's widths[1]");
+  if (a.cpu_tile_rows < 0) fail("cpu_tile_rows must be >= 0 (0: automatic)");
+  if (a.cpu_threads < 0) fail("cpu_threads must be >= 0 (0: automatic)");
+  if (a.cuda_path < 0 || a.cuda_path > 2)
+    fail("cuda_path codes are 0 (auto), 1 (tile), 2 (generic)");
+  if (a.cuda_tile_rows != 0 && a.cuda_tile_rows != 8 && a.cuda_tile_rows != 16 &&
+      a.cuda_tile_rows != 32)
+    fail("cuda_tile_rows must be 0 (automatic), 8, 16 or 32");
+  if (a.cuda_graph < 0 || a.cuda_graph > 2) fail("cuda_graph codes are 0 (auto), 1 (on), 2 (off)");
+  if (a.cuda_chunk_rows < 0) fail("cuda_chunk_rows must be >= 0 (0: automatic)");
 }
 
 }  // namespace lcengine

@@ -7,10 +7,10 @@
     update    _first_bwd_adam_kernel g_z = G1 W_first, + distance gradient, Adam, masked by row
 
 (csrc/lcengine_ops.h, ``OptimizeLatentsArgs``, states the semantics; the loop lives in
-``lcengine/ops/_optimize_triton.py``). Nothing here reads a host scalar that changes from step to
-step: the step number is a device counter that the check kernel advances and the Adam epilogue
-reads, and Adam's per-step factors come from a device table, so a chunk of steps can be captured
-once in a CUDA graph and replayed.
+``lcengine/ops/optimize_latents/triton.py``). Nothing here reads a host scalar that changes from
+step to step: the step number is a device counter that the check kernel advances and the Adam
+epilogue reads, and Adam's per-step factors come from a device table, so a chunk of steps can be
+captured once in a CUDA graph and replayed.
 
 Every width (D, H, C) is a constexpr: a critic's widths are fixed, so each layer compiles once,
 and the interpreter (TRITON_INTERPRET=1) needs static loop bounds anyway (triton#9171). Rows (B)
@@ -19,6 +19,7 @@ activations are rounded to bf16 for the product, accumulation stays fp32).
 
 Only relative imports here: this folder is the subpackage ``lcengine._triton`` in the wheel.
 """
+
 # No `from __future__ import annotations`: the interpreter only recognizes real tl.constexpr
 # annotations, not their strings.
 from typing import Optional
@@ -30,7 +31,7 @@ import triton.language as tl
 from ._common import is_interpreted, wrap
 from ._math import _log1p_nonneg
 
-RELU, SOFTPLUS, LEAKY_RELU = 0, 1, 2  # lcengine.ops._optimize_prep.ACTIVATION_CODES
+RELU, SOFTPLUS, LEAKY_RELU = 0, 1, 2  # lcengine.ops.optimize_latents.prepare.ACTIVATION_CODES
 LEAKY_SLOPE = tl.constexpr(0.2)  # lcengine.method.critics' leaky ReLU
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)  # torch's default: softplus(x) = x above it
 
@@ -41,7 +42,7 @@ FP32_PRECISION = "tf32x3"
 # GEMM tiles on the GPU (the interpreter uses the smallest legal tiles: it runs programs one by
 # one in numpy, where small tiles cost nothing and exercise the masks).
 # fp32 at tf32x3 holds three operand splits per MMA: 8 warps keep a 64x64 tile under 255
-# registers without spills (tests/triton_aot.py checks it for sm_80 and sm_90).
+# registers without spills (tests/native/triton_aot.py checks it for sm_80 and sm_90).
 GPU_TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}
 GPU_TILE_BF16 = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
 CHECK_TILE_ELEMS = 2048  # logits per loss/check program (4 warps)
@@ -55,8 +56,9 @@ def _activate(x, ACT: tl.constexpr):
     elif ACT == 2:
         y = tl.where(x > 0.0, x, x * LEAKY_SLOPE)
     else:  # softplus: log1p(exp(x)) below the threshold, x above
-        y = tl.where(x > SOFTPLUS_THRESHOLD, x,
-                     _log1p_nonneg(tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD))))
+        y = tl.where(
+            x > SOFTPLUS_THRESHOLD, x, _log1p_nonneg(tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD)))
+        )
     return y
 
 
@@ -96,20 +98,39 @@ def _mma(x, w, acc, BF16: tl.constexpr, EMULATE_BF16: tl.constexpr, PRECISION: t
 
 
 @triton.jit
-def _grad_times_weight(g_ptr, ldg, w_ptr, rows, row_mask, cols, col_mask, N: tl.constexpr,
-                       K: tl.constexpr, BF16: tl.constexpr, EMULATE_BF16: tl.constexpr,
-                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr):
+def _grad_times_weight(
+    g_ptr,
+    ldg,
+    w_ptr,
+    rows,
+    row_mask,
+    cols,
+    col_mask,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """The [BM, BK] tile (rows, cols) of g[M, N] W[N, K] (W row-major [N, K]): an input
     gradient, reduced over the layer's N outputs."""
     acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
     for n0 in range(0, N, BLOCK_N):
         ns = n0 + tl.arange(0, BLOCK_N)  # [BN]
         n_mask = ns < N
-        g = tl.load(g_ptr + rows[:, None] * ldg + ns[None, :],
-                    mask=row_mask[:, None] & n_mask[None, :], other=0.0)  # [BM, BN]
-        w = tl.load(w_ptr + ns[:, None] * K + cols[None, :],
-                    mask=n_mask[:, None] & col_mask[None, :], other=0.0)  # [BN, BK]
+        g = tl.load(
+            g_ptr + rows[:, None] * ldg + ns[None, :],
+            mask=row_mask[:, None] & n_mask[None, :],
+            other=0.0,
+        )  # [BM, BN]
+        w = tl.load(
+            w_ptr + ns[:, None] * K + cols[None, :],
+            mask=n_mask[:, None] & col_mask[None, :],
+            other=0.0,
+        )  # [BN, BK]
         acc = _mma(g, w, acc, BF16, EMULATE_BF16, PRECISION)
     return acc
 
@@ -121,12 +142,30 @@ def _any_active(active_ptr, rows, row_mask):
 
 
 @triton.jit
-def _linear_fwd_kernel(x_ptr, ldx, w_ptr, b_ptr, rb_ptr, ld_rb, out_ptr, ldo, active_ptr, M,
-                       N: tl.constexpr, K: tl.constexpr, RB_N: tl.constexpr, ACT: tl.constexpr,
-                       APPLY_ACT: tl.constexpr, SKIP_INACTIVE: tl.constexpr,
-                       BF16: tl.constexpr, EMULATE_BF16: tl.constexpr,
-                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _linear_fwd_kernel(
+    x_ptr,
+    ldx,
+    w_ptr,
+    b_ptr,
+    rb_ptr,
+    ld_rb,
+    out_ptr,
+    ldo,
+    active_ptr,
+    M,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    RB_N: tl.constexpr,
+    ACT: tl.constexpr,
+    APPLY_ACT: tl.constexpr,
+    SKIP_INACTIVE: tl.constexpr,
+    BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """out[M, N] = act(x[M, K] W[N, K]^T + bias), bias = row_bias[m, n] for n < RB_N, b[n]
     otherwise; without APPLY_ACT (an output layer) no activation. With SKIP_INACTIVE a tile
     whose rows are all frozen is not computed (its rows keep their last values, never read)."""
@@ -142,31 +181,58 @@ def _linear_fwd_kernel(x_ptr, ldx, w_ptr, b_ptr, rb_ptr, ld_rb, out_ptr, ldo, ac
         for k0 in range(0, K, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)  # [BK]
             k_mask = ks < K
-            x = tl.load(x_ptr + rows[:, None] * ldx + ks[None, :],
-                        mask=row_mask[:, None] & k_mask[None, :], other=0.0)  # [BM, BK]
-            w = tl.load(w_ptr + cols[None, :] * K + ks[:, None],
-                        mask=col_mask[None, :] & k_mask[:, None], other=0.0)  # [BK, BN] = W^T
+            x = tl.load(
+                x_ptr + rows[:, None] * ldx + ks[None, :],
+                mask=row_mask[:, None] & k_mask[None, :],
+                other=0.0,
+            )  # [BM, BK]
+            w = tl.load(
+                w_ptr + cols[None, :] * K + ks[:, None],
+                mask=col_mask[None, :] & k_mask[:, None],
+                other=0.0,
+            )  # [BK, BN] = W^T
             acc = _mma(x, w, acc, BF16, EMULATE_BF16, PRECISION)
         bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0)  # [BN]
         if RB_N > 0:
             in_rb = cols[None, :] < RB_N
-            rb = tl.load(rb_ptr + rows[:, None] * ld_rb + cols[None, :],
-                         mask=row_mask[:, None] & in_rb, other=0.0)  # [BM, BN]
+            rb = tl.load(
+                rb_ptr + rows[:, None] * ld_rb + cols[None, :],
+                mask=row_mask[:, None] & in_rb,
+                other=0.0,
+            )  # [BM, BN]
             acc = acc + tl.where(in_rb, rb, bias[None, :])
         else:
             acc = acc + bias[None, :]
         if APPLY_ACT:
             acc = _activate(acc, ACT)
-        tl.store(out_ptr + rows[:, None] * ldo + cols[None, :], acc,
-                 mask=row_mask[:, None] & col_mask[None, :])
+        tl.store(
+            out_ptr + rows[:, None] * ldo + cols[None, :],
+            acc,
+            mask=row_mask[:, None] & col_mask[None, :],
+        )
 
 
 @triton.jit
-def _linear_bwd_kernel(g_ptr, ldg, w_ptr, a_ptr, lda, out_ptr, ldo, active_ptr, M,
-                       N: tl.constexpr, K: tl.constexpr, ACT: tl.constexpr, BF16: tl.constexpr,
-                       EMULATE_BF16: tl.constexpr,
-                       PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr):
+def _linear_bwd_kernel(
+    g_ptr,
+    ldg,
+    w_ptr,
+    a_ptr,
+    lda,
+    out_ptr,
+    ldo,
+    active_ptr,
+    M,
+    N: tl.constexpr,
+    K: tl.constexpr,
+    ACT: tl.constexpr,
+    BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """out[M, K] = (g[M, N] W[N, K]) * act'(a[M, K]): a hidden Linear layer's input gradient
     through the activation that produced its input a (saved in the forward). Tiles of frozen
     rows are skipped (their gradient rows are zero and never applied)."""
@@ -175,21 +241,59 @@ def _linear_bwd_kernel(g_ptr, ldg, w_ptr, a_ptr, lda, out_ptr, ldo, active_ptr, 
     row_mask = rows < M
     col_mask = cols < K
     if _any_active(active_ptr, rows, row_mask):
-        acc = _grad_times_weight(g_ptr, ldg, w_ptr, rows, row_mask, cols, col_mask, N, K, BF16,
-                                 EMULATE_BF16, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc = _grad_times_weight(
+            g_ptr,
+            ldg,
+            w_ptr,
+            rows,
+            row_mask,
+            cols,
+            col_mask,
+            N,
+            K,
+            BF16,
+            EMULATE_BF16,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
         mask = row_mask[:, None] & col_mask[None, :]
         a = tl.load(a_ptr + rows[:, None] * lda + cols[None, :], mask=mask, other=0.0)
-        tl.store(out_ptr + rows[:, None] * ldo + cols[None, :], acc * _activation_slope(a, ACT),
-                 mask=mask)
+        tl.store(
+            out_ptr + rows[:, None] * ldo + cols[None, :],
+            acc * _activation_slope(a, ACT),
+            mask=mask,
+        )
 
 
 @triton.jit
-def _first_bwd_adam_kernel(g_ptr, w_ptr, z_ptr, z0_ptr, m_ptr, v_ptr, coef_ptr, active_ptr,
-                           step_ptr, table_ptr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                           eps, M, H: tl.constexpr, D: tl.constexpr, BF16: tl.constexpr,
-                           EMULATE_BF16: tl.constexpr,
-                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_K: tl.constexpr):
+def _first_bwd_adam_kernel(
+    g_ptr,
+    w_ptr,
+    z_ptr,
+    z0_ptr,
+    m_ptr,
+    v_ptr,
+    coef_ptr,
+    active_ptr,
+    step_ptr,
+    table_ptr,
+    beta1,
+    one_minus_beta1,
+    beta2,
+    one_minus_beta2,
+    eps,
+    M,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BF16: tl.constexpr,
+    EMULATE_BF16: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """The step's update, for the rows still active:
 
         g = G1[M, H] W_first[H, D] + coef[d] diff / (1 + diff^2),  diff = z - z_start
@@ -204,8 +308,23 @@ def _first_bwd_adam_kernel(g_ptr, w_ptr, z_ptr, z0_ptr, m_ptr, v_ptr, coef_ptr, 
     col_mask = cols < D
     active = tl.load(active_ptr + rows, mask=row_mask, other=0) != 0  # [BM]
     if tl.max(active.to(tl.int32), axis=0) > 0:
-        acc = _grad_times_weight(g_ptr, H, w_ptr, rows, row_mask, cols, col_mask, H, D, BF16,
-                                 EMULATE_BF16, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc = _grad_times_weight(
+            g_ptr,
+            H,
+            w_ptr,
+            rows,
+            row_mask,
+            cols,
+            col_mask,
+            H,
+            D,
+            BF16,
+            EMULATE_BF16,
+            PRECISION,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
+        )
         t = tl.load(step_ptr)
         step_size = tl.load(table_ptr + 2 * t)
         sqrt_bc2 = tl.load(table_ptr + 2 * t + 1)
@@ -224,10 +343,24 @@ def _first_bwd_adam_kernel(g_ptr, w_ptr, z_ptr, z0_ptr, m_ptr, v_ptr, coef_ptr, 
 
 
 @triton.jit
-def _loss_check_kernel(logits_ptr, target_ptr, weight_ptr, req_ptr, upper_ptr, lower_ptr,
-                       active_ptr, converged_ptr, steps_ptr, g_ptr, step_ptr, M,
-                       C: tl.constexpr, FINAL: tl.constexpr, BLOCK_R: tl.constexpr,
-                       BLOCK_C: tl.constexpr):
+def _loss_check_kernel(
+    logits_ptr,
+    target_ptr,
+    weight_ptr,
+    req_ptr,
+    upper_ptr,
+    lower_ptr,
+    active_ptr,
+    converged_ptr,
+    steps_ptr,
+    g_ptr,
+    step_ptr,
+    M,
+    C: tl.constexpr,
+    FINAL: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     """Per row: p = sigmoid(logits); satisfied = every column with requirement +1 above upper,
     -1 below lower. Step mode: an active satisfied row is frozen (active 0, converged 1); the
     other active rows count a step and get d loss / d logit = loss_weight (p - target), frozen
@@ -250,13 +383,15 @@ def _loss_check_kernel(logits_ptr, target_ptr, weight_ptr, req_ptr, upper_ptr, l
     active = tl.load(active_ptr + rows, mask=row_mask, other=0) != 0
     converged = tl.load(converged_ptr + rows, mask=row_mask, other=0) != 0
     if FINAL:
-        tl.store(converged_ptr + rows, (converged | (active & satisfied)).to(tl.uint8),
-                 mask=row_mask)
+        tl.store(
+            converged_ptr + rows, (converged | (active & satisfied)).to(tl.uint8), mask=row_mask
+        )
     else:
         update = active & ~satisfied
         tl.store(active_ptr + rows, update.to(tl.uint8), mask=row_mask)
-        tl.store(converged_ptr + rows, (converged | (active & satisfied)).to(tl.uint8),
-                 mask=row_mask)
+        tl.store(
+            converged_ptr + rows, (converged | (active & satisfied)).to(tl.uint8), mask=row_mask
+        )
         steps = tl.load(steps_ptr + rows, mask=row_mask, other=0)
         tl.store(steps_ptr + rows, steps + update.to(tl.int64), mask=row_mask)
         tgt = tl.load(target_ptr + offs, mask=mask, other=0.0)
@@ -289,9 +424,18 @@ def _is_bf16(w: torch.Tensor) -> bool:
     return w.dtype == torch.bfloat16
 
 
-def linear_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor,
-               active: torch.Tensor, *, act: int, apply_act: bool, skip_inactive: bool,
-               row_bias: Optional[torch.Tensor] = None) -> None:
+def linear_fwd(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor,
+    active: torch.Tensor,
+    *,
+    act: int,
+    apply_act: bool,
+    skip_inactive: bool,
+    row_bias: Optional[torch.Tensor] = None,
+) -> None:
     """out = act(x W^T + b) (row_bias replaces b[:row_bias.shape[1]] per row).
 
     Args:
@@ -310,15 +454,38 @@ def linear_fwd(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Ten
     grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
     rb_n = 0 if row_bias is None else row_bias.shape[1]
     wrap(_linear_fwd_kernel)[grid](
-        x, x.stride(0), w, b, row_bias if row_bias is not None else b,
-        row_bias.stride(0) if row_bias is not None else 0, out, out.stride(0), active, m,
-        N=n, K=k, RB_N=rb_n, ACT=act, APPLY_ACT=apply_act, SKIP_INACTIVE=skip_inactive,
-        BF16=_is_bf16(w), EMULATE_BF16=_emulate(_linear_fwd_kernel), PRECISION=FP32_PRECISION,
-        **cfg)
+        x,
+        x.stride(0),
+        w,
+        b,
+        row_bias if row_bias is not None else b,
+        row_bias.stride(0) if row_bias is not None else 0,
+        out,
+        out.stride(0),
+        active,
+        m,
+        N=n,
+        K=k,
+        RB_N=rb_n,
+        ACT=act,
+        APPLY_ACT=apply_act,
+        SKIP_INACTIVE=skip_inactive,
+        BF16=_is_bf16(w),
+        EMULATE_BF16=_emulate(_linear_fwd_kernel),
+        PRECISION=FP32_PRECISION,
+        **cfg,
+    )
 
 
-def linear_bwd(g: torch.Tensor, w: torch.Tensor, a: torch.Tensor, out: torch.Tensor,
-               active: torch.Tensor, *, act: int) -> None:
+def linear_bwd(
+    g: torch.Tensor,
+    w: torch.Tensor,
+    a: torch.Tensor,
+    out: torch.Tensor,
+    active: torch.Tensor,
+    *,
+    act: int,
+) -> None:
     """out = (g W) * act'(a): the input gradient of a hidden layer. # g [M, N], w [N, K],
     a and out [M, K] (unit column stride, may be column slices)."""
     m, n = g.shape
@@ -326,15 +493,41 @@ def linear_bwd(g: torch.Tensor, w: torch.Tensor, a: torch.Tensor, out: torch.Ten
     cfg = _tile(_linear_bwd_kernel, w, n)
     grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(k, cfg["BLOCK_K"]))
     wrap(_linear_bwd_kernel)[grid](
-        g, g.stride(0), w, a, a.stride(0), out, out.stride(0), active, m, N=n, K=k, ACT=act,
-        BF16=_is_bf16(w), EMULATE_BF16=_emulate(_linear_bwd_kernel), PRECISION=FP32_PRECISION,
-        **cfg)
+        g,
+        g.stride(0),
+        w,
+        a,
+        a.stride(0),
+        out,
+        out.stride(0),
+        active,
+        m,
+        N=n,
+        K=k,
+        ACT=act,
+        BF16=_is_bf16(w),
+        EMULATE_BF16=_emulate(_linear_bwd_kernel),
+        PRECISION=FP32_PRECISION,
+        **cfg,
+    )
 
 
-def first_bwd_adam(g1: torch.Tensor, w_first: torch.Tensor, z: torch.Tensor,
-                   z0: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                   coef: torch.Tensor, active: torch.Tensor, step: torch.Tensor,
-                   table: torch.Tensor, *, beta1: float, beta2: float, eps: float) -> None:
+def first_bwd_adam(
+    g1: torch.Tensor,
+    w_first: torch.Tensor,
+    z: torch.Tensor,
+    z0: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    coef: torch.Tensor,
+    active: torch.Tensor,
+    step: torch.Tensor,
+    table: torch.Tensor,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
     """The latent gradient through the stacked first layers, the distance gradient and the Adam
     step of the active rows, in one kernel. # g1 [M, H], w_first [H, D], z, z0, exp_avg,
     exp_avg_sq [M, D] contiguous float32, coef [D], active [M] uint8, step [1] int32 (the step
@@ -344,16 +537,46 @@ def first_bwd_adam(g1: torch.Tensor, w_first: torch.Tensor, z: torch.Tensor,
     cfg = _tile(_first_bwd_adam_kernel, w_first, h)
     grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(d, cfg["BLOCK_K"]))
     wrap(_first_bwd_adam_kernel)[grid](
-        g1, w_first, z, z0, exp_avg, exp_avg_sq, coef, active, step, table, float(beta1),
-        1.0 - float(beta1), float(beta2), 1.0 - float(beta2), float(eps), m, H=h, D=d,
-        BF16=_is_bf16(w_first), EMULATE_BF16=_emulate(_first_bwd_adam_kernel),
-        PRECISION=FP32_PRECISION, **cfg)
+        g1,
+        w_first,
+        z,
+        z0,
+        exp_avg,
+        exp_avg_sq,
+        coef,
+        active,
+        step,
+        table,
+        float(beta1),
+        1.0 - float(beta1),
+        float(beta2),
+        1.0 - float(beta2),
+        float(eps),
+        m,
+        H=h,
+        D=d,
+        BF16=_is_bf16(w_first),
+        EMULATE_BF16=_emulate(_first_bwd_adam_kernel),
+        PRECISION=FP32_PRECISION,
+        **cfg,
+    )
 
 
-def loss_check(logits: torch.Tensor, target: torch.Tensor, loss_weight: torch.Tensor,
-               requirement: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
-               active: torch.Tensor, converged: torch.Tensor, steps_taken: torch.Tensor,
-               grad_logits: torch.Tensor, step: torch.Tensor, *, final: bool) -> None:
+def loss_check(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    loss_weight: torch.Tensor,
+    requirement: torch.Tensor,
+    upper: torch.Tensor,
+    lower: torch.Tensor,
+    active: torch.Tensor,
+    converged: torch.Tensor,
+    steps_taken: torch.Tensor,
+    grad_logits: torch.Tensor,
+    step: torch.Tensor,
+    *,
+    final: bool,
+) -> None:
     """The stopping rule and the loss gradient at the logits (see the kernel). # logits,
     target, loss_weight, grad_logits [M, C] float32, requirement [M, C] int8, upper, lower [C],
     active, converged [M] uint8, steps_taken [M] int64, step [1] int32."""
@@ -361,6 +584,21 @@ def loss_check(logits: torch.Tensor, target: torch.Tensor, loss_weight: torch.Te
     block_c = max(triton.next_power_of_2(c), 2)
     block_r = 16 if is_interpreted(_loss_check_kernel) else max(1, CHECK_TILE_ELEMS // block_c)
     wrap(_loss_check_kernel)[(triton.cdiv(m, block_r),)](
-        logits, target, loss_weight, requirement, upper, lower, active, converged, steps_taken,
-        grad_logits, step, m, C=c, FINAL=final, BLOCK_R=block_r, BLOCK_C=block_c,
-        num_warps=4)
+        logits,
+        target,
+        loss_weight,
+        requirement,
+        upper,
+        lower,
+        active,
+        converged,
+        steps_taken,
+        grad_logits,
+        step,
+        m,
+        C=c,
+        FINAL=final,
+        BLOCK_R=block_r,
+        BLOCK_C=block_c,
+        num_warps=4,
+    )

@@ -49,23 +49,22 @@
 // std::barrier, graph capture recorded and replayed) against the eager reference: every path,
 // tile height and activation matched. Not verified on hardware: the memory model and timing,
 // occupancy, the CUDA graph API itself, and the cost-model constants;
-// tests/test_optimize_latents_cuda.py checks correctness on a GPU.
+// tests/ops/test_optimize_latents_cuda.py checks correctness on a GPU.
 //
 // Performance expectations (estimates, unmeasured): both paths are fp32 SIMT FMA (no tensor
 // cores); bf16 weights halve weight traffic but not FMA work. The tile path streams each CTA's
 // weights from L2 every step, so it is compute or L2 bound at TR=16 for 4 x 256 critics.
 //
-// Knobs for tests and benchmarks (environment, read per call; both the size query and the run
-// read them):
-//   LCENGINE_OPTIMIZE_CUDA_PATH        auto | tile | generic   ("tile" raises when ineligible)
-//   LCENGINE_OPTIMIZE_CUDA_TILE_ROWS   0 (auto) | 8 | 16 | 32  (raises when it does not fit)
-//   LCENGINE_OPTIMIZE_CUDA_GRAPH       auto | on | off         (on: whenever one chunk)
-//   LCENGINE_OPTIMIZE_CUDA_CHUNK_ROWS  rows per generic-path chunk (0: automatic)
+// Tuning fields of OptimizeLatentsArgs (set from lcengine's OptimizeTuning, whose
+// LCENGINE_OPTIMIZE_CUDA_* environment variables are read in Python; both the size query and
+// the run read them):
+//   cuda_path        0 auto | 1 tile | 2 generic    (tile: an error when ineligible)
+//   cuda_tile_rows   0 (auto) | 8 | 16 | 32         (an error when it does not fit)
+//   cuda_graph       0 auto | 1 on | 2 off          (on: whenever the batch is one chunk)
+//   cuda_chunk_rows  rows per generic-path chunk (0: automatic)
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -97,13 +96,13 @@ enum Epilogue : int {
 };
 
 struct GemmParams {
-  int64_t M;          // rows of this chunk
-  int N, K;           // output columns, reduction depth
-  const float* A;     // [M, lda]
+  int64_t M;       // rows of this chunk
+  int N, K;        // output columns, reduction depth
+  const float* A;  // [M, lda]
   int64_t lda;
-  const void* W;      // NT: B(k, n) = W[n * ldw + k];  NN: B(k, n) = W[k * ldw + n]
+  const void* W;  // NT: B(k, n) = W[n * ldw + k];  NN: B(k, n) = W[k * ldw + n]
   int64_t ldw;
-  float* C;           // [M, ldc]
+  float* C;  // [M, ldc]
   int64_t ldc;
   const float* bias;      // [N] (forward)
   const float* row_bias;  // [M, ld_row_bias] or nullptr: replaces bias (forward)
@@ -114,10 +113,10 @@ struct GemmParams {
   int gate;
   int64_t steps;
   // kEpiUpdate (z = C, ld = ldc = dim)
-  float* exp_avg;         // [M, ldc]
-  float* exp_avg_sq;      // [M, ldc]
-  const float* z_start;   // [M, ldc]
-  const float* coef;      // [N]
+  float* exp_avg;        // [M, ldc]
+  float* exp_avg_sq;     // [M, ldc]
+  const float* z_start;  // [M, ldc]
+  const float* coef;     // [N]
   AdamConsts adam;
 };
 
@@ -150,13 +149,13 @@ __global__ void __launch_bounds__(kGemmThreads)
       ra[i] = (row < p.M && ka < p.K) ? __ldg(p.A + row * p.lda + ka) : 0.f;
       if (NT) {
         const int n = n0 + (e >> 4);
-        rb[i] = (n < p.N && ka < p.K) ? __ldg(w + static_cast<int64_t>(n) * p.ldw + ka)
-                                      : zero_of<Tw>();
+        rb[i] =
+            (n < p.N && ka < p.K) ? __ldg(w + static_cast<int64_t>(n) * p.ldw + ka) : zero_of<Tw>();
       } else {
         const int kb = k0 + (e >> 6);
         const int n = n0 + (e & 63);
-        rb[i] = (n < p.N && kb < p.K) ? __ldg(w + static_cast<int64_t>(kb) * p.ldw + n)
-                                      : zero_of<Tw>();
+        rb[i] =
+            (n < p.N && kb < p.K) ? __ldg(w + static_cast<int64_t>(kb) * p.ldw + n) : zero_of<Tw>();
       }
     }
   };
@@ -290,8 +289,8 @@ __global__ void __launch_bounds__(kCheckThreads)
       continue;
     }
     for (int c = lane; c < C; c += 32) {
-      g[c] = sat ? 0.f
-                 : p.loss_weight[row * C + c] * (stable_sigmoid(l[c]) - p.target[row * C + c]);
+      g[c] =
+          sat ? 0.f : p.loss_weight[row * C + c] * (stable_sigmoid(l[c]) - p.target[row * C + c]);
     }
     __syncwarp();
     if (lane == 0) {
@@ -378,9 +377,12 @@ __global__ void optimize_init_kernel(const __grid_constant__ InitParams p) {
 constexpr int64_t kAlign = 256;
 constexpr size_t kTileSmemPortable = 99 * 1024;  // smallest opt-in limit of sm_80+ (sm_86/89/120)
 constexpr int64_t kGraphMaxRows = 16384;
-constexpr int kStepsPerCheck = 16;                 // steps per graph replay / per host check
+constexpr int kStepsPerCheck = 16;  // steps per graph replay / per host check
 constexpr int64_t kGenericWorkspaceBudget = int64_t{1} << 30;
 constexpr int64_t kMaxChunkRows = int64_t{65535} * kGemmM;  // gridDim.y limit
+// Codes of OptimizeLatentsArgs::cuda_path and cuda_graph (0 is "auto" for both).
+constexpr int32_t kCudaPathTile = 1, kCudaPathGeneric = 2;
+constexpr int32_t kCudaGraphOn = 1, kCudaGraphOff = 2;
 
 int64_t align_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 int round4(int64_t w) { return static_cast<int>(align_up(w, 4)); }
@@ -426,7 +428,8 @@ Problem analyze(const OptimizeLatentsArgs& a) {
   int64_t first = 0, out = 0;
   for (int32_t n = 0; n < a.num_nets; ++n) {
     const OptimizeNet& net = a.nets[n];
-    for (int32_t l = 1; l <= net.num_layers; ++l) p.max_width = std::max(p.max_width, net.widths[l]);
+    for (int32_t l = 1; l <= net.num_layers; ++l)
+      p.max_width = std::max(p.max_width, net.widths[l]);
     for (int32_t l = 2; l < net.num_layers; ++l) p.hidden_per_row += net.widths[l];
     p.nets.push_back(NetView{static_cast<int>(net.activation), net.num_layers, net.widths,
                              net.weights, net.biases, first, out});
@@ -435,23 +438,6 @@ Problem analyze(const OptimizeLatentsArgs& a) {
     out += net.widths[net.num_layers];
   }
   return p;
-}
-
-std::string env_string(const char* name) {
-  const char* v = std::getenv(name);
-  std::string s = v ? v : "";
-  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
-}
-
-int64_t env_int(const char* name) {
-  const std::string s = env_string(name);
-  if (s.empty()) return 0;
-  char* end = nullptr;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (end == s.c_str() || *end != '\0' || v < 0)
-    fail(std::string(name) + " must be a non-negative integer, got '" + s + "'");
-  return v;
 }
 
 // Shared memory layout of a tile of TR rows (floats). Fills `tp` when given.
@@ -551,12 +537,10 @@ struct Plan {
 
 Plan make_plan(const OptimizeLatentsArgs& a, const Problem& pr) {
   Plan plan{};
-  const std::string path = env_string("LCENGINE_OPTIMIZE_CUDA_PATH");
-  if (!path.empty() && path != "auto" && path != "tile" && path != "generic")
-    fail("LCENGINE_OPTIMIZE_CUDA_PATH must be auto, tile or generic, got '" + path + "'");
   const std::string why = tile_ineligible(a, pr);
-  if (path == "tile" && !why.empty()) fail("the row-tile path cannot run this problem: " + why);
-  plan.path = (path == "generic" || !why.empty()) ? Path::kGeneric : Path::kTile;
+  if (a.cuda_path == kCudaPathTile && !why.empty())
+    fail("the row-tile path cannot run this problem (cuda_path=tile): " + why);
+  plan.path = (a.cuda_path == kCudaPathGeneric || !why.empty()) ? Path::kGeneric : Path::kTile;
   const int64_t f = sizeof(float);
   int64_t off = 0;
   if (plan.path == Path::kTile) {
@@ -569,7 +553,7 @@ Plan make_plan(const OptimizeLatentsArgs& a, const Problem& pr) {
     return plan;
   }
   const int64_t per_row = f * (2 * pr.dim + pr.h1 + pr.hidden_per_row + pr.c) + 1;
-  int64_t chunk = env_int("LCENGINE_OPTIMIZE_CUDA_CHUNK_ROWS");
+  int64_t chunk = a.cuda_chunk_rows;
   if (chunk <= 0) {
     chunk = std::max<int64_t>(kGemmM, kGenericWorkspaceBudget / per_row / kGemmM * kGemmM);
   }
@@ -685,10 +669,12 @@ int pick_tile_rows(const OptimizeLatentsArgs& a, const Problem& pr, int forced) 
   }
   if (best == 0) {
     if (forced)
-      fail("LCENGINE_OPTIMIZE_CUDA_TILE_ROWS=" + std::to_string(forced) +
+      fail("cuda_tile_rows=" + std::to_string(forced) +
            " does not fit this device's shared memory");
-    throw std::runtime_error("optimize_latents_cuda: no row tile fits this device's shared "
-                             "memory (opt-in limit " + std::to_string(optin) + " bytes)");
+    throw std::runtime_error(
+        "optimize_latents_cuda: no row tile fits this device's shared "
+        "memory (opt-in limit " +
+        std::to_string(optin) + " bytes)");
   }
   return best;
 }
@@ -696,10 +682,7 @@ int pick_tile_rows(const OptimizeLatentsArgs& a, const Problem& pr, int forced) 
 template <typename Tw>
 void run_tile(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& plan, char* ws,
               cudaStream_t s) {
-  const int64_t forced = env_int("LCENGINE_OPTIMIZE_CUDA_TILE_ROWS");
-  if (forced != 0 && forced != 8 && forced != 16 && forced != 32)
-    fail("LCENGINE_OPTIMIZE_CUDA_TILE_ROWS must be 0, 8, 16 or 32");
-  const int tr = pick_tile_rows<Tw>(a, pr, static_cast<int>(forced));
+  const int tr = pick_tile_rows<Tw>(a, pr, a.cuda_tile_rows);  // 0, 8, 16 or 32 (checked)
   TileParams tp{};
   const size_t smem = tile_layout(a, pr, tr, &tp);
   tp.rows = pr.rows;
@@ -746,8 +729,8 @@ void run_tile(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& plan,
 struct Chunk {
   int64_t M;
   const float* z_start;
-  float* z;         // z_out rows of the chunk
-  float* logits;    // logits_out rows of the chunk
+  float* z;       // z_out rows of the chunk
+  float* logits;  // logits_out rows of the chunk
   const float* row_bias;
   const float* target;
   const float* loss_weight;
@@ -756,10 +739,10 @@ struct Chunk {
   int64_t* steps_taken;
   float* exp_avg;
   float* exp_avg_sq;
-  float* act1;              // [M, H1]
+  float* act1;                 // [M, H1]
   std::vector<float*> hidden;  // per net, per layer l (index l): [M, widths[l]] for l >= 2
   std::vector<size_t> hidden_base;
-  float* glog;              // [M, C]
+  float* glog;  // [M, C]
   uint8_t* active;
   Control* ctrl;
   float* coef;
@@ -867,8 +850,8 @@ class GenericRunner {
     c.final_check = final_check ? 1 : 0;
     const int64_t blocks = std::min<int64_t>(ceil_div(ch.M, kCheckThreads / 32),
                                              static_cast<int64_t>(current_sm_count()) * 8);
-    optimize_check_kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kCheckThreads,
-                            0, s>>>(c);
+    optimize_check_kernel<<<static_cast<unsigned>(std::max<int64_t>(blocks, 1)), kCheckThreads, 0,
+                            s>>>(c);
     check_launch("optimize_check_kernel");
   }
 
@@ -968,14 +951,10 @@ struct GraphHolder {
   }
 };
 
-bool use_graph(const Problem& pr, const Plan& plan) {
-  const std::string mode = env_string("LCENGINE_OPTIMIZE_CUDA_GRAPH");
-  if (!mode.empty() && mode != "auto" && mode != "on" && mode != "off" && mode != "1" &&
-      mode != "0")
-    fail("LCENGINE_OPTIMIZE_CUDA_GRAPH must be auto, on or off, got '" + mode + "'");
+bool use_graph(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& plan) {
   if (plan.chunk_rows < pr.rows) return false;  // one graph per chunk would be re-captured
-  if (mode == "off" || mode == "0") return false;
-  if (mode == "on" || mode == "1") return true;
+  if (a.cuda_graph == kCudaGraphOff) return false;
+  if (a.cuda_graph == kCudaGraphOn) return true;
   return pr.rows <= kGraphMaxRows;
 }
 
@@ -983,7 +962,7 @@ template <typename Tw>
 void run_generic(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& plan, char* ws,
                  cudaStream_t s) {
   GenericRunner<Tw> runner(a, pr);
-  const bool graph_mode = use_graph(pr, plan);
+  const bool graph_mode = use_graph(a, pr, plan);
   const int64_t per_call = std::min<int64_t>(kStepsPerCheck, a.steps);
   Control* ctrl = reinterpret_cast<Control*>(ws + plan.off_ctrl);
   for (int64_t r0 = 0; r0 < pr.rows; r0 += plan.chunk_rows) {
@@ -1068,8 +1047,8 @@ size_t optimize_latents_cuda_workspace_bytes(const OptimizeLatentsArgs& args) {
   return static_cast<size_t>(make_plan(args, pr).bytes);
 }
 
-void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace,
-                           size_t workspace_bytes, void* stream) {
+void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace, size_t workspace_bytes,
+                           void* stream) {
   using namespace cuda_detail::opt;
   if (args.rows <= 0) return;
   const Problem pr = analyze(args);
@@ -1083,8 +1062,9 @@ void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace,
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   cuda_detail::cuda_check(cudaStreamIsCapturing(s, &status), "cudaStreamIsCapturing");
   if (status != cudaStreamCaptureStatusNone)
-    fail("cannot run while the stream is being captured into a CUDA graph (the step loop "
-         "synchronizes to stop early)");
+    fail(
+        "cannot run while the stream is being captured into a CUDA graph (the step loop "
+        "synchronizes to stop early)");
   char* ws = static_cast<char*>(workspace);
   if (plan.path == Path::kTile) {
     if (args.weights_bf16) {

@@ -40,8 +40,8 @@ constexpr int kLayerRowBias = 4;  // bias from TileParams::row_bias (net 0, laye
 
 // One Linear layer: in [TR, K] -> out [TR, N], both in shared memory (float offsets, strides).
 struct TileLayer {
-  const void* w;       // [N, K] row-major, float or bfloat16 (ld = K)
-  const float* bias;   // [N] (nullptr with kLayerRowBias)
+  const void* w;      // [N, K] row-major, float or bfloat16 (ld = K)
+  const float* bias;  // [N] (nullptr with kLayerRowBias)
   int K, N;
   int in_off, in_ld;
   int out_off, out_ld;
@@ -112,10 +112,9 @@ __device__ __forceinline__ void tile_store_chunk(const Tw (&pre)[kChunkK], float
 // epilogue) and the previous readers of the staging chunk are done before anything is read or
 // overwritten. Ends without one.
 template <int RM, typename Tw, bool NT>
-__device__ __forceinline__ void tile_gemm(float (&acc)[RM][4], const float* __restrict__ a,
-                                          int lda, const Tw* __restrict__ w, int ldw, int nout,
-                                          int kred, float* __restrict__ bs, int tid, int rg,
-                                          int cg) {
+__device__ __forceinline__ void tile_gemm(float (&acc)[RM][4], const float* __restrict__ a, int lda,
+                                          const Tw* __restrict__ w, int ldw, int nout, int kred,
+                                          float* __restrict__ bs, int tid, int rg, int cg) {
   Tw pre[kChunkK];
   const int nchunks = (kred + kChunkK - 1) / kChunkK;
   tile_load_chunk<Tw, NT>(pre, w, ldw, nout, kred, 0, tid);
@@ -173,8 +172,8 @@ __device__ __forceinline__ void tile_forward(const TileParams& p, float* smem, i
     const TileLayer& L = p.layers[li];
     float acc[RM][4];
     zero_acc<RM>(acc);
-    tile_gemm<RM, Tw, true>(acc, smem + L.in_off, L.in_ld, static_cast<const Tw*>(L.w), L.K,
-                            L.N, L.K, smem, tid, rg, cg);
+    tile_gemm<RM, Tw, true>(acc, smem + L.in_off, L.in_ld, static_cast<const Tw*>(L.w), L.K, L.N,
+                            L.K, smem, tid, rg, cg);
     float* out = smem + L.out_off;
     const bool last = (L.flags & kLayerLast) != 0;
     const bool use_row_bias = (L.flags & kLayerRowBias) != 0;
@@ -204,8 +203,8 @@ __device__ __forceinline__ void tile_forward(const TileParams& p, float* smem, i
 // active and 0 elsewhere. Final check: active rows are written out with converged = satisfied
 // and steps_taken = steps. Returns the number of rows still active (same value in every thread).
 template <int TR>
-__device__ __forceinline__ int tile_check(const TileParams& p, float* smem, int64_t row0,
-                                          int64_t t, bool final_check, int tid) {
+__device__ __forceinline__ int tile_check(const TileParams& p, float* smem, int64_t row0, int64_t t,
+                                          bool final_check, int tid) {
   __syncthreads();  // the output layers' epilogues are done
   const int lane = tid & 31, warp = tid >> 5;
   const int C = p.num_outputs, D = p.dim;
@@ -264,8 +263,8 @@ __device__ __forceinline__ void tile_backward(const TileParams& p, float* smem, 
     if (L.flags & kLayerFirst) continue;
     float acc[RM][4];
     zero_acc<RM>(acc);
-    tile_gemm<RM, Tw, false>(acc, smem + L.out_off, L.out_ld, static_cast<const Tw*>(L.w), L.K,
-                             L.K, L.N, smem, tid, rg, cg);
+    tile_gemm<RM, Tw, false>(acc, smem + L.out_off, L.out_ld, static_cast<const Tw*>(L.w), L.K, L.K,
+                             L.N, smem, tid, rg, cg);
     float* in = smem + L.in_off;
 #pragma unroll
     for (int i = 0; i < RM; ++i) {
@@ -285,8 +284,8 @@ __device__ __forceinline__ void tile_backward(const TileParams& p, float* smem, 
 // and Adam for the active rows.
 template <int RM, typename Tw>
 __device__ __forceinline__ void tile_update(const TileParams& p, float* smem, int64_t row0,
-                                            const float (&coef)[4], float step_size,
-                                            float sqrt_bc2, int tid, int rg, int cg) {
+                                            const float (&coef)[4], float step_size, float sqrt_bc2,
+                                            int tid, int rg, int cg) {
   float acc[RM][4];
   zero_acc<RM>(acc);
   for (int li = 0; li < p.num_layers; ++li) {
@@ -310,8 +309,7 @@ __device__ __forceinline__ void tile_update(const TileParams& p, float* smem, in
       float z = zs[r * p.ldz + n];
       float m = p.exp_avg[e];
       float v = p.exp_avg_sq[e];
-      distance_adam(z, m, v, acc[i][c], __ldg(p.z_start + e), coef[c], p.adam, step_size,
-                    sqrt_bc2);
+      distance_adam(z, m, v, acc[i][c], __ldg(p.z_start + e), coef[c], p.adam, step_size, sqrt_bc2);
       zs[r * p.ldz + n] = z;
       p.exp_avg[e] = m;
       p.exp_avg_sq[e] = v;

@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """The CUDA optimizer's kernels, run on the CPU through a host emulation, match the eager loop.
 
-CI machines compile the CUDA sources but have no GPU. tests/cuda_emu/build.py compiles the exact
+CI machines compile the CUDA sources but have no GPU. cuda_emu/build.py compiles the exact
 kernel sources of the fused optimizer (kernels/cuda/optimize*) with g++ against an emulated
 runtime (each CTA as std::threads with barriers, CUDA graphs recorded and replayed), linked with
-the real bindings; tests/cuda_emu/check.py runs every kernel path (row tiles of 8/16/32 rows,
+the real bindings; cuda_emu/check.py runs every kernel path (row tiles of 8/16/32 rows,
 the generic GEMM path with and without graphs, in chunks, bf16 weights, every row converging
 early so that the host stops the step loop) against
 ``optimize_latents(backend="eager")``. This checks indexing, barriers, warp votes and the step
 and graph control flow; not the memory model, timing or occupancy (the ``gpu`` tests do).
 """
+
 import os
 import shutil
 import subprocess
@@ -25,13 +26,20 @@ def test_emulated_cuda_optimizer_matches_eager(tmp_path):
         if "native" in os.environ.get("LCENGINE_REQUIRE", ""):
             pytest.fail("g++ is needed to build the CUDA emulation")
         pytest.skip("g++ not found")
-    build = subprocess.run([sys.executable, os.path.join(HERE, "cuda_emu", "build.py"),
-                            str(tmp_path)], capture_output=True, text=True, timeout=900)
+    build = subprocess.run(
+        [sys.executable, os.path.join(HERE, "cuda_emu", "build.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     module = build.stdout.strip().splitlines()[-1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LCENGINE_OPTIMIZE_CUDA_")}
-    run = subprocess.run([sys.executable, os.path.join(HERE, "cuda_emu", "check.py"), module],
-                         capture_output=True, text=True, timeout=1800, env=env)
+    run = subprocess.run(
+        [sys.executable, os.path.join(HERE, "cuda_emu", "check.py"), module],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     lines = run.stdout.splitlines()
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert len(lines) == 18 and all(line.startswith("ok ") for line in lines), run.stdout

@@ -1,32 +1,29 @@
 # SPDX-License-Identifier: Apache-2.0
 """Runs the emulated CUDA optimizer (build.py) against the eager reference loop.
 
-Usage: ``python tests/cuda_emu/check.py MODULE_PATH`` with the module that build.py made. Every
-case forces one kernel path through the LCENGINE_OPTIMIZE_CUDA_* knobs, runs the real binding
-``optimize_latents_cuda`` on host memory (workspace filled with garbage, like fresh GPU memory)
-and compares with ``lcengine.optimize_latents(backend="eager")`` exactly as the GPU tests do.
-Prints one ``ok`` line per case; exits non-zero at the first mismatch.
+Usage: ``python tests/native/cuda_emu/check.py MODULE_PATH`` with the module that build.py
+made. Every case forces one kernel path through the ``cuda_*`` fields of ``OptimizeTuning``,
+runs the real binding ``optimize_latents_cuda`` on host memory (workspace filled with garbage,
+like fresh GPU memory) and compares with ``lcengine.optimize_latents(backend="eager")`` exactly
+as the GPU tests do. Prints one ``ok`` line per case; exits non-zero at the first mismatch.
 """
+
 import copy
 import ctypes
 import importlib.util
 import os
 import sys
 import time
-import types
 
 import torch
 
 import lcengine
-from lcengine.ops._optimize_prep import parse_critics, prepare
+from lcengine.ops.optimize_latents import OptimizeHyperParams, OptimizeTuning
+from lcengine.ops.optimize_latents.prepare import parse_critics, prepare
 
-TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, TESTS)
-from test_optimize_latents import assert_same_run, make_problem  # noqa: E402
-from test_optimize_latents_cuda import _bf16_weights_of  # noqa: E402
-
-KNOBS = ("PATH", "TILE_ROWS", "GRAPH", "CHUNK_ROWS")
-
+from support.optimize_problems import _bf16_weights_of, assert_same_run, make_problem  # noqa: E402
 
 COUNTERS = ("kernels", "graph_launches", "syncs")  # stubs.cpp: lcengine_emu_counter
 
@@ -41,23 +38,44 @@ def load(path: str):
     return mod
 
 
-def run_emulated(mod, z, y, mask, real, attr, sigma, *, steps, lr=0.05, w_dist=0.1,
-                 tau_r=0.5, tau_a=0.5, weight_dtype=torch.float32):
+def run_emulated(
+    mod,
+    z,
+    y,
+    mask,
+    real,
+    attr,
+    sigma,
+    tuning,
+    *,
+    steps,
+    lr=0.05,
+    w_dist=0.1,
+    tau_r=0.5,
+    tau_a=0.5,
+    weight_dtype=torch.float32,
+):
     ra = getattr(real, "num_attributes", y.shape[1])
-    prep = prepare(parse_critics(real, attr, z.shape[1], y.shape[1], ra), z, y.float(), mask,
-                   sigma, w_realism=1.0, w_attr=1.0, w_dist=w_dist, tau_r=tau_r, tau_a=tau_a,
-                   realism_attributes=ra, weight_dtype=weight_dtype)
+    hyper = OptimizeHyperParams(steps=steps, lr=lr, w_dist=w_dist, tau_r=tau_r, tau_a=tau_a)
+    prep = prepare(
+        parse_critics(real, attr, z.shape[1], y.shape[1], ra),
+        z,
+        y.float(),
+        mask,
+        sigma,
+        hyper,
+        realism_attributes=ra,
+        weight_dtype=weight_dtype,
+    )
     b, d, c = prep.rows, prep.dim, prep.num_outputs
     z_out = torch.full((b, d), float("nan"))  # [B, D]
     conv = torch.full((b,), 7, dtype=torch.uint8)  # [B]: anything but 0/1 until written
     st = torch.full((b,), -5, dtype=torch.int64)  # [B]
     logits = torch.full((b, c), float("nan"))  # [B, C]
-    args = prep.native_args(z_out, conv, st, logits, steps=steps, lr=lr, beta1=0.9,
-                            beta2=0.999, eps=1e-8)
-    bf16 = weight_dtype == torch.bfloat16
-    nbytes = mod.optimize_latents_cuda_workspace_bytes(*args, bf16)
+    args = prep.native_args(mod, z_out, conv, st, logits, hyper=hyper, tuning=tuning)
+    nbytes = mod.optimize_latents_cuda_workspace_bytes(args)
     raw = torch.full((nbytes + 512,), 0xFF, dtype=torch.uint8)  # garbage (NaN floats)
-    mod.optimize_latents_cuda(*args, bf16, (raw.data_ptr() + 255) // 256 * 256, nbytes, 0)
+    mod.optimize_latents_cuda(args, (raw.data_ptr() + 255) // 256 * 256, nbytes, 0)
     assert set(conv.tolist()) <= {0, 1} and bool((st >= 0).all()), "outputs not written"
     assert not bool(z_out.isnan().any()), "latents not written"
     probs = torch.sigmoid(logits)
@@ -65,25 +83,26 @@ def run_emulated(mod, z, y, mask, real, attr, sigma, *, steps, lr=0.05, w_dist=0
 
 
 def case(mod, name, problem, sigma, knobs, *, expect=None, **kw):
-    """One run against the reference; ``expect``: exact deltas of some emulator counters."""
-    for k in KNOBS:
-        os.environ.pop("LCENGINE_OPTIMIZE_CUDA_" + k, None)
-    for k, v in knobs.items():
-        os.environ["LCENGINE_OPTIMIZE_CUDA_" + k] = str(v)
+    """One run against the reference with the tuning ``OptimizeTuning(**knobs)``; ``expect``:
+    exact deltas of some emulator counters."""
+    tuning = OptimizeTuning(**knobs)
     t0 = time.perf_counter()
     z, y, mask, real, attr = problem
     ref_kw = {k: v for k, v in kw.items() if k != "weight_dtype"}
     ref = lcengine.optimize_latents(z, y, mask, real, attr, sigma, backend="eager", **ref_kw)
     before = mod.emu_counters()
-    out = run_emulated(mod, z, y, mask, real, attr, sigma, **kw)
+    out = run_emulated(mod, z, y, mask, real, attr, sigma, tuning, **kw)
     after = mod.emu_counters()
     assert_same_run(out, ref, y, mask, **{k: kw[k] for k in ("tau_r", "tau_a") if k in kw})
     for k, v in (expect or {}).items():
         got = after[k] - before[k]
         assert got == v, f"{name} {knobs}: {k} {got}, expected {v}"
     converged_at = sorted(set(ref.steps[ref.converged].tolist()))
-    print(f"ok {name} {knobs} converged {int(ref.converged.sum())}/{len(ref.converged)} at "
-          f"steps {converged_at[:6]} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    print(
+        f"ok {name} {knobs} converged {int(ref.converged.sum())}/{len(ref.converged)} at "
+        f"steps {converged_at[:6]} ({time.perf_counter() - t0:.1f} s)",
+        flush=True,
+    )
 
 
 def main(path: str) -> None:
@@ -93,42 +112,60 @@ def main(path: str) -> None:
     for act in ("relu", "softplus", "leaky_relu"):  # odd sizes: row and column tails
         p = make_problem(37, 13, (32, 24), act, seed=3713)
         sigma = torch.rand(13, generator=torch.Generator().manual_seed(13)) + 0.5  # [D]
-        case(mod, f"37x13 {act} tile", p, sigma, {"PATH": "tile"}, **kw)
+        case(mod, f"37x13 {act} tile", p, sigma, {"cuda_path": "tile"}, **kw)
     p = make_problem(37, 13, (32, 24), "relu", seed=3713)
     for rows in (8, 16, 32):
-        case(mod, "37x13 relu tile", p, 1.0, {"PATH": "tile", "TILE_ROWS": rows}, **kw)
-    for knobs in ({"PATH": "generic", "GRAPH": "on"}, {"PATH": "generic", "GRAPH": "off"},
-                  {"PATH": "generic", "CHUNK_ROWS": 16}):
+        case(mod, "37x13 relu tile", p, 1.0, {"cuda_path": "tile", "cuda_tile_rows": rows}, **kw)
+    for knobs in (
+        {"cuda_path": "generic", "cuda_graph": "on"},
+        {"cuda_path": "generic", "cuda_graph": "off"},
+        {"cuda_path": "generic", "cuda_chunk_rows": 16},
+    ):
         case(mod, "37x13 relu generic", p, 1.0, knobs, **kw)
     # rows converging at different steps; a zero-shot column and a stacked attribute critic
     p = make_problem(64, 16, (32, 32), "relu", seed=3, sharpen=6.0)
     conv = dict(steps=40, tau_r=0.6, tau_a=0.7, lr=0.05)
-    case(mod, "converging", p, 1.0, {"PATH": "tile"}, **conv)
-    case(mod, "converging", p, 1.0, {"PATH": "generic", "GRAPH": "on"}, **conv)
+    case(mod, "converging", p, 1.0, {"cuda_path": "tile"}, **conv)
+    case(mod, "converging", p, 1.0, {"cuda_path": "generic", "cuda_graph": "on"}, **conv)
     # every row converges by step 9 of 40: the generic path stops at its first host check (one
     # graph replay / 16 plain steps, one sync; the gated final forward and check are no-ops), every
     # tile CTA leaves its step loop early and skips the final check
     p = make_problem(29, 12, (32, 24), "relu", seed=10, sharpen=10.0)
     early = dict(steps=40, tau_r=0.3, lr=0.3, w_dist=0.05)
-    for knobs, expect in (({"PATH": "generic", "GRAPH": "on"}, {"graph_launches": 1, "syncs": 1}),
-                          ({"PATH": "generic", "GRAPH": "off"}, {"graph_launches": 0, "syncs": 1}),
-                          ({"PATH": "tile"}, {"kernels": 1})):
+    for knobs, expect in (
+        ({"cuda_path": "generic", "cuda_graph": "on"}, {"graph_launches": 1, "syncs": 1}),
+        ({"cuda_path": "generic", "cuda_graph": "off"}, {"graph_launches": 0, "syncs": 1}),
+        ({"cuda_path": "tile"}, {"kernels": 1}),
+    ):
         case(mod, "all converge early", p, 1.0, knobs, expect=expect, **early)
     p = make_problem(19, 8, (16, 16), "softplus", a=5, a_real=3, stacked=True, seed=7)
-    case(mod, "stacked zero-shot", p, 0.5, {"PATH": "tile"}, steps=20)
+    case(mod, "stacked zero-shot", p, 0.5, {"cuda_path": "tile"}, steps=20)
     # a width over 256: only the generic path can take it
     p = make_problem(9, 5, (300,), "leaky_relu", seed=5)
     case(mod, "wide", p, 1.0, {}, steps=10)
     # bf16 weights: exactly the fp32 loop on bf16-rounded weights
-    for knobs in ({"PATH": "tile"}, {"PATH": "generic"}):
+    for knobs in ({"cuda_path": "tile"}, {"cuda_path": "generic"}):
         z, y, mask, real, attr = make_problem(37, 13, (32, 24), "relu", seed=9)
-        rounded = (z, y, mask, _bf16_weights_of(copy.deepcopy(real), 13),
-                   _bf16_weights_of(copy.deepcopy(attr)))
-        os.environ.pop("LCENGINE_OPTIMIZE_CUDA_PATH", None)
+        rounded = (
+            z,
+            y,
+            mask,
+            _bf16_weights_of(copy.deepcopy(real), 13),
+            _bf16_weights_of(copy.deepcopy(attr)),
+        )
         ref = lcengine.optimize_latents(*rounded, 1.0, backend="eager", steps=8)
-        os.environ.update({"LCENGINE_OPTIMIZE_CUDA_" + k: v for k, v in knobs.items()})
-        out = run_emulated(mod, z, y, mask, real, attr, 1.0, steps=8,
-                           weight_dtype=torch.bfloat16)
+        out = run_emulated(
+            mod,
+            z,
+            y,
+            mask,
+            real,
+            attr,
+            1.0,
+            OptimizeTuning(**knobs),
+            steps=8,
+            weight_dtype=torch.bfloat16,
+        )
         assert_same_run(out, ref, y, mask)
         print(f"ok bf16 weights {knobs}", flush=True)
 

@@ -7,33 +7,30 @@ and Adam). Every critic's first layer is one GEMM over the stacked ``w_first``; 
 critic's y-embedding is a per-row bias. Rows are masked, not compacted, so shapes never change
 between steps; GEMM tiles whose rows are all frozen are skipped. The step number and Adam's
 per-step factors live on the device, so on CUDA a chunk of steps is captured once in a CUDA graph
-and replayed (``TRITON_TUNING``); between chunks one flag read stops the loop when every row has
-frozen.
+and replayed (``tuning.triton_graph``, ``tuning.triton_chunk_steps``); between chunks one flag
+read stops the loop when every row has frozen. Rows are independent, so a batch whose buffers
+exceed ``tuning.triton_workspace_bytes`` runs as blocks of rows, each to completion.
 """
-from __future__ import annotations
 
-import torch
+from __future__ import annotations
 
 import dataclasses
 
-from ..backend import triton_module
-from ._optimize_prep import Prepared
+import torch
 
-# graph: capture chunks of steps in a CUDA graph on GPU; chunk: steps per chunk (also how often
-# the host checks whether any row is still active); workspace_bytes: the most that the per-row
-# buffers (activations, their gradients, Adam state) of one block of rows may take. Rows are
-# independent, so a batch larger than that runs as blocks of rows, each to completion.
-TRITON_TUNING = {"graph": True, "chunk": 16, "workspace_bytes": 4 << 30}
+from ...backend import triton_module
+from .config import OptimizeHyperParams, OptimizeTuning
+from .prepare import Prepared
 
 
 class _Loop:
     """Buffers and launches of one call (all on the prepared device, float32)."""
 
-    def __init__(self, prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: float,
-                 eps: float):
+    def __init__(self, prep: Prepared, hyper: OptimizeHyperParams):
         self.k = triton_module().optimize
         self.p = prep
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        steps, lr, beta1, beta2 = hyper.steps, hyper.lr, hyper.beta1, hyper.beta2
+        self.beta1, self.beta2, self.eps = beta1, beta2, hyper.eps
         dev = prep.z_start.device
         f32 = dict(dtype=torch.float32, device=dev)
         b, d, c = prep.rows, prep.dim, prep.num_outputs
@@ -52,8 +49,8 @@ class _Loop:
         self.hidden, self.grads = [], []
         for net in prep.nets:
             first = net.first_offset
-            acts = [self.h1[:, first:first + net.widths[1]]]
-            grads = [self.g1[:, first:first + net.widths[1]]]
+            acts = [self.h1[:, first : first + net.widths[1]]]
+            grads = [self.g1[:, first : first + net.widths[1]]]
             for width in net.widths[2:-1]:
                 acts.append(torch.zeros(b, width, **f32))
                 grads.append(torch.zeros(b, width, **f32))
@@ -61,8 +58,9 @@ class _Loop:
             self.grads.append(grads)
         # Adam's factors per step t = 1..steps, folded in float64 (row 0 unused)
         t = torch.arange(steps + 1, dtype=torch.float64)
-        table = torch.stack([lr / (1.0 - beta1 ** t.clamp(min=1)),
-                             torch.sqrt(1.0 - beta2 ** t.clamp(min=1))], 1)  # [steps + 1, 2]
+        table = torch.stack(
+            [lr / (1.0 - beta1 ** t.clamp(min=1)), torch.sqrt(1.0 - beta2 ** t.clamp(min=1))], 1
+        )  # [steps + 1, 2]
         self.table = table.to(**f32).contiguous()
         self.coef = (prep.inv_sigma_sq * (prep.w_dist * 2.0 / d)).contiguous()  # [D]
         self.first_groups = self._first_groups()
@@ -83,41 +81,100 @@ class _Loop:
         k, p = self.k, self.p
         for act, start, end in self.first_groups:
             rb = p.row_bias if start == 0 else None  # the realism critic's columns come first
-            k.linear_fwd(self.z, p.w_first[start:end], p.b_first[start:end],
-                         self.h1[:, start:end], self.active, act=act, apply_act=True,
-                         skip_inactive=skip_inactive, row_bias=rb)
-        for net, acts in zip(p.nets, self.hidden):
+            k.linear_fwd(
+                self.z,
+                p.w_first[start:end],
+                p.b_first[start:end],
+                self.h1[:, start:end],
+                self.active,
+                act=act,
+                apply_act=True,
+                skip_inactive=skip_inactive,
+                row_bias=rb,
+            )
+        for net, acts in zip(p.nets, self.hidden, strict=True):
             x = acts[0]
-            for layer, (w, bias) in enumerate(zip(net.weights, net.biases)):
+            for layer, (w, bias) in enumerate(zip(net.weights, net.biases, strict=True)):
                 last = layer == len(net.weights) - 1
-                out = (self.logits[:, net.output_offset:net.output_offset + net.widths[-1]]
-                       if last else acts[layer + 1])
-                k.linear_fwd(x, w, bias, out, self.active, act=net.activation,
-                             apply_act=not last, skip_inactive=skip_inactive)
+                out = (
+                    self.logits[:, net.output_offset : net.output_offset + net.widths[-1]]
+                    if last
+                    else acts[layer + 1]
+                )
+                k.linear_fwd(
+                    x,
+                    w,
+                    bias,
+                    out,
+                    self.active,
+                    act=net.activation,
+                    apply_act=not last,
+                    skip_inactive=skip_inactive,
+                )
                 x = out
 
     def one_step(self) -> None:
         k, p = self.k, self.p
         self.forward(skip_inactive=True)
-        k.loss_check(self.logits, p.target, p.loss_weight, p.requirement, p.upper, p.lower,
-                     self.active, self.converged, self.steps_taken, self.g_logits, self.step,
-                     final=False)
-        for net, acts, grads in zip(p.nets, self.hidden, self.grads):
-            g = self.g_logits[:, net.output_offset:net.output_offset + net.widths[-1]]
+        k.loss_check(
+            self.logits,
+            p.target,
+            p.loss_weight,
+            p.requirement,
+            p.upper,
+            p.lower,
+            self.active,
+            self.converged,
+            self.steps_taken,
+            self.g_logits,
+            self.step,
+            final=False,
+        )
+        for net, acts, grads in zip(p.nets, self.hidden, self.grads, strict=True):
+            g = self.g_logits[:, net.output_offset : net.output_offset + net.widths[-1]]
             for layer in range(len(net.weights) - 1, -1, -1):
-                k.linear_bwd(g, net.weights[layer], acts[layer], grads[layer], self.active,
-                             act=net.activation)
+                k.linear_bwd(
+                    g,
+                    net.weights[layer],
+                    acts[layer],
+                    grads[layer],
+                    self.active,
+                    act=net.activation,
+                )
                 g = grads[layer]
-        k.first_bwd_adam(self.g1, p.w_first, self.z, p.z_start, self.exp_avg, self.exp_avg_sq,
-                         self.coef, self.active, self.step, self.table, beta1=self.beta1,
-                         beta2=self.beta2, eps=self.eps)
+        k.first_bwd_adam(
+            self.g1,
+            p.w_first,
+            self.z,
+            p.z_start,
+            self.exp_avg,
+            self.exp_avg_sq,
+            self.coef,
+            self.active,
+            self.step,
+            self.table,
+            beta1=self.beta1,
+            beta2=self.beta2,
+            eps=self.eps,
+        )
 
     def finish(self) -> None:
         p = self.p
         self.forward(skip_inactive=False)
-        self.k.loss_check(self.logits, p.target, p.loss_weight, p.requirement, p.upper, p.lower,
-                          self.active, self.converged, self.steps_taken, self.g_logits, self.step,
-                          final=True)
+        self.k.loss_check(
+            self.logits,
+            p.target,
+            p.loss_weight,
+            p.requirement,
+            p.upper,
+            p.lower,
+            self.active,
+            self.converged,
+            self.steps_taken,
+            self.g_logits,
+            self.step,
+            final=True,
+        )
 
 
 def bytes_per_row(prep: Prepared) -> int:
@@ -131,33 +188,39 @@ def bytes_per_row(prep: Prepared) -> int:
 
 def _rows(prep: Prepared, start: int, stop: int) -> Prepared:
     """The prepared inputs of rows [start, stop) (row slices of contiguous tensors: views)."""
-    cut = {f: getattr(prep, f)[start:stop] for f in ("z_start", "target", "loss_weight",
-                                                      "requirement")}
+    cut = {
+        f: getattr(prep, f)[start:stop] for f in ("z_start", "target", "loss_weight", "requirement")
+    }
     cut["row_bias"] = None if prep.row_bias is None else prep.row_bias[start:stop]
     return dataclasses.replace(prep, **cut)
 
 
-def run_triton(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: float,
-               eps: float) -> tuple:
-    """Runs ``steps`` optimizer steps; returns (z [B, D], converged [B] bool, steps [B] int64,
-    logits [B, C]) like the native runners. Batches whose buffers exceed
-    ``TRITON_TUNING["workspace_bytes"]`` run as consecutive blocks of rows."""
-    block = max(1, int(TRITON_TUNING["workspace_bytes"]) // bytes_per_row(prep))
+def run_triton(
+    prep: Prepared, hyper: OptimizeHyperParams, tuning: OptimizeTuning
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs ``hyper.steps`` optimizer steps on ``prep``'s device.
+
+    Returns:
+        ``(z [B, D] float32, converged [B] bool, steps [B] int64, logits [B, C] float32)``,
+        like the native runners. Batches whose buffers exceed
+        ``tuning.triton_workspace_bytes`` run as consecutive blocks of rows.
+    """
+    block = max(1, tuning.triton_workspace_bytes // bytes_per_row(prep))
     if prep.rows <= block:
-        return _run_block(prep, steps=steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
-    parts = [_run_block(_rows(prep, start, min(start + block, prep.rows)), steps=steps, lr=lr,
-                        beta1=beta1, beta2=beta2, eps=eps)
-             for start in range(0, prep.rows, block)]
-    return tuple(torch.cat(pieces) for pieces in zip(*parts))
+        return _run_block(prep, hyper, tuning)
+    parts = [
+        _run_block(_rows(prep, start, min(start + block, prep.rows)), hyper, tuning)
+        for start in range(0, prep.rows, block)
+    ]
+    return tuple(torch.cat(pieces) for pieces in zip(*parts, strict=True))
 
 
-def _run_block(prep: Prepared, *, steps: int, lr: float, beta1: float, beta2: float,
-               eps: float) -> tuple:
-    loop = _Loop(prep, steps=steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
-    chunk = max(1, int(TRITON_TUNING["chunk"]))
+def _run_block(prep: Prepared, hyper: OptimizeHyperParams, tuning: OptimizeTuning) -> tuple:
+    loop = _Loop(prep, hyper)
+    steps, chunk = hyper.steps, tuning.triton_chunk_steps
     device = prep.z_start.device
     done = 0
-    if device.type == "cuda" and TRITON_TUNING["graph"] and steps > chunk:
+    if device.type == "cuda" and tuning.triton_graph and steps > chunk:
         loop.one_step()  # compiles every kernel outside the capture
         done = 1
         stream = torch.cuda.Stream(device)

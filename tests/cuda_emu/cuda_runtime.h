@@ -1,3 +1,0 @@
-// SPDX-License-Identifier: Apache-2.0
-#pragma once
-// The emulation (tests/cuda_emu/common.cuh) defines the runtime API the kernels use.
