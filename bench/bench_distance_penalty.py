@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """distance_penalty: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+
 import pytest
 
 

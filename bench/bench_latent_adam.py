@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """latent_adam: eager, torch.compile and lcengine (auto backend) under pytest-benchmark."""
+
 import pytest
 
 

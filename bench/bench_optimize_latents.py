@@ -4,6 +4,7 @@ hidden layers of 256 (ReLU), 300 Adam steps per call, every row taking every ste
 autograd loop (lcengine.reference.optimize_latents_ref) against lcengine's auto backend. The full
 table (every case, GFLOP/s, fraction of a GEMM probe) is ``lcengine bench --ops
 optimize_latents``."""
+
 import pytest
 
 from lcengine import optimize_latents
@@ -20,8 +21,7 @@ def test_optimize_latents(benchmark, contender):
     fn = optimize_latents_ref if contender == "eager" else optimize_latents
 
     def call():
-        return fn(x["z"], x["y"], x["mask"], x["real"], x["attr"], x["sigma_bar"],
-                  **x["kwargs"])
+        return fn(x["z"], x["y"], x["mask"], x["real"], x["attr"], x["sigma_bar"], **x["kwargs"])
 
     call()  # warm-up outside the measurement
     benchmark.pedantic(call, rounds=3, iterations=1)

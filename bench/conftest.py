@@ -7,6 +7,7 @@ on the same inputs, using the cases defined once in ``lcengine.benchmarks.CASES`
 ``import conftest`` to whichever conftest is first on the path). Shape: ``LCENGINE_BENCH_SHAPE``
 as ROWSxDIM (default 65536x64 on CPU, 1048576x1024 on GPU).
 """
+
 import os
 from typing import Callable
 
@@ -38,8 +39,10 @@ def time_row_op(benchmark, contender) -> Callable[[str], None]:
         elif contender == "compile":
             fn = torch.compile(case.eager, dynamic=False)
         else:
+
             def fn(x):
                 return case.lcengine(x, "auto")
+
         call = timed_call(fn, inputs, case.wrt)
         call()
         if DEVICE.type == "cuda":

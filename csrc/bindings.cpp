@@ -24,20 +24,27 @@ using lcengine::WeightMode;
 namespace {
 
 DType to_dtype(int code) {
-  if (code < 0 || code > 2) throw std::invalid_argument("dtype code must be 0 (float32), 1 (float16) or 2 (bfloat16), got " + std::to_string(code));
+  if (code < 0 || code > 2)
+    throw std::invalid_argument(
+        "dtype code must be 0 (float32), 1 (float16) or 2 (bfloat16), got " + std::to_string(code));
   return static_cast<DType>(code);
 }
 
 WeightMode to_weight_mode(int code) {
-  if (code < 0 || code > 2) throw std::invalid_argument("weight_mode must be 0 (none), 1 (last dim) or 2 (full), got " + std::to_string(code));
+  if (code < 0 || code > 2)
+    throw std::invalid_argument("weight_mode must be 0 (none), 1 (last dim) or 2 (full), got " +
+                                std::to_string(code));
   return static_cast<WeightMode>(code);
 }
 
 template <typename T = void>
-T* ptr(std::uintptr_t p) { return reinterpret_cast<T*>(p); }
+T* ptr(std::uintptr_t p) {
+  return reinterpret_cast<T*>(p);
+}
 
 void require_ptr(std::uintptr_t p, const char* name, int64_t n) {
-  if (n > 0 && p == 0) throw std::invalid_argument(std::string(name) + " must be a non-null data pointer");
+  if (n > 0 && p == 0)
+    throw std::invalid_argument(std::string(name) + " must be a non-null data pointer");
 }
 
 void require_sizes(int64_t rows, int64_t dim) {

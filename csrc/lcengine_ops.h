@@ -25,26 +25,25 @@ enum class WeightMode : int { kNone = 0, kLastDim = 1, kFull = 2 };
 void standard_normal_cpu(void* out, int64_t n, uint64_t seed, uint64_t offset, DType dtype);
 
 // z[i] = mu[i] + exp(logvar[i] / 2) * eps(seed, offset + i)
-void reparameterize_cpu(const void* mu, const void* logvar, void* z, int64_t n,
-                            uint64_t seed, uint64_t offset, DType dtype);
+void reparameterize_cpu(const void* mu, const void* logvar, void* z, int64_t n, uint64_t seed,
+                        uint64_t offset, DType dtype);
 
 // grad_logvar[i] = grad_z[i] * 0.5 * exp(logvar[i] / 2) * eps(seed, offset + i)
 void reparameterize_backward_cpu(const void* grad_z, const void* logvar, void* grad_logvar,
-                            int64_t n, uint64_t seed, uint64_t offset, DType dtype);
+                                 int64_t n, uint64_t seed, uint64_t offset, DType dtype);
 
 // kl_rows[r] = -0.5 * sum_d (1 + lv - mu^2 - exp(lv)) (float32, [rows]).
 // If grad_mu != nullptr, also writes the gradient of (grad_scale * kl_rows[r]):
 //   grad_mu = grad_scale * mu, grad_logvar = grad_scale * 0.5 * (exp(lv) - 1)   (dtype of input)
 void gaussian_kl_cpu(const void* mu, const void* logvar, float* kl_rows, void* grad_mu,
-                         void* grad_logvar, float grad_scale, int64_t rows, int64_t dim,
-                         DType dtype);
+                     void* grad_logvar, float grad_scale, int64_t rows, int64_t dim, DType dtype);
 
 // out_rows[r] = (1/D) sum_d log(1 + (z - z_ref)^2) * inv_sigma_sq[d]   (float32, [rows])
 // inv_sigma_sq has `dim` entries if sigma_per_dim, else 1. If grad_z != nullptr also writes
 //   grad_z = grad_scale * (1/D) * 2 (z - z_ref) / (1 + (z - z_ref)^2) * inv_sigma_sq[d]
 void distance_penalty_cpu(const void* z, const void* z_ref, const float* inv_sigma_sq,
-                              bool sigma_per_dim, float* out_rows, void* grad_z,
-                              float grad_scale, int64_t rows, int64_t dim, DType dtype);
+                          bool sigma_per_dim, float* out_rows, void* grad_z, float grad_scale,
+                          int64_t rows, int64_t dim, DType dtype);
 
 // Elementwise binary cross-entropy with logits, stable for any |logit|:
 //   loss = w * (max(l, 0) - l * t + log1p(exp(-|l|)))
@@ -53,9 +52,9 @@ void distance_penalty_cpu(const void* z, const void* z_ref, const float* inv_sig
 // the per-row sum (float32, [rows]); if grad_logits != nullptr writes
 //   grad = grad_scale * w * (sigmoid(l) - t).
 void constraint_loss_cpu(const void* logits, const void* target, const void* weight,
-                             WeightMode weight_mode, void* loss_elems, float* loss_rows,
-                             void* grad_logits, float grad_scale, int64_t rows, int64_t dim,
-                             DType dtype);
+                         WeightMode weight_mode, void* loss_elems, float* loss_rows,
+                         void* grad_logits, float grad_scale, int64_t rows, int64_t dim,
+                         DType dtype);
 
 // In-place Adam update (torch.optim.Adam formula, no weight decay) of rows whose active[r] != 0
 // (all rows if active == nullptr); inactive rows are not read or written.
@@ -77,22 +76,21 @@ int cpu_num_threads();
 #ifdef LCENGINE_WITH_CUDA
 void standard_normal_cuda(void* out, int64_t n, uint64_t seed, uint64_t offset, DType dtype,
                           void* stream);
-void reparameterize_cuda(const void* mu, const void* logvar, void* z, int64_t n,
-                             uint64_t seed, uint64_t offset, DType dtype, void* stream);
+void reparameterize_cuda(const void* mu, const void* logvar, void* z, int64_t n, uint64_t seed,
+                         uint64_t offset, DType dtype, void* stream);
 void reparameterize_backward_cuda(const void* grad_z, const void* logvar, void* grad_logvar,
-                             int64_t n, uint64_t seed, uint64_t offset, DType dtype,
-                             void* stream);
+                                  int64_t n, uint64_t seed, uint64_t offset, DType dtype,
+                                  void* stream);
 void gaussian_kl_cuda(const void* mu, const void* logvar, float* kl_rows, void* grad_mu,
-                          void* grad_logvar, float grad_scale, int64_t rows, int64_t dim,
-                          DType dtype, void* stream);
+                      void* grad_logvar, float grad_scale, int64_t rows, int64_t dim, DType dtype,
+                      void* stream);
 void distance_penalty_cuda(const void* z, const void* z_ref, const float* inv_sigma_sq,
-                               bool sigma_per_dim, float* out_rows, void* grad_z,
-                               float grad_scale, int64_t rows, int64_t dim, DType dtype,
-                               void* stream);
+                           bool sigma_per_dim, float* out_rows, void* grad_z, float grad_scale,
+                           int64_t rows, int64_t dim, DType dtype, void* stream);
 void constraint_loss_cuda(const void* logits, const void* target, const void* weight,
-                              WeightMode weight_mode, void* loss_elems, float* loss_rows,
-                              void* grad_logits, float grad_scale, int64_t rows, int64_t dim,
-                              DType dtype, void* stream);
+                          WeightMode weight_mode, void* loss_elems, float* loss_rows,
+                          void* grad_logits, float grad_scale, int64_t rows, int64_t dim,
+                          DType dtype, void* stream);
 void latent_adam_cuda(void* z, const void* grad, void* exp_avg, void* exp_avg_sq,
                       const uint8_t* active, int64_t rows, int64_t dim, double lr, double beta1,
                       double beta2, double eps, double bias_c1, double bias_c2, DType dtype,

@@ -4,11 +4,14 @@
 Public ops (each with ``backend=`` "auto" | "eager" | "native" | "triton"):
 :func:`reparameterize`, :func:`standard_normal`, :func:`gaussian_kl`, :func:`distance_penalty`,
 :func:`constraint_loss`, :func:`latent_adam_`, :func:`optimize_latents` (returns
-:class:`OptimizeResult`). Backend selection: :func:`use_backend`,
+:class:`OptimizeResult`; settings :class:`OptimizeHyperParams`, :class:`OptimizeTuning`,
+:func:`optimize_tuning`). Backend selection: :func:`use_backend`,
 ``LCENGINE_BACKEND``; what was built: :func:`build_info`. The method itself lives in
 :mod:`lcengine.method`.
 """
-from importlib.metadata import PackageNotFoundError, version as _version
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("lcengine")
@@ -17,19 +20,24 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from .backend import BACKENDS, build_info, use_backend
 from .ops import (
+    OptimizeHyperParams,
     OptimizeResult,
+    OptimizeTuning,
     constraint_loss,
     distance_penalty,
     gaussian_kl,
     latent_adam_,
     optimize_latents,
+    optimize_tuning,
     reparameterize,
     standard_normal,
 )
 
 __all__ = [
     "BACKENDS",
+    "OptimizeHyperParams",
     "OptimizeResult",
+    "OptimizeTuning",
     "__version__",
     "build_info",
     "constraint_loss",
@@ -37,6 +45,7 @@ __all__ = [
     "gaussian_kl",
     "latent_adam_",
     "optimize_latents",
+    "optimize_tuning",
     "reparameterize",
     "standard_normal",
     "use_backend",

@@ -12,6 +12,7 @@ Precedence: the op's ``backend=`` argument, then the innermost ``use_backend`` c
 ``LCENGINE_BACKEND`` environment variable, then ``auto``. Explicitly requesting a backend that is
 not available raises ``RuntimeError`` saying why.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,8 @@ FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 EAGER_DTYPES = FUSED_DTYPES + (torch.float64,)
 
 _context_backend: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "lcengine_backend", default=None)
+    "lcengine_backend", default=None
+)
 _warned_fallback: set[str] = set()
 _native_cache: dict[str, object] = {}
 _triton_cache: dict[str, object] = {}
@@ -109,7 +111,10 @@ def unavailable_reason(name: str, device_type: str) -> Optional[str]:
             return None
         if device_type == "cuda":
             if not mod.with_cuda:
-                return "lcengine._C was built without CUDA kernels (nvcc not found or LCENGINE_CUDA=OFF)"
+                return (
+                    "lcengine._C was built without CUDA kernels (nvcc not found or "
+                    "LCENGINE_CUDA=OFF)"
+                )
             if mod.cuda_device_count() < 1:
                 return "lcengine._C has CUDA kernels but its CUDA runtime sees no device"
             return None
@@ -127,8 +132,9 @@ def unavailable_reason(name: str, device_type: str) -> Optional[str]:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def resolve_backend(backend: Optional[str], device: torch.device,
-                    dtype: Optional[torch.dtype] = None) -> str:
+def resolve_backend(
+    backend: Optional[str], device: torch.device, dtype: Optional[torch.dtype] = None
+) -> str:
     """The concrete backend ("eager", "native" or "triton") to run an op on ``device``.
 
     Args:
@@ -146,16 +152,26 @@ def resolve_backend(backend: Optional[str], device: torch.device,
                 return candidate
         if device_type not in _warned_fallback:
             _warned_fallback.add(device_type)
-            reasons = "; ".join(f"{c}: {unavailable_reason(c, device_type)}"
-                                for c in AUTO_ORDER.get(device_type, ())) or "none registered"
-            warnings.warn(f"lcengine: no fused backend for {device_type} tensors ({reasons}); "
-                          "falling back to the eager PyTorch references", RuntimeWarning,
-                          stacklevel=3)
+            reasons = (
+                "; ".join(
+                    f"{c}: {unavailable_reason(c, device_type)}"
+                    for c in AUTO_ORDER.get(device_type, ())
+                )
+                or "none registered"
+            )
+            warnings.warn(
+                f"lcengine: no fused backend for {device_type} tensors ({reasons}); "
+                "falling back to the eager PyTorch references",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return "eager"
     reason = unavailable_reason(name, device_type)
     if reason is not None:
-        raise RuntimeError(f"backend {name!r} was requested for {device_type} tensors but is not "
-                           f"available: {reason}")
+        raise RuntimeError(
+            f"backend {name!r} was requested for {device_type} tensors but is not "
+            f"available: {reason}"
+        )
     return name
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The ``lcengine`` command: info, bench, the digits demo, and fit/sample/transform of runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lcengine",
         description="Latent constraints: conditional generation from unconditional models, on "
-                    "fused kernels.")
+        "fused kernels.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -43,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .benchmarks import add_arguments as add_bench_arguments
 
-    bench = sub.add_parser("bench", help="time the kernels against eager PyTorch and "
-                                         "torch.compile")
+    bench = sub.add_parser("bench", help="time the kernels against eager PyTorch and torch.compile")
     add_bench_arguments(bench)
     bench.set_defaults(func=_cmd_bench)
 

@@ -5,6 +5,7 @@ Every check names the argument and what was expected, and raises ``TypeError`` f
 the wrong type and ``ValueError`` for a value out of range. This module imports only torch, so
 every layer may use it.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,7 @@ import torch
 MAX_INT64 = 2**63 - 1
 
 
-def _expected(low: Optional[float], high: Optional[float], low_open: bool,
-              high_open: bool) -> str:
+def _expected(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if low is not None:
@@ -26,9 +26,15 @@ def _expected(low: Optional[float], high: Optional[float], low_open: bool,
     return "finite"
 
 
-def check_float(name: str, value: Any, *, low: Optional[float] = None,
-                high: Optional[float] = None, low_open: bool = False,
-                high_open: bool = False) -> float:
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    low: Optional[float] = None,
+    high: Optional[float] = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real number (int or float, not bool) in the given interval, returned as float.
 
     Args:
@@ -46,8 +52,7 @@ def check_float(name: str, value: Any, *, low: Optional[float] = None,
     if ok and high is not None:
         ok = v < high if high_open else v <= high
     if not ok:
-        raise ValueError(f"{name} must be {_expected(low, high, low_open, high_open)}, "
-                         f"got {v!r}")
+        raise ValueError(f"{name} must be {_expected(low, high, low_open, high_open)}, got {v!r}")
     return v
 
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Test configuration: Triton's interpreter on machines without a GPU, a seeded RNG per test."""
+
 import os
 
 import torch

@@ -68,9 +68,18 @@ def test_auto_uses_eager_for_float64_without_warning():
 
 def test_build_info_reports_what_was_built():
     info = lcengine.build_info()
-    for key in ("version", "torch", "native_available", "cuda_compiled", "openmp_threads",
-                "cpu_simd_level",
-                "gpu_available", "triton_version", "backends_cpu", "backends_cuda"):
+    for key in (
+        "version",
+        "torch",
+        "native_available",
+        "cuda_compiled",
+        "openmp_threads",
+        "cpu_simd_level",
+        "gpu_available",
+        "triton_version",
+        "backends_cpu",
+        "backends_cuda",
+    ):
         assert key in info
     if "native" in os.environ.get("LCENGINE_REQUIRE", ""):
         assert info["native_available"], info["native_error"]
@@ -84,8 +93,12 @@ def test_build_info_reports_what_was_built():
 
 
 def test_cli_info_json():
-    proc = subprocess.run([sys.executable, "-m", "lcengine.cli", "info", "--json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lcengine.cli", "info", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["version"] == lcengine.__version__

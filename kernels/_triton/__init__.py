@@ -10,7 +10,7 @@ math, float32/float16/bfloat16 storage), and returns None. Launches go through
 One module per op family, named like its C++ (csrc/) and CUDA (kernels/cuda/) twins: ``rng``
 (Philox normals), ``row_losses`` (gaussian_kl, distance_penalty, constraint_loss), ``adam``
 (latent_adam_) and ``optimize`` (the fused latent optimizer's kernels, driven by
-lcengine.ops._optimize_triton).
+lcengine.ops.optimize_latents.triton).
 
 Only relative imports here: this folder is the subpackage ``lcengine._triton`` in the wheel.
 """

@@ -32,7 +32,7 @@ from ._common import is_interpreted, wrap
 from ._math import _log1p_nonneg
 
 RELU, SOFTPLUS, LEAKY_RELU = 0, 1, 2  # lcengine.ops.optimize_latents.prepare.ACTIVATION_CODES
-LEAKY_SLOPE = tl.constexpr(0.2)  # lcengine.method.critics' leaky ReLU
+LEAKY_SLOPE = tl.constexpr(0.2)  # lcengine.reference.LEAKY_SLOPE, the contract's leaky ReLU slope
 SOFTPLUS_THRESHOLD = tl.constexpr(20.0)  # torch's default: softplus(x) = x above it
 
 # fp32 x fp32 products on tensor cores: "tf32x3" splits each operand in a high and a low tf32

@@ -19,6 +19,7 @@ Modules:
 
 ``bench/`` (pytest-benchmark) times the same cases through fixtures in ``bench/conftest.py``.
 """
+
 from .cli import add_arguments, format_optimizer_table, format_table, run_from_args
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files, compare_reports, load_report
 from .optimizer import (

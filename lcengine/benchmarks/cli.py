@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lcengine bench``: its arguments, the run they select, the printed tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,21 +18,30 @@ from .row_ops import CASES, DEFAULT_SHAPES, DTYPES, LARGE_SHAPES, parse_shape, r
 
 def format_table(report: dict) -> str:
     """The row-op table of a :func:`run` report, with the copy probe and environment below."""
-    header = (f"{'op':<17} {'shape':<13} {'dtype':<8} {'backend':<7} {'time ms':>9} "
-              f"{'GB/s':>7} {'of copy':>8} {'x eager':>8} {'x compile':>10} {'x best':>7}")
+    header = (
+        f"{'op':<17} {'shape':<13} {'dtype':<8} {'backend':<7} {'time ms':>9} "
+        f"{'GB/s':>7} {'of copy':>8} {'x eager':>8} {'x compile':>10} {'x best':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in report["rows"]:
-        vs_compile = (f"{r['speedup_vs_compile']:>10.2f}" if r["speedup_vs_compile"] is not None
-                      else f"{'n/a':>10}")
-        lines.append(f"{r['op']:<17} {r['shape']:<13} {r['dtype']:<8} {r['backend']:<7} "
-                     f"{r['time_ms']:>9.3f} {r['effective_GBps']:>7.2f} "
-                     f"{r['fraction_of_copy']:>7.0%} {r['speedup_vs_eager']:>8.2f} {vs_compile} "
-                     f"{r['speedup_vs_best_of_eager_and_compile']:>7.2f}")
+        vs_compile = (
+            f"{r['speedup_vs_compile']:>10.2f}"
+            if r["speedup_vs_compile"] is not None
+            else f"{'n/a':>10}"
+        )
+        lines.append(
+            f"{r['op']:<17} {r['shape']:<13} {r['dtype']:<8} {r['backend']:<7} "
+            f"{r['time_ms']:>9.3f} {r['effective_GBps']:>7.2f} "
+            f"{r['fraction_of_copy']:>7.0%} {r['speedup_vs_eager']:>8.2f} {vs_compile} "
+            f"{r['speedup_vs_best_of_eager_and_compile']:>7.2f}"
+        )
     env = report["environment"]
     probes = ", ".join(f"{k}: {v:.1f} GB/s" for k, v in report["copy_probe_GBps"].items())
     device = env.get("device_name", env["processor"])
-    lines.append(f"copy probe {probes}; torch {env['torch']}, {device}, {env['torch_threads']} "
-                 f"torch threads, {env['openmp_threads']} OpenMP threads")
+    lines.append(
+        f"copy probe {probes}; torch {env['torch']}, {device}, {env['torch_threads']} "
+        f"torch threads, {env['openmp_threads']} OpenMP threads"
+    )
     errors = {(r["op"], k): v for r in report["rows"] for k, v in r["compile_errors"].items()}
     for (op, mode), err in errors.items():
         lines.append(f"note: {mode} failed for {op}: {err}")
@@ -40,28 +50,39 @@ def format_table(report: dict) -> str:
 
 def format_optimizer_table(report: dict) -> str:
     """The FLOP-based table of a :func:`run_optimizer` report."""
-    header = (f"{'optimize_latents case':<38} {'backend':<12} {'ms/step':>9} {'eager':>9} "
-              f"{'GFLOP/s':>8} {'of GEMM':>8} {'x eager':>8} {'x compile':>10} "
-              f"{'mem/eager':>9} {'converged':>10}")
+    header = (
+        f"{'optimize_latents case':<38} {'backend':<12} {'ms/step':>9} {'eager':>9} "
+        f"{'GFLOP/s':>8} {'of GEMM':>8} {'x eager':>8} {'x compile':>10} "
+        f"{'mem/eager':>9} {'converged':>10}"
+    )
     lines = [header, "-" * len(header)]
     for r in report["rows"]:
-        vs_compile = (f"{r['speedup_vs_compile']:>10.2f}" if r["speedup_vs_compile"] is not None
-                      else f"{'n/a':>10}")
+        vs_compile = (
+            f"{r['speedup_vs_compile']:>10.2f}"
+            if r["speedup_vs_compile"] is not None
+            else f"{'n/a':>10}"
+        )
         gflops = "n/a" if r["GFLOPs"] is None else f"{r['GFLOPs']:.1f}"
         frac = "n/a" if r["GFLOPs"] is None else f"{r['fraction_of_gemm_probe']:.0%}"
         mem = "n/a" if r.get("peak_vs_eager") is None else f"{r['peak_vs_eager']:.2f}"
         eager = "OOM" if r["eager_ms_per_step"] is None else f"{r['eager_ms_per_step']:.3f}"
         vs_eager = "n/a" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}"
-        lines.append(f"{r['case']:<38} {r['backend']:<12} {r['ms_per_step']:>9.3f} "
-                     f"{eager:>9} {gflops:>8} {frac:>8} {vs_eager:>8} {vs_compile} {mem:>9} "
-                     f"{r['converged_rows']:>4}/{r['rows']:<5}")
+        lines.append(
+            f"{r['case']:<38} {r['backend']:<12} {r['ms_per_step']:>9.3f} "
+            f"{eager:>9} {gflops:>8} {frac:>8} {vs_eager:>8} {vs_compile} {mem:>9} "
+            f"{r['converged_rows']:>4}/{r['rows']:<5}"
+        )
     env = report["environment"]
     eager = report["rows"][0]["eager"] if report["rows"] else "float32"
-    lines.append(f"eager: the autograd loop ({eager}); x compile: best torch.compile mode of "
-                 "lcengine.reference.dense_step_ref, looped over every row every step")
-    lines.append(f"GEMM probe ({report['gemm_probe']}) {report['gemm_probe_GFLOPs']:.1f} "
-                 f"GFLOP/s; torch {env['torch']}, {env['processor']}, {env['torch_threads']} "
-                 f"torch threads, {env['openmp_threads']} OpenMP threads")
+    lines.append(
+        f"eager: the autograd loop ({eager}); x compile: best torch.compile mode of "
+        "lcengine.reference.dense_step_ref, looped over every row every step"
+    )
+    lines.append(
+        f"GEMM probe ({report['gemm_probe']}) {report['gemm_probe_GFLOPs']:.1f} "
+        f"GFLOP/s; torch {env['torch']}, {env['processor']}, {env['torch_threads']} "
+        f"torch threads, {env['openmp_threads']} OpenMP threads"
+    )
     for r in report["rows"]:
         if r["compile_error"]:
             lines.append(f"note: torch.compile failed for {r['case']}: {r['compile_error']}")
@@ -73,47 +94,89 @@ def format_optimizer_table(report: dict) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``lcengine bench``."""
-    parser.add_argument("--ops", default=",".join(CASES),
-                        help=f"comma-separated ops (default: all of {', '.join(CASES)}); "
-                             f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
-                             "table, the cases of --optimizer-cases)")
-    parser.add_argument("--optimizer-cases", default=None,
-                        help="comma-separated optimize_latents cases (default: those sized for "
-                             f"the device; all: {', '.join(OPTIMIZER_CASES)})")
-    parser.add_argument("--weight-dtypes", default=None,
-                        help="optimize_latents critic weight precisions to time: float32, "
-                             "bfloat16 (default: float32 on CPU, both on GPU)")
-    parser.add_argument("--shapes", default=None,
-                        help="comma-separated ROWSxDIM for the row ops (default: CPU "
-                             f"{','.join(DEFAULT_SHAPES['cpu'])}, GPU "
-                             f"{','.join(DEFAULT_SHAPES['cuda'])}; see --large)")
-    parser.add_argument("--large", action="store_true",
-                        help="row ops at 2^20 rows: CPU "
-                             f"{','.join(LARGE_SHAPES['cpu'])}, GPU "
-                             f"{','.join(LARGE_SHAPES['cuda'])}")
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="element type of the row ops' inputs (default: float32)")
+    parser.add_argument(
+        "--ops",
+        default=",".join(CASES),
+        help=f"comma-separated ops (default: all of {', '.join(CASES)}); "
+        f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
+        "table, the cases of --optimizer-cases)",
+    )
+    parser.add_argument(
+        "--optimizer-cases",
+        default=None,
+        help="comma-separated optimize_latents cases (default: those sized for "
+        f"the device; all: {', '.join(OPTIMIZER_CASES)})",
+    )
+    parser.add_argument(
+        "--weight-dtypes",
+        default=None,
+        help="optimize_latents critic weight precisions to time: float32, "
+        "bfloat16 (default: float32 on CPU, both on GPU)",
+    )
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated ROWSxDIM for the row ops (default: CPU "
+        f"{','.join(DEFAULT_SHAPES['cpu'])}, GPU "
+        f"{','.join(DEFAULT_SHAPES['cuda'])}; see --large)",
+    )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="row ops at 2^20 rows: CPU "
+        f"{','.join(LARGE_SHAPES['cpu'])}, GPU "
+        f"{','.join(LARGE_SHAPES['cuda'])}",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="element type of the row ops' inputs (default: float32)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--backends", default="auto",
-                        help="comma-separated lcengine backends to time (auto, native, triton)")
-    parser.add_argument("--compile-modes", default=None,
-                        help="comma-separated torch.compile modes, or 'none' (default: 'default' "
-                             "on CPU; 'default,max-autotune-no-cudagraphs' on GPU)")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="untimed calls per contender before timing (optimize_latents: at "
-                             "most 1)")
-    parser.add_argument("--reps", type=int, default=15,
-                        help="timed calls per contender (optimize_latents: at most 5); the "
-                             "report keeps their quartiles, min and max")
-    parser.add_argument("--json", dest="json_path", default=None,
-                        help="also save the report here (JSON)")
-    parser.add_argument("--plot", dest="plot_path", default=None,
-                        help="draw the measured GB/s and GFLOP/s against the probes into this "
-                             "PNG (default: next to --json, same name with .png)")
+    parser.add_argument(
+        "--backends",
+        default="auto",
+        help="comma-separated lcengine backends to time (auto, native, triton)",
+    )
+    parser.add_argument(
+        "--compile-modes",
+        default=None,
+        help="comma-separated torch.compile modes, or 'none' (default: 'default' "
+        "on CPU; 'default,max-autotune-no-cudagraphs' on GPU)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed calls per contender before timing (optimize_latents: at most 1)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=15,
+        help="timed calls per contender (optimize_latents: at most 5); the "
+        "report keeps their quartiles, min and max",
+    )
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="also save the report here (JSON)"
+    )
+    parser.add_argument(
+        "--plot",
+        dest="plot_path",
+        default=None,
+        help="draw the measured GB/s and GFLOP/s against the probes into this "
+        "PNG (default: next to --json, same name with .png)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="draw no plot")
-    parser.add_argument("--compare", nargs=2, metavar=("OLD.json", "NEW.json"), default=None,
-                        help="compare two saved reports instead of running: time per row, "
-                             "NEW/OLD, and whether the change exceeds the measured spread")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD.json", "NEW.json"),
+        default=None,
+        help="compare two saved reports instead of running: time per row, "
+        "NEW/OLD, and whether the change exceeds the measured spread",
+    )
 
 
 def _plot(report: dict, path: str) -> None:
@@ -137,19 +200,25 @@ def run_from_args(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES and n != OPTIMIZER_OP]
     if unknown or not names:
-        raise ValueError(f"--ops: unknown op(s) {unknown}; choose from "
-                         f"{list(CASES) + [OPTIMIZER_OP]}")
+        raise ValueError(
+            f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + [OPTIMIZER_OP]}"
+        )
     optimizer_cases = []
     if OPTIMIZER_OP in names:
         names.remove(OPTIMIZER_OP)
-        optimizer_cases = ([c.strip() for c in args.optimizer_cases.split(",") if c.strip()]
-                           if args.optimizer_cases else default_optimizer_cases(device.type))
+        optimizer_cases = (
+            [c.strip() for c in args.optimizer_cases.split(",") if c.strip()]
+            if args.optimizer_cases
+            else default_optimizer_cases(device.type)
+        )
         bad = [c for c in optimizer_cases if c not in OPTIMIZER_CASES]
         if bad or not optimizer_cases:
-            raise ValueError(f"--optimizer-cases: unknown case(s) {bad}; choose from "
-                             f"{list(OPTIMIZER_CASES)}")
-        weight_names = (args.weight_dtypes or ("float32" if device.type == "cpu"
-                                               else "float32,bfloat16")).split(",")
+            raise ValueError(
+                f"--optimizer-cases: unknown case(s) {bad}; choose from {list(OPTIMIZER_CASES)}"
+            )
+        weight_names = (
+            args.weight_dtypes or ("float32" if device.type == "cpu" else "float32,bfloat16")
+        ).split(",")
         bad = [w for w in weight_names if w.strip() not in ("float32", "bfloat16")]
         if bad:
             raise ValueError(f"--weight-dtypes: unknown {bad}; choose float32, bfloat16")
@@ -168,25 +237,44 @@ def run_from_args(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
         if b != "auto" and unavailable_reason(b, device.type):
-            raise ValueError(f"--backends: {b} is not available on {device.type}: "
-                             f"{unavailable_reason(b, device.type)}")
+            raise ValueError(
+                f"--backends: {b} is not available on {device.type}: "
+                f"{unavailable_reason(b, device.type)}"
+            )
     if args.warmup < 0 or args.reps < 1:
         raise ValueError("--warmup must be >= 0 and --reps >= 1")
     plot_path = None
     if not args.no_plot:
-        plot_path = args.plot_path or (os.path.splitext(args.json_path)[0] + ".png"
-                                       if args.json_path else None)
+        plot_path = args.plot_path or (
+            os.path.splitext(args.json_path)[0] + ".png" if args.json_path else None
+        )
     report: dict = {"kind": REPORT_KIND, "format": REPORT_FORMAT}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if names:
-            report.update(run(names, shapes, DTYPES[args.dtype], device, warmup=args.warmup,
-                              reps=args.reps, compile_modes=modes, backends=backends))
+            report.update(
+                run(
+                    names,
+                    shapes,
+                    DTYPES[args.dtype],
+                    device,
+                    warmup=args.warmup,
+                    reps=args.reps,
+                    compile_modes=modes,
+                    backends=backends,
+                )
+            )
             print(format_table(report))
         if optimizer_cases:
-            opt = run_optimizer(optimizer_cases, device=device, warmup=min(args.warmup, 1),
-                                reps=min(args.reps, 5), compile_modes=modes,
-                                backends=backends, weight_dtypes=weight_dtypes)
+            opt = run_optimizer(
+                optimizer_cases,
+                device=device,
+                warmup=min(args.warmup, 1),
+                reps=min(args.reps, 5),
+                compile_modes=modes,
+                backends=backends,
+                weight_dtypes=weight_dtypes,
+            )
             print(format_optimizer_table(opt))
             report["optimizer"] = opt
     if args.json_path:

@@ -12,6 +12,7 @@ report measured for that row (``spread``: quartiles of its repetitions):
 - ``?``: a side has fewer than 3 repetitions (or is a report without spreads), so no spread
   was measured and the change is not judged.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def _check_rows(rows: object, path: str, where: str) -> list:
             _row_key(row)
             t = float(row["time_ms"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {where}[{i}] is not a benchmark row (missing or bad "
-                             f"field {exc})") from None
+            raise ValueError(
+                f"{path}: {where}[{i}] is not a benchmark row (missing or bad field {exc})"
+            ) from None
         if not math.isfinite(t) or t <= 0:
             raise ValueError(f"{path}: {where}[{i}] has time_ms {row['time_ms']!r}")
     return rows
@@ -59,21 +61,27 @@ def validate_report(data: object, path: str) -> dict:
         ValueError: naming ``path`` and what is wrong.
     """
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not an lcengine bench report (the top level is a "
-                         f"{type(data).__name__}, not an object)")
+        raise ValueError(
+            f"{path}: not an lcengine bench report (the top level is a "
+            f"{type(data).__name__}, not an object)"
+        )
     kind = data.get("kind")
     if kind is None and "benchmarks" in data and "machine_info" in data:
-        raise ValueError(f"{path}: a pytest-benchmark report (pytest --benchmark-json), not an "
-                         "lcengine bench report (lcengine bench --json)")
+        raise ValueError(
+            f"{path}: a pytest-benchmark report (pytest --benchmark-json), not an "
+            "lcengine bench report (lcengine bench --json)"
+        )
     if kind is not None and kind != REPORT_KIND:
         raise ValueError(f"{path}: a report of kind {kind!r}, not {REPORT_KIND!r}")
     fmt = data.get("format", 0)
     if not isinstance(fmt, int) or fmt > REPORT_FORMAT:
-        raise ValueError(f"{path}: report format {fmt!r}; this lcengine reads up to "
-                         f"{REPORT_FORMAT}")
+        raise ValueError(
+            f"{path}: report format {fmt!r}; this lcengine reads up to {REPORT_FORMAT}"
+        )
     if "rows" not in data and "optimizer" not in data:
-        raise ValueError(f"{path}: not an lcengine bench report (no 'rows' and no 'optimizer' "
-                         "section)")
+        raise ValueError(
+            f"{path}: not an lcengine bench report (no 'rows' and no 'optimizer' section)"
+        )
     if "rows" in data:
         _check_rows(data["rows"], path, "rows")
     if "optimizer" in data:
@@ -157,8 +165,7 @@ def _label(key: tuple) -> str:
     return " ".join(str(k) for k in key)
 
 
-def compare_reports(old: dict, new: dict, old_name: str = "OLD",
-                    new_name: str = "NEW") -> dict:
+def compare_reports(old: dict, new: dict, old_name: str = "OLD", new_name: str = "NEW") -> dict:
     """Matches the rows of two validated reports.
 
     Raises:
@@ -172,9 +179,11 @@ def compare_reports(old: dict, new: dict, old_name: str = "OLD",
     """
     so, sn = _sections(old), _sections(new)
     if so and sn and not set(so) & set(sn):
-        raise ValueError(f"reports of different kinds: {old_name} times "
-                         f"{', '.join(SECTIONS[s] for s in so)}, {new_name} times "
-                         f"{', '.join(SECTIONS[s] for s in sn)}")
+        raise ValueError(
+            f"reports of different kinds: {old_name} times "
+            f"{', '.join(SECTIONS[s] for s in so)}, {new_name} times "
+            f"{', '.join(SECTIONS[s] for s in sn)}"
+        )
     old_rows = {_row_key(r): r for rows in so.values() for r in rows}
     new_rows = {_row_key(r): r for rows in sn.values() for r in rows}
     changes = []
@@ -183,42 +192,60 @@ def compare_reports(old: dict, new: dict, old_name: str = "OLD",
         if n is None:
             continue
         qo, qn = _quartiles(o), _quartiles(n)
-        changes.append(RowChange(
-            _label(key), float(o["time_ms"]), float(n["time_ms"]),
-            None if qo is None else o["spread"]["iqr_rel"],
-            None if qn is None else n["spread"]["iqr_rel"], judge(o, n),
-            o.get("speedup_vs_eager"), n.get("speedup_vs_eager")))
+        changes.append(
+            RowChange(
+                _label(key),
+                float(o["time_ms"]),
+                float(n["time_ms"]),
+                None if qo is None else o["spread"]["iqr_rel"],
+                None if qn is None else n["spread"]["iqr_rel"],
+                judge(o, n),
+                o.get("speedup_vs_eager"),
+                n.get("speedup_vs_eager"),
+            )
+        )
     probes = []
     for shape, value in (old.get("copy_probe_GBps") or {}).items():
         if shape in (new.get("copy_probe_GBps") or {}):
             probes.append((f"copy {shape}", value, new["copy_probe_GBps"][shape], "GB/s"))
     oo, no = old.get("optimizer") or {}, new.get("optimizer") or {}
     if "gemm_probe_GFLOPs" in oo and "gemm_probe_GFLOPs" in no:
-        probes.append((f"GEMM {oo.get('gemm_probe', '')}".strip(), oo["gemm_probe_GFLOPs"],
-                       no["gemm_probe_GFLOPs"], "GFLOP/s"))
-    return {"changes": changes,
-            "only_old": [_label(k) for k in old_rows if k not in new_rows],
-            "only_new": [_label(k) for k in new_rows if k not in old_rows],
-            "probes": probes}
+        probes.append(
+            (
+                f"GEMM {oo.get('gemm_probe', '')}".strip(),
+                oo["gemm_probe_GFLOPs"],
+                no["gemm_probe_GFLOPs"],
+                "GFLOP/s",
+            )
+        )
+    return {
+        "changes": changes,
+        "only_old": [_label(k) for k in old_rows if k not in new_rows],
+        "only_new": [_label(k) for k in new_rows if k not in old_rows],
+        "probes": probes,
+    }
 
 
 def _describe(report: dict) -> str:
     env = report.get("environment") or (report.get("optimizer") or {}).get("environment") or {}
     settings = report.get("settings") or (report.get("optimizer") or {}).get("settings") or {}
     device = env.get("device_name") or env.get("cpu_name") or env.get("processor", "?")
-    return (f"torch {env.get('torch', '?')}, {device}, {env.get('torch_threads', '?')} torch "
-            f"threads, reps {settings.get('reps', '?')}")
+    return (
+        f"torch {env.get('torch', '?')}, {device}, {env.get('torch_threads', '?')} torch "
+        f"threads, reps {settings.get('reps', '?')}"
+    )
 
 
-def format_comparison(result: dict, old: dict, new: dict, old_path: str,
-                      new_path: str) -> str:
+def format_comparison(result: dict, old: dict, new: dict, old_path: str, new_path: str) -> str:
     """The printed comparison: a header per report, one line per matched row, the probes,
     the unmatched rows and the rule behind the verdicts."""
     lines = [f"OLD {old_path}: {_describe(old)}", f"NEW {new_path}: {_describe(new)}"]
     changes = result["changes"]
     width = max([len("row")] + [len(c.label) for c in changes])
-    header = (f"{'row':<{width}} {'OLD ms':>10} {'NEW ms':>10} {'NEW/OLD':>8} "
-              f"{'IQR OLD':>8} {'IQR NEW':>8} {'change':<7} {'x eager OLD -> NEW':>19}")
+    header = (
+        f"{'row':<{width}} {'OLD ms':>10} {'NEW ms':>10} {'NEW/OLD':>8} "
+        f"{'IQR OLD':>8} {'IQR NEW':>8} {'change':<7} {'x eager OLD -> NEW':>19}"
+    )
     lines += ["", header, "-" * len(header)]
 
     def pct(v):
@@ -229,26 +256,31 @@ def format_comparison(result: dict, old: dict, new: dict, old_path: str,
 
     for c in changes:
         vs_eager = f"{speedup(c.old_vs_eager)} -> {speedup(c.new_vs_eager)}"
-        lines.append(f"{c.label:<{width}} {c.old_ms:>10.3f} {c.new_ms:>10.3f} {c.ratio:>8.3f} "
-                     f"{pct(c.old_iqr_rel)} {pct(c.new_iqr_rel)} {c.verdict:<7} "
-                     f"{vs_eager:>19}")
+        lines.append(
+            f"{c.label:<{width}} {c.old_ms:>10.3f} {c.new_ms:>10.3f} {c.ratio:>8.3f} "
+            f"{pct(c.old_iqr_rel)} {pct(c.new_iqr_rel)} {c.verdict:<7} "
+            f"{vs_eager:>19}"
+        )
     if not changes:
         lines.append("(no row in both reports)")
     counts = {v: sum(c.verdict == v for c in changes) for v in ("slower", "faster", "~", "?")}
-    lines.append(f"{counts['slower']} slower, {counts['faster']} faster, {counts['~']} within "
-                 f"the spread, {counts['?']} not judged (no spread)")
+    lines.append(
+        f"{counts['slower']} slower, {counts['faster']} faster, {counts['~']} within "
+        f"the spread, {counts['?']} not judged (no spread)"
+    )
     for name, o, n, unit in result["probes"]:
-        lines.append(f"probe {name}: OLD {o:.1f} {unit}, NEW {n:.1f} {unit} (NEW/OLD "
-                     f"{n / o:.3f})")
+        lines.append(f"probe {name}: OLD {o:.1f} {unit}, NEW {n:.1f} {unit} (NEW/OLD {n / o:.3f})")
     for side, key in (("OLD", "only_old"), ("NEW", "only_new")):
         for label in result[key]:
             lines.append(f"only in {side}: {label}")
-    rule = ("change: 'slower'/'faster' when the interquartile ranges of the repetitions do not "
-            "overlap (NEW's Q1 above OLD's Q3, or NEW's Q3 below OLD's Q1); '~' within the "
-            f"spread; '?' a side with fewer than {MIN_REPS_FOR_SPREAD} repetitions. IQR: "
-            "(Q3 - Q1) / median. The spread is measured within each run: a change of the "
-            "machine's load between runs shows in the probes, and 'x eager' (measured side by "
-            "side) moves less with it.")
+    rule = (
+        "change: 'slower'/'faster' when the interquartile ranges of the repetitions do not "
+        "overlap (NEW's Q1 above OLD's Q3, or NEW's Q3 below OLD's Q1); '~' within the "
+        f"spread; '?' a side with fewer than {MIN_REPS_FOR_SPREAD} repetitions. IQR: "
+        "(Q3 - Q1) / median. The spread is measured within each run: a change of the "
+        "machine's load between runs shows in the probes, and 'x eager' (measured side by "
+        "side) moves less with it."
+    )
     lines.append(textwrap.fill(rule, width=100))
     return "\n".join(lines)
 

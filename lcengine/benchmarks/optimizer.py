@@ -11,6 +11,7 @@ Contenders per case, on the same critics and inputs, interleaved:
   passed as a tensor so one graph serves all steps (see :func:`compiled_dense_loop`);
 - ``lcengine[backend]`` per backend and critic weight precision.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,24 +62,59 @@ class OptimizerCase:
     device: str = "cpu"
 
 
-OPTIMIZER_CASES = {c.name: c for c in [
-    OptimizerCase("B64_D64_4x256_relu_300steps", 64, 64, (256,) * 4, "relu", 300,
-                  compile_step=True),
-    OptimizerCase("B64_D64_4x256_relu_300steps_converging", 64, 64, (256,) * 4, "relu", 300,
-                  converging=True),
-    OptimizerCase("B16384_D64_4x256_relu", 16384, 64, (256,) * 4, "relu", 3),
-    OptimizerCase("B16384_D64_4x256_softplus", 16384, 64, (256,) * 4, "softplus", 3),
-    OptimizerCase("B1_D1024_4x2048_relu", 1, 1024, (2048,) * 4, "relu", 20),
-    OptimizerCase("B1024_D1024_4x2048_relu", 1024, 1024, (2048,) * 4, "relu", 2),
-    # GPU: 2^20 latents with wide (1024, 4x2048) and narrow (64, 4x256) critics, and a
-    # 300-step interactive batch of 4096
-    OptimizerCase("gpu_B1M_D1024_4x2048_relu", 2**20, 1024, (2048,) * 4, "relu", 1,
-                  compile_step=True, device="cuda"),
-    OptimizerCase("gpu_B1M_D64_4x256_relu", 2**20, 64, (256,) * 4, "relu", 3,
-                  compile_step=True, device="cuda"),
-    OptimizerCase("gpu_B4096_D64_4x256_relu_300steps", 4096, 64, (256,) * 4, "relu", 300,
-                  compile_step=True, device="cuda"),
-]}
+OPTIMIZER_CASES = {
+    c.name: c
+    for c in [
+        OptimizerCase(
+            "B64_D64_4x256_relu_300steps", 64, 64, (256,) * 4, "relu", 300, compile_step=True
+        ),
+        OptimizerCase(
+            "B64_D64_4x256_relu_300steps_converging",
+            64,
+            64,
+            (256,) * 4,
+            "relu",
+            300,
+            converging=True,
+        ),
+        OptimizerCase("B16384_D64_4x256_relu", 16384, 64, (256,) * 4, "relu", 3),
+        OptimizerCase("B16384_D64_4x256_softplus", 16384, 64, (256,) * 4, "softplus", 3),
+        OptimizerCase("B1_D1024_4x2048_relu", 1, 1024, (2048,) * 4, "relu", 20),
+        OptimizerCase("B1024_D1024_4x2048_relu", 1024, 1024, (2048,) * 4, "relu", 2),
+        # GPU: 2^20 latents with wide (1024, 4x2048) and narrow (64, 4x256) critics, and a
+        # 300-step interactive batch of 4096
+        OptimizerCase(
+            "gpu_B1M_D1024_4x2048_relu",
+            2**20,
+            1024,
+            (2048,) * 4,
+            "relu",
+            1,
+            compile_step=True,
+            device="cuda",
+        ),
+        OptimizerCase(
+            "gpu_B1M_D64_4x256_relu",
+            2**20,
+            64,
+            (256,) * 4,
+            "relu",
+            3,
+            compile_step=True,
+            device="cuda",
+        ),
+        OptimizerCase(
+            "gpu_B4096_D64_4x256_relu_300steps",
+            4096,
+            64,
+            (256,) * 4,
+            "relu",
+            300,
+            compile_step=True,
+            device="cuda",
+        ),
+    ]
+}
 
 
 def default_optimizer_cases(device_type: str) -> list:
@@ -104,18 +140,41 @@ def optimizer_inputs(case: OptimizerCase, seed: int = 0, device: torch.device = 
         the keyword settings every contender gets (steps, thresholds, weights, Adam's).
     """
     torch.manual_seed(seed)
-    real = CriticMLP(case.dim, case.hidden, 1, case.activation, case.attributes,
-                     case.embed_dim).requires_grad_(False).to(device)
-    attr = CriticMLP(case.dim, case.hidden, case.attributes,
-                     case.activation).requires_grad_(False).to(device)
+    real = (
+        CriticMLP(case.dim, case.hidden, 1, case.activation, case.attributes, case.embed_dim)
+        .requires_grad_(False)
+        .to(device)
+    )
+    attr = (
+        CriticMLP(case.dim, case.hidden, case.attributes, case.activation)
+        .requires_grad_(False)
+        .to(device)
+    )
     tau = 0.5 if case.converging else 0.999999
-    mask = (torch.rand(case.rows, case.attributes) > 0.5 if case.converging
-            else torch.ones(case.rows, case.attributes, dtype=torch.bool))  # [B, A]
-    return {"z": torch.randn(case.rows, case.dim, device=device),  # [B, D]
-            "y": (torch.rand(case.rows, case.attributes) > 0.5).float().to(device),  # [B, A]
-            "mask": mask.to(device), "real": real, "attr": attr, "sigma_bar": 1.0,
-            "kwargs": dict(steps=case.steps, tau_r=tau, tau_a=tau, lr=0.05, w_dist=0.1,
-                           w_realism=1.0, w_attr=1.0, betas=(0.9, 0.999), eps=1e-8)}
+    mask = (
+        torch.rand(case.rows, case.attributes) > 0.5
+        if case.converging
+        else torch.ones(case.rows, case.attributes, dtype=torch.bool)
+    )  # [B, A]
+    return {
+        "z": torch.randn(case.rows, case.dim, device=device),  # [B, D]
+        "y": (torch.rand(case.rows, case.attributes) > 0.5).float().to(device),  # [B, A]
+        "mask": mask.to(device),
+        "real": real,
+        "attr": attr,
+        "sigma_bar": 1.0,
+        "kwargs": dict(
+            steps=case.steps,
+            tau_r=tau,
+            tau_a=tau,
+            lr=0.05,
+            w_dist=0.1,
+            w_realism=1.0,
+            w_attr=1.0,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+        ),
+    }
 
 
 def _step_settings(x: dict) -> dict:
@@ -157,8 +216,9 @@ def dense_loop(step: Callable, x: dict, steps: int) -> Callable[[], torch.Tensor
     return loop
 
 
-def compiled_dense_loop(x: dict, steps: int, mode: str = "default",
-                        fullgraph: bool = False) -> Callable[[], torch.Tensor]:
+def compiled_dense_loop(
+    x: dict, steps: int, mode: str = "default", fullgraph: bool = False
+) -> Callable[[], torch.Tensor]:
     """The torch.compile contender: :func:`dense_loop` of
     ``torch.compile(lcengine.reference.dense_step_ref, dynamic=False, mode=mode)``.
 
@@ -166,8 +226,9 @@ def compiled_dense_loop(x: dict, steps: int, mode: str = "default",
     stopping rule, masked Adam); only its settings come from the case. Every call of the
     returned loop runs under :func:`autograd_tracing`. Compilation happens on the first call.
     """
-    compiled = torch.compile(dense_step_ref, dynamic=False, fullgraph=fullgraph,
-                             mode=None if mode == "default" else mode)
+    compiled = torch.compile(
+        dense_step_ref, dynamic=False, fullgraph=fullgraph, mode=None if mode == "default" else mode
+    )
     inner = dense_loop(compiled, x, steps)
 
     def loop() -> torch.Tensor:
@@ -193,11 +254,17 @@ def _drop_out_of_memory(contenders: dict, device: torch.device) -> list:
     return failed
 
 
-def run_optimizer(names: Sequence[str], *, device: torch.device = CPU,
-                  warmup: int = 1, reps: int = 5, compile_modes: Sequence[str] = ("default",),
-                  backends: Sequence[str] = ("auto",),
-                  weight_dtypes: Sequence[torch.dtype] = (torch.float32,),
-                  progress: bool = True) -> dict:
+def run_optimizer(
+    names: Sequence[str],
+    *,
+    device: torch.device = CPU,
+    warmup: int = 1,
+    reps: int = 5,
+    compile_modes: Sequence[str] = ("default",),
+    backends: Sequence[str] = ("auto",),
+    weight_dtypes: Sequence[torch.dtype] = (torch.float32,),
+    progress: bool = True,
+) -> dict:
     """Times whole optimize_latents calls of the cases ``names``.
 
     Contenders: lcengine backends (per critic weight precision), the eager autograd loop
@@ -221,8 +288,9 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = CPU,
 
         def eager(x=x, kw=kw):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
-                return optimize_latents_ref(x["z"], x["y"], x["mask"], x["real"], x["attr"],
-                                            x["sigma_bar"], **kw)
+                return optimize_latents_ref(
+                    x["z"], x["y"], x["mask"], x["real"], x["attr"], x["sigma_bar"], **kw
+                )
 
         contenders = {"eager": eager}
         compile_errors = {}
@@ -236,15 +304,27 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = CPU,
                     def run_compiled(loop=loop):
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
                             return loop()
+
                     contenders[f"compile[{mode}]"] = run_compiled
                 except Exception as exc:  # reported, not hidden
                     compile_errors[mode] = f"{type(exc).__name__}: {exc}"[:300]
         result, failures = None, []
         for b in backends:
             for wd in weight_dtypes:
+
                 def call(b=b, wd=wd, x=x, kw=kw):
-                    return optimize_latents(x["z"], x["y"], x["mask"], x["real"], x["attr"],
-                                            x["sigma_bar"], backend=b, weight_dtype=wd, **kw)
+                    return optimize_latents(
+                        x["z"],
+                        x["y"],
+                        x["mask"],
+                        x["real"],
+                        x["attr"],
+                        x["sigma_bar"],
+                        backend=b,
+                        weight_dtype=wd,
+                        **kw,
+                    )
+
                 try:  # one untimed call names what `b` runs here ("auto": the op's own rule)
                     first = call()
                 except torch.cuda.OutOfMemoryError:
@@ -258,8 +338,10 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = CPU,
         if failures:  # said now as well: a case where every lcengine contender failed has no row
             print(f"  {name}: out of GPU memory, not timed: {', '.join(failures)}", flush=True)
         if progress:
-            print(f"  timing {name} ({len(contenders)} contenders, {case.steps} steps per "
-                  "call)...", flush=True)
+            print(
+                f"  timing {name} ({len(contenders)} contenders, {case.steps} steps per call)...",
+                flush=True,
+            )
         stats = measure_stats(contenders, timer, warmup=warmup, reps=reps)
         times = {label: s.median for label, s in stats.items()}
         peaks = {label: peak_bytes(fn, device) for label, fn in contenders.items()}
@@ -275,33 +357,49 @@ def run_optimizer(names: Sequence[str], *, device: torch.device = CPU,
             gflops = None if flops is None else flops / t / 1e9
             compile_t = compiled.get(best_compile)
             peak, eager_peak = peaks[label], peaks.get("eager")
-            rows_out.append({
-                "op": OPTIMIZER_OP, "case": name, "device": device.type, "rows": case.rows,
-                "dim": case.dim, "hidden": list(case.hidden), "activation": case.activation,
-                "steps_per_call": case.steps, "backend": label[9:-1],
-                "eager": "bf16 autocast" if gpu else "float32",
-                "best_compile_mode": best_compile,
-                "peak_bytes": peak, "eager_peak_bytes": eager_peak,
-                "peak_vs_eager": None if not (peak and eager_peak) else peak / eager_peak,
-                "time_ms": t * 1e3, "ms_per_step": t * 1e3 / case.steps,
-                "spread": stats[label].as_ms(),
-                "eager_ms": None if eager_t is None else eager_t * 1e3,
-                "eager_ms_per_step": None if eager_t is None else eager_t * 1e3 / case.steps,
-                "compile_ms": None if compile_t is None else compile_t * 1e3,
-                "compile_error": "; ".join(f"{m}: {e}" for m, e in compile_errors.items())
-                                 or None,
-                "flops_per_call": flops,
-                "GFLOPs": gflops,
-                "eager_GFLOPs": None if flops is None or eager_t is None else flops / eager_t / 1e9,
-                "gemm_probe_GFLOPs": probe,
-                "gemm_probe": probe_name,
-                "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
-                "speedup_vs_eager": None if eager_t is None else eager_t / t,
-                "speedup_vs_compile": None if compile_t is None else compile_t / t,
-                "out_of_memory": failures,
-                "converged_rows": converged, "mean_steps_per_row": mean_steps,
-            })
-    return {"environment": environment(device), "gemm_probe_GFLOPs": probe,
-            "gemm_probe": probe_name,
-            "settings": {"warmup": warmup, "reps": reps, "compile_modes": list(compile_modes)},
-            "rows": rows_out}
+            rows_out.append(
+                {
+                    "op": OPTIMIZER_OP,
+                    "case": name,
+                    "device": device.type,
+                    "rows": case.rows,
+                    "dim": case.dim,
+                    "hidden": list(case.hidden),
+                    "activation": case.activation,
+                    "steps_per_call": case.steps,
+                    "backend": label[9:-1],
+                    "eager": "bf16 autocast" if gpu else "float32",
+                    "best_compile_mode": best_compile,
+                    "peak_bytes": peak,
+                    "eager_peak_bytes": eager_peak,
+                    "peak_vs_eager": None if not (peak and eager_peak) else peak / eager_peak,
+                    "time_ms": t * 1e3,
+                    "ms_per_step": t * 1e3 / case.steps,
+                    "spread": stats[label].as_ms(),
+                    "eager_ms": None if eager_t is None else eager_t * 1e3,
+                    "eager_ms_per_step": None if eager_t is None else eager_t * 1e3 / case.steps,
+                    "compile_ms": None if compile_t is None else compile_t * 1e3,
+                    "compile_error": "; ".join(f"{m}: {e}" for m, e in compile_errors.items())
+                    or None,
+                    "flops_per_call": flops,
+                    "GFLOPs": gflops,
+                    "eager_GFLOPs": None
+                    if flops is None or eager_t is None
+                    else flops / eager_t / 1e9,
+                    "gemm_probe_GFLOPs": probe,
+                    "gemm_probe": probe_name,
+                    "fraction_of_gemm_probe": None if gflops is None else gflops / probe,
+                    "speedup_vs_eager": None if eager_t is None else eager_t / t,
+                    "speedup_vs_compile": None if compile_t is None else compile_t / t,
+                    "out_of_memory": failures,
+                    "converged_rows": converged,
+                    "mean_steps_per_row": mean_steps,
+                }
+            )
+    return {
+        "environment": environment(device),
+        "gemm_probe_GFLOPs": probe,
+        "gemm_probe": probe_name,
+        "settings": {"warmup": warmup, "reps": reps, "compile_modes": list(compile_modes)},
+        "rows": rows_out,
+    }

@@ -8,6 +8,7 @@ torch.compile mode, each lcengine backend) on the same inputs in the same run. D
 matplotlib's Agg backend (no display needed) from the report alone, so a saved JSON report
 can be drawn again later.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -50,10 +51,12 @@ def row_op_rates(report: dict) -> "OrderedDict[tuple, OrderedDict]":
 
 def _case_label(r: dict) -> str:
     hidden = r["hidden"]
-    widths = (f"{len(hidden)}x{hidden[0]}" if hidden and len(set(hidden)) == 1
-              else "-".join(str(h) for h in hidden))
-    return (f"B={r['rows']} D={r['dim']}\n{widths} {r['activation']}\n"
-            f"{r['steps_per_call']} steps")
+    widths = (
+        f"{len(hidden)}x{hidden[0]}"
+        if hidden and len(set(hidden)) == 1
+        else "-".join(str(h) for h in hidden)
+    )
+    return f"B={r['rows']} D={r['dim']}\n{widths} {r['activation']}\n{r['steps_per_call']} steps"
 
 
 def optimizer_rates(report: dict) -> "OrderedDict[str, OrderedDict]":
@@ -72,14 +75,21 @@ def optimizer_rates(report: dict) -> "OrderedDict[str, OrderedDict]":
         if r.get("eager_ms"):
             rates.setdefault(f"eager ({r.get('eager', 'float32')})", flops / (r["eager_ms"] * 1e6))
         if r.get("compile_ms"):  # best_compile_mode is the contender's label, "compile[mode]"
-            rates.setdefault(r.get("best_compile_mode") or "compile",
-                             flops / (r["compile_ms"] * 1e6))
+            rates.setdefault(
+                r.get("best_compile_mode") or "compile", flops / (r["compile_ms"] * 1e6)
+            )
         rates[f"lcengine[{r['backend']}]"] = r["GFLOPs"]
     return cases
 
 
-def _bars(ax, groups: "OrderedDict[str, OrderedDict]", unit: str, probe: Optional[float],
-          probe_label: str, colors: dict) -> None:
+def _bars(
+    ax,
+    groups: "OrderedDict[str, OrderedDict]",
+    unit: str,
+    probe: Optional[float],
+    probe_label: str,
+    colors: dict,
+) -> None:
     """Grouped bars (one group per x label, one bar per contender present, centred on the
     label), value labels on the bars, and the probe as a dashed horizontal line."""
     contenders = list(OrderedDict.fromkeys(c for rates in groups.values() for c in rates))
@@ -92,36 +102,63 @@ def _bars(ax, groups: "OrderedDict[str, OrderedDict]", unit: str, probe: Optiona
             x = i + width * (j - (len(present) - 1) / 2)
             y = rates[label]
             color = _contender_color(label.split(" ")[0], colors)
-            ax.bar([x], [y], width * 0.92, color=color, zorder=2,
-                   label=None if label in labelled else label)
+            ax.bar(
+                [x],
+                [y],
+                width * 0.92,
+                color=color,
+                zorder=2,
+                label=None if label in labelled else label,
+            )
             labelled.add(label)
             text = f"{y:.0f}" if y >= 100 else f"{y:.1f}" if y >= 1 else f"{y:.2f}"
             if probe:
                 text += f"\n{y / probe:.0%}"
-            ax.text(x, y + top * 0.01, text, ha="center", va="bottom", fontsize=7, zorder=3,
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.85})
+            ax.text(
+                x,
+                y + top * 0.01,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                zorder=3,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.85},
+            )
     if probe:
-        ax.axhline(probe, color="black", linestyle="--", linewidth=1.2, zorder=1,
-                   label=f"{probe_label}: {probe:.1f} {unit}")
+        ax.axhline(
+            probe,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            zorder=1,
+            label=f"{probe_label}: {probe:.1f} {unit}",
+        )
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(list(groups), fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_ylabel(f"{unit}  (bar labels: rate, % of the probe)" if probe else unit,
-                  fontsize=9)
+    ax.set_ylabel(f"{unit}  (bar labels: rate, % of the probe)" if probe else unit, fontsize=9)
     ax.set_ylim(0, top * 1.35)
     ax.grid(axis="y", alpha=0.3, zorder=0)
     handles, names = ax.get_legend_handles_labels()
     order = sorted(range(len(names)), key=lambda k: not names[k].startswith(probe_label))
-    ax.legend([handles[k] for k in order], [names[k] for k in order], fontsize=7,
-              loc="upper left", ncol=min(len(names), 4), framealpha=0.9)
+    ax.legend(
+        [handles[k] for k in order],
+        [names[k] for k in order],
+        fontsize=7,
+        loc="upper left",
+        ncol=min(len(names), 4),
+        framealpha=0.9,
+    )
 
 
 def _device_title(report: dict) -> str:
     env = report.get("environment") or (report.get("optimizer") or {}).get("environment") or {}
     device = env.get("device", "")
     name = env.get("device_name") or env.get("cpu_name") or env.get("processor", "")
-    return (f"lcengine bench on {name} ({device}), torch {env.get('torch', '?')}, "
-            f"{env.get('torch_threads', '?')} torch threads")
+    return (
+        f"lcengine bench on {name} ({device}), torch {env.get('torch', '?')}, "
+        f"{env.get('torch_threads', '?')} torch threads"
+    )
 
 
 def plot_report(report: dict, path: str) -> None:
@@ -142,28 +179,44 @@ def plot_report(report: dict, path: str) -> None:
     if panels == 0:
         raise ValueError("the report has no row to plot")
     n_x = max([len(g) for g in row_groups.values()] + [len(opt_cases)])
-    fig, axes = plt.subplots(panels, 1, figsize=(max(9.0, 1.7 * n_x + 2.5), 4.6 * panels),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(max(9.0, 1.7 * n_x + 2.5), 4.6 * panels), squeeze=False
+    )
     colors: dict = {}
     i = 0
     for (shape, dtype), per_op in row_groups.items():
         ax = axes[i][0]
         probe = (report.get("copy_probe_GBps") or {}).get(shape)
         _bars(ax, per_op, "GB/s", probe, "copy probe", colors)
-        ax.set_title(f"memory-bound ops, {dtype}, shape {shape}: effective bandwidth "
-                     "(bytes the op must move / time; higher is better)", fontsize=10)
+        ax.set_title(
+            f"memory-bound ops, {dtype}, shape {shape}: effective bandwidth "
+            "(bytes the op must move / time; higher is better)",
+            fontsize=10,
+        )
         i += 1
     if opt_cases:
         ax = axes[i][0]
         opt = report["optimizer"]
-        _bars(ax, opt_cases, "GFLOP/s", opt.get("gemm_probe_GFLOPs"),
-              f"GEMM probe ({opt.get('gemm_probe', '')})", colors)
-        ax.set_title("optimize_latents, float32 latents: critic forward + input-gradient "
-                     "GFLOP/s per call (higher is better)", fontsize=10)
+        _bars(
+            ax,
+            opt_cases,
+            "GFLOP/s",
+            opt.get("gemm_probe_GFLOPs"),
+            f"GEMM probe ({opt.get('gemm_probe', '')})",
+            colors,
+        )
+        ax.set_title(
+            "optimize_latents, float32 latents: critic forward + input-gradient "
+            "GFLOP/s per call (higher is better)",
+            fontsize=10,
+        )
         skipped = sorted({r["case"] for r in opt.get("rows") or [] if r.get("GFLOPs") is None})
         if skipped:
-            ax.set_xlabel(f"not drawn (reachable thresholds, work varies per row): "
-                          f"{', '.join(skipped)}", fontsize=7, color="#555555")
+            ax.set_xlabel(
+                f"not drawn (reachable thresholds, work varies per row): {', '.join(skipped)}",
+                fontsize=7,
+                color="#555555",
+            )
     fig.suptitle(_device_title(report), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

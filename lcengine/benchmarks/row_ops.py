@@ -6,6 +6,7 @@ Each case times lcengine's op against the eager expression a user would write (b
 Rows report the effective bandwidth (the bytes the op must move at least, divided by time) and
 its fraction of a copy probe measured in the same run.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,11 +57,19 @@ class Case:
     wrt: tuple = ()
 
 
-def _grad_inputs(rows: int, dim: int, dtype: torch.dtype, device: torch.device,
-                 names: Sequence[str], scale: float = 1.0) -> dict:
+def _grad_inputs(
+    rows: int,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    names: Sequence[str],
+    scale: float = 1.0,
+) -> dict:
     """Random leaves that require grad, one per name. # [rows, dim] each"""
-    return {n: (torch.randn(rows, dim, device=device) * scale).to(dtype).requires_grad_(True)
-            for n in names}
+    return {
+        n: (torch.randn(rows, dim, device=device) * scale).to(dtype).requires_grad_(True)
+        for n in names
+    }
 
 
 def _reparam_eager(x: dict) -> torch.Tensor:
@@ -69,10 +78,12 @@ def _reparam_eager(x: dict) -> torch.Tensor:
 
 
 def _adam_inputs(rows: int, dim: int, dtype: torch.dtype, device: torch.device) -> dict:
-    return {"z": torch.randn(rows, dim, device=device).to(dtype),  # [B, D]
-            "grad": torch.randn(rows, dim, device=device).to(dtype),  # [B, D]
-            "m": torch.zeros(rows, dim, device=device, dtype=dtype),  # [B, D]
-            "v": torch.zeros(rows, dim, device=device, dtype=dtype)}  # [B, D]
+    return {
+        "z": torch.randn(rows, dim, device=device).to(dtype),  # [B, D]
+        "grad": torch.randn(rows, dim, device=device).to(dtype),  # [B, D]
+        "m": torch.zeros(rows, dim, device=device, dtype=dtype),  # [B, D]
+        "v": torch.zeros(rows, dim, device=device, dtype=dtype),
+    }  # [B, D]
 
 
 def _adam_eager(x: dict) -> torch.Tensor:
@@ -81,50 +92,74 @@ def _adam_eager(x: dict) -> torch.Tensor:
 
 CASES = {
     "reparameterize": Case(
-        "reparameterize", "z = mu + exp(logvar/2) * eps, forward",
-        lambda r, d, dt, dev: {"mu": torch.randn(r, d, device=dev).to(dt),
-                               "logvar": torch.randn(r, d, device=dev).to(dt)},
+        "reparameterize",
+        "z = mu + exp(logvar/2) * eps, forward",
+        lambda r, d, dt, dev: {
+            "mu": torch.randn(r, d, device=dev).to(dt),
+            "logvar": torch.randn(r, d, device=dev).to(dt),
+        },
         _reparam_eager,
         lambda x, b: reparameterize(x["mu"], x["logvar"], seed=1, backend=b),
-        passes=3),
+        passes=3,
+    ),
     "standard_normal": Case(
-        "standard_normal", "prior samples N(0, I)",
+        "standard_normal",
+        "prior samples N(0, I)",
         lambda r, d, dt, dev: {"shape": (r, d), "dtype": dt, "device": dev},
         lambda x: torch.randn(x["shape"], dtype=x["dtype"], device=x["device"]),
-        lambda x, b: standard_normal(x["shape"], seed=1, dtype=x["dtype"], device=x["device"],
-                                     backend=b),
-        passes=1),
+        lambda x, b: standard_normal(
+            x["shape"], seed=1, dtype=x["dtype"], device=x["device"], backend=b
+        ),
+        passes=1,
+    ),
     "gaussian_kl": Case(
-        "gaussian_kl", "KL to N(0, I), mean over rows, forward + backward",
+        "gaussian_kl",
+        "KL to N(0, I), mean over rows, forward + backward",
         lambda r, d, dt, dev: _grad_inputs(r, d, dt, dev, ("mu", "logvar")),
         lambda x: gaussian_kl_ref(x["mu"], x["logvar"]),
         lambda x, b: gaussian_kl(x["mu"], x["logvar"], backend=b),
-        passes=4, wrt=("mu", "logvar")),
+        passes=4,
+        wrt=("mu", "logvar"),
+    ),
     "distance_penalty": Case(
-        "distance_penalty", "log(1 + (z - z_ref)^2) / sigma^2, mean, forward + backward wrt z",
-        lambda r, d, dt, dev: {**_grad_inputs(r, d, dt, dev, ("z",)),
-                               "z_ref": torch.randn(r, d, device=dev).to(dt),
-                               "sigma": torch.rand(d, device=dev) + 0.5},
+        "distance_penalty",
+        "log(1 + (z - z_ref)^2) / sigma^2, mean, forward + backward wrt z",
+        lambda r, d, dt, dev: {
+            **_grad_inputs(r, d, dt, dev, ("z",)),
+            "z_ref": torch.randn(r, d, device=dev).to(dt),
+            "sigma": torch.rand(d, device=dev) + 0.5,
+        },
         lambda x: distance_penalty_ref(x["z"], x["z_ref"], x["sigma"]),
         lambda x, b: distance_penalty(x["z"], x["z_ref"], x["sigma"], backend=b),
-        passes=3, wrt=("z",)),
+        passes=3,
+        wrt=("z",),
+    ),
     "constraint_loss": Case(
-        "constraint_loss", "BCE with logits, mean, forward + backward wrt logits",
-        lambda r, d, dt, dev: {**_grad_inputs(r, d, dt, dev, ("logits",), scale=3.0),
-                               "target": (torch.rand(r, d, device=dev) > 0.5).to(dt)},
+        "constraint_loss",
+        "BCE with logits, mean, forward + backward wrt logits",
+        lambda r, d, dt, dev: {
+            **_grad_inputs(r, d, dt, dev, ("logits",), scale=3.0),
+            "target": (torch.rand(r, d, device=dev) > 0.5).to(dt),
+        },
         lambda x: constraint_loss_ref(x["logits"], x["target"]),
         lambda x, b: constraint_loss(x["logits"], x["target"], backend=b),
-        passes=3, wrt=("logits",)),
+        passes=3,
+        wrt=("logits",),
+    ),
     "latent_adam": Case(
-        "latent_adam", "in-place Adam step on latents",
-        _adam_inputs, _adam_eager,
+        "latent_adam",
+        "in-place Adam step on latents",
+        _adam_inputs,
+        _adam_eager,
         lambda x, b: latent_adam_(x["z"], x["grad"], x["m"], x["v"], 3, lr=1e-3, backend=b),
-        passes=7),
+        passes=7,
+    ),
 }
 
 
-def timed_call(fn: Callable[[dict], object], inputs: dict,
-               wrt: Sequence[str]) -> Callable[[], object]:
+def timed_call(
+    fn: Callable[[dict], object], inputs: dict, wrt: Sequence[str]
+) -> Callable[[], object]:
     """``fn(inputs)``, followed by the gradient wrt ``wrt`` when the case times
     forward + backward."""
     if not wrt:
@@ -146,15 +181,26 @@ def parse_shape(text: str) -> tuple[int, int]:
 def compiled_contenders(case: Case, modes: Sequence[str]) -> dict[str, Callable]:
     """``torch.compile`` of the case's eager expression, one per mode, labelled
     ``compile[mode]`` ("default" is torch.compile's default mode)."""
-    return {f"compile[{mode}]": torch.compile(case.eager, mode=None if mode == "default"
-                                              else mode, dynamic=False)
-            for mode in modes}
+    return {
+        f"compile[{mode}]": torch.compile(
+            case.eager, mode=None if mode == "default" else mode, dynamic=False
+        )
+        for mode in modes
+    }
 
 
-def run(ops_names: Sequence[str], shapes: Sequence[tuple[int, int]], dtype: torch.dtype,
-        device: torch.device, *, warmup: int = 3, reps: int = 15,
-        compile_modes: Sequence[str] = ("default",), backends: Sequence[str] = ("auto",),
-        progress: bool = True) -> dict:
+def run(
+    ops_names: Sequence[str],
+    shapes: Sequence[tuple[int, int]],
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    warmup: int = 3,
+    reps: int = 15,
+    compile_modes: Sequence[str] = ("default",),
+    backends: Sequence[str] = ("auto",),
+    progress: bool = True,
+) -> dict:
     """Times ``ops_names`` over ``shapes``: eager, torch.compile per mode, lcengine per backend.
 
     Args:
@@ -198,10 +244,13 @@ def run(ops_names: Sequence[str], shapes: Sequence[tuple[int, int]], dtype: torc
             for b in backends:
                 concrete = resolve_backend(b, device, dtype)
                 contenders[f"lcengine[{concrete}]"] = timed_call(
-                    lambda x, bb=concrete, op=case.lcengine: op(x, bb), inputs, case.wrt)
+                    lambda x, bb=concrete, op=case.lcengine: op(x, bb), inputs, case.wrt
+                )
             if progress:
-                print(f"  timing {name} {shape} {dtype_name} ({len(contenders)} contenders)...",
-                      flush=True)
+                print(
+                    f"  timing {name} {shape} {dtype_name} ({len(contenders)} contenders)...",
+                    flush=True,
+                )
             stats = measure_stats(contenders, timer, warmup=warmup, reps=reps)
             times = {label: s.median for label, s in stats.items()}
             nbytes = case.passes * rows * dim * elem
@@ -211,22 +260,34 @@ def run(ops_names: Sequence[str], shapes: Sequence[tuple[int, int]], dtype: torc
                 if not label.startswith("lcengine["):
                     continue
                 gbs = nbytes / t / 1e9
-                rows_out.append({
-                    "op": name, "shape": shape, "dtype": dtype_name,
-                    "device": str(device), "backend": label[9:-1], "time_ms": t * 1e3,
-                    "spread": stats[label].as_ms(),
-                    "eager_ms": times["eager"] * 1e3,
-                    "best_compile_ms": best_compile * 1e3 if compiled else None,
-                    "compile_ms": {k: v * 1e3 for k, v in compiled.items()},
-                    "compile_errors": compile_errors,
-                    "bytes_moved": nbytes,
-                    "effective_GBps": gbs, "copy_probe_GBps": probes[shape],
-                    "fraction_of_copy": gbs / probes[shape],
-                    "speedup_vs_eager": times["eager"] / t,
-                    "speedup_vs_compile": (best_compile / t) if compiled else None,
-                    "speedup_vs_best_of_eager_and_compile":
-                        min([times["eager"]] + list(compiled.values())) / t,
-                })
-    return {"environment": environment(device), "copy_probe_GBps": probes,
-            "settings": {"warmup": warmup, "reps": reps, "compile_modes": list(compile_modes)},
-            "rows": rows_out}
+                rows_out.append(
+                    {
+                        "op": name,
+                        "shape": shape,
+                        "dtype": dtype_name,
+                        "device": str(device),
+                        "backend": label[9:-1],
+                        "time_ms": t * 1e3,
+                        "spread": stats[label].as_ms(),
+                        "eager_ms": times["eager"] * 1e3,
+                        "best_compile_ms": best_compile * 1e3 if compiled else None,
+                        "compile_ms": {k: v * 1e3 for k, v in compiled.items()},
+                        "compile_errors": compile_errors,
+                        "bytes_moved": nbytes,
+                        "effective_GBps": gbs,
+                        "copy_probe_GBps": probes[shape],
+                        "fraction_of_copy": gbs / probes[shape],
+                        "speedup_vs_eager": times["eager"] / t,
+                        "speedup_vs_compile": (best_compile / t) if compiled else None,
+                        "speedup_vs_best_of_eager_and_compile": min(
+                            [times["eager"]] + list(compiled.values())
+                        )
+                        / t,
+                    }
+                )
+    return {
+        "environment": environment(device),
+        "copy_probe_GBps": probes,
+        "settings": {"warmup": warmup, "reps": reps, "compile_modes": list(compile_modes)},
+        "rows": rows_out,
+    }

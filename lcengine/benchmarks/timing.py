@@ -8,6 +8,7 @@ the run-to-run spread (quartiles, min and max) of each row. The probes give the 
 physical reference: :func:`copy_probe` (``dst.copy_(src)`` bandwidth) for memory-bound ops and
 :func:`gemm_probe` (a large square ``torch.mm``) for the critic-bound optimizer.
 """
+
 from __future__ import annotations
 
 import platform
@@ -31,8 +32,11 @@ class Timer:
     def __init__(self, device: torch.device):
         self.device = device
         # 256 MiB, larger than any GPU's L2: zeroing it evicts the previous call's data
-        self.flush = (torch.empty(64 * 2**20, dtype=torch.int32, device=device)
-                      if device.type == "cuda" else None)
+        self.flush = (
+            torch.empty(64 * 2**20, dtype=torch.int32, device=device)
+            if device.type == "cuda"
+            else None
+        )
 
     def __call__(self, fn: Callable[[], object]) -> float:
         if self.device.type == "cuda":
@@ -75,8 +79,14 @@ class Stats:
 
     def as_ms(self) -> dict:
         """The spread as stored in a report row (milliseconds, plus ``reps`` and ``iqr_rel``)."""
-        return {"q1_ms": self.q1 * 1e3, "q3_ms": self.q3 * 1e3, "min_ms": self.min * 1e3,
-                "max_ms": self.max * 1e3, "reps": self.reps, "iqr_rel": self.iqr_rel}
+        return {
+            "q1_ms": self.q1 * 1e3,
+            "q3_ms": self.q3 * 1e3,
+            "min_ms": self.min * 1e3,
+            "max_ms": self.max * 1e3,
+            "reps": self.reps,
+            "iqr_rel": self.iqr_rel,
+        }
 
 
 def summarize(samples: list[float]) -> Stats:
@@ -91,8 +101,9 @@ def summarize(samples: list[float]) -> Stats:
     return Stats(med, q1, q3, min(samples), max(samples), len(samples))
 
 
-def measure_samples(contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int,
-                    reps: int) -> dict[str, list[float]]:
+def measure_samples(
+    contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int, reps: int
+) -> dict[str, list[float]]:
     """Seconds per call of every contender, ``reps`` samples each.
 
     Each contender is first called ``warmup`` times; then the contenders are interleaved
@@ -108,22 +119,23 @@ def measure_samples(contenders: dict[str, Callable[[], object]], timer: Timer, *
     return samples
 
 
-def measure_stats(contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int,
-                  reps: int) -> dict[str, Stats]:
+def measure_stats(
+    contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int, reps: int
+) -> dict[str, Stats]:
     """:func:`measure_samples`, summarized per contender."""
     samples = measure_samples(contenders, timer, warmup=warmup, reps=reps)
     return {name: summarize(s) for name, s in samples.items()}
 
 
-def measure(contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int,
-            reps: int) -> dict[str, float]:
+def measure(
+    contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int, reps: int
+) -> dict[str, float]:
     """Median seconds per contender, contenders interleaved round-robin."""
     stats = measure_stats(contenders, timer, warmup=warmup, reps=reps)
     return {name: s.median for name, s in stats.items()}
 
 
-def copy_probe(nbytes: int, device: torch.device, timer: Timer, warmup: int,
-               reps: int) -> float:
+def copy_probe(nbytes: int, device: torch.device, timer: Timer, warmup: int, reps: int) -> float:
     """Copy bandwidth in GB/s (bytes read + bytes written) for a float32 buffer of ``nbytes``
     (at least 256 KiB)."""
     n = max(nbytes // 4, 1 << 16)
@@ -152,10 +164,11 @@ def gemm_probe(device: torch.device = CPU) -> tuple[float, str]:
     dtype, n, warmup, reps = GEMM_PROBES[device.type]
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))  # [n, n] x2
     c = torch.empty(n, n, device=device, dtype=dtype)  # [n, n]
-    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=warmup,
-                reps=reps)["mm"]
+    t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=warmup, reps=reps)[
+        "mm"
+    ]
     name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
-    return 2.0 * n ** 3 / t / 1e9, f"{name} torch.mm {n}^3"
+    return 2.0 * n**3 / t / 1e9, f"{name} torch.mm {n}^3"
 
 
 def peak_bytes(fn: Callable[[], object], device: torch.device) -> Optional[int]:
@@ -186,12 +199,17 @@ def _cpu_name() -> str:
 def environment(device: torch.device) -> dict:
     """What a figure depends on: versions, threads, the device and its name."""
     info = build_info()
-    env = {"torch": torch.__version__, "lcengine": info["version"],
-           "python": platform.python_version(), "machine": platform.machine(),
-           "processor": platform.processor() or platform.machine(),
-           "cpu_name": _cpu_name(), "device": device.type,
-           "torch_threads": torch.get_num_threads(),
-           "openmp_threads": info["openmp_threads"]}
+    env = {
+        "torch": torch.__version__,
+        "lcengine": info["version"],
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_name": _cpu_name(),
+        "device": device.type,
+        "torch_threads": torch.get_num_threads(),
+        "openmp_threads": info["openmp_threads"],
+    }
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env

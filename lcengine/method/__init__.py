@@ -19,6 +19,7 @@ Modules: :mod:`.constraints` (the facade), :mod:`.config`, :mod:`.latent_model`,
 folders with their commands in :mod:`.run` and :mod:`.commands`. Applications (data sets,
 models, evaluators) live outside this package, under ``lcengine.apps``.
 """
+
 from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
 from .constraints import LatentConstraints
 from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic

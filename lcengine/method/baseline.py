@@ -22,6 +22,7 @@ The shifts add up and are multiplied by ``scale`` (default 1). No learned model 
 the result is usually off the data manifold when several attributes are combined, which is what
 the critics are meant to fix.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Union
@@ -66,16 +67,22 @@ class AttributeVectorBaseline:
         global_centroid: ``g``. # [D]
     """
 
-    def __init__(self, attribute_names: Sequence[str], scale: float = 1.0, *,
-                 one_hot_groups: Optional[Mapping[str, Sequence[str]]] = None):
+    def __init__(
+        self,
+        attribute_names: Sequence[str],
+        scale: float = 1.0,
+        *,
+        one_hot_groups: Optional[Mapping[str, Sequence[str]]] = None,
+    ):
         names = tuple(attribute_names)
         if not names or not all(isinstance(n, str) for n in names):
             raise ValueError("attribute_names must be a non-empty sequence of strings")
         self.attribute_names = names
         self.scale = check_float("scale", scale)
         # label -> columns of the group's members among the names
-        self.group_columns = RequestVocabulary(
-            one_hot_groups=one_hot_groups or {}).group_columns(names)
+        self.group_columns = RequestVocabulary(one_hot_groups=one_hot_groups or {}).group_columns(
+            names
+        )
         self.pos_centroids: Optional[np.ndarray] = None
         self.neg_centroids: Optional[np.ndarray] = None
         self.vectors: Optional[np.ndarray] = None
@@ -104,8 +111,10 @@ class AttributeVectorBaseline:
             raise ValueError("z contains NaN or infinite values")
         a = len(self.attribute_names)
         if att.shape != (zz.shape[0], a):
-            raise ValueError(f"attributes must have shape [{zz.shape[0]}, {a}] (rows of z, one "
-                             f"column per attribute name), got {list(att.shape)}")
+            raise ValueError(
+                f"attributes must have shape [{zz.shape[0]}, {a}] (rows of z, one "
+                f"column per attribute name), got {list(att.shape)}"
+            )
         if att.size and not np.isin(att, (0, 1)).all():
             raise ValueError("attributes must contain only 0 and 1")
         att = att.astype(bool)
@@ -126,14 +135,22 @@ class AttributeVectorBaseline:
         if v.shape == (a,):
             v = np.broadcast_to(v, (b, a))
         if v.shape != (b, a):
-            raise ValueError(f"{name} must have shape [{a}] or [{b}, {a}] (one entry per "
-                             f"attribute name), got {list(np.shape(arr))}")
+            raise ValueError(
+                f"{name} must have shape [{a}] or [{b}, {a}] (one entry per "
+                f"attribute name), got {list(np.shape(arr))}"
+            )
         if v.size and not np.isin(v, (0, 1)).all():
             raise ValueError(f"{name} must contain only 0 and 1 (or booleans)")
         return v.astype(np.int8)
 
-    def shift(self, values: ArrayLike, mask: ArrayLike, *, batch: int,
-              source_attributes: Optional[ArrayLike] = None) -> np.ndarray:
+    def shift(
+        self,
+        values: ArrayLike,
+        mask: ArrayLike,
+        *,
+        batch: int,
+        source_attributes: Optional[ArrayLike] = None,
+    ) -> np.ndarray:
         """The latent shift per row, without applying it. # -> [B, D] float64"""
         if not self.fitted:
             raise RuntimeError("AttributeVectorBaseline.fit must be called before apply")
@@ -150,19 +167,23 @@ class AttributeVectorBaseline:
             for label, cols in self.group_columns.items():
                 target = [c for c in cols if msk[i, c] and vals[i, c] == 1]
                 if len(target) > 1:
-                    raise ValueError(f"row {i} requests more than one {label}: "
-                                     f"{[names[c] for c in target]}")
+                    raise ValueError(
+                        f"row {i} requests more than one {label}: {[names[c] for c in target]}"
+                    )
                 if target:
                     t = target[0]
                     c_t = self.pos_centroids[t]
                     if np.isnan(c_t).any():
-                        raise ValueError(f"no training latent has {names[t]} = 1; cannot move "
-                                         "towards it")
+                        raise ValueError(
+                            f"no training latent has {names[t]} = 1; cannot move towards it"
+                        )
                     start = self.global_centroid
                     if src is not None:
                         src_members = [c for c in cols if src[i, c] == 1]
-                        if len(src_members) == 1 and not np.isnan(
-                                self.pos_centroids[src_members[0]]).any():
+                        if (
+                            len(src_members) == 1
+                            and not np.isnan(self.pos_centroids[src_members[0]]).any()
+                        ):
                             start = self.pos_centroids[src_members[0]]
                     out[i] += c_t - start
                     handled[cols] = True
@@ -172,13 +193,21 @@ class AttributeVectorBaseline:
                 if coef == 0.0:
                     continue
                 if np.isnan(self.vectors[j]).any():
-                    raise ValueError(f"attribute {names[j]!r} is constant in the fitted data "
-                                     "(all 0 or all 1); its vector is undefined")
+                    raise ValueError(
+                        f"attribute {names[j]!r} is constant in the fitted data "
+                        "(all 0 or all 1); its vector is undefined"
+                    )
                 out[i] += coef * self.vectors[j]
         return self.scale * out
 
-    def apply(self, z_start: ArrayLike, values: ArrayLike, mask: ArrayLike, *,
-              source_attributes: Optional[ArrayLike] = None) -> ArrayLike:
+    def apply(
+        self,
+        z_start: ArrayLike,
+        values: ArrayLike,
+        mask: ArrayLike,
+        *,
+        source_attributes: Optional[ArrayLike] = None,
+    ) -> ArrayLike:
         """Shifts starting latents towards the requested attributes.
 
         Args:
@@ -198,8 +227,10 @@ class AttributeVectorBaseline:
         if not self.fitted:
             raise RuntimeError("AttributeVectorBaseline.fit must be called before apply")
         if zz.shape[1] != self.vectors.shape[1]:
-            raise ValueError(f"z_start has latent dimension {zz.shape[1]}, the baseline was "
-                             f"fitted on {self.vectors.shape[1]}")
+            raise ValueError(
+                f"z_start has latent dimension {zz.shape[1]}, the baseline was "
+                f"fitted on {self.vectors.shape[1]}"
+            )
         if not np.isfinite(zz).all():
             raise ValueError("z_start contains NaN or infinite values")
         delta = self.shift(values, mask, batch=zz.shape[0], source_attributes=source_attributes)

@@ -15,6 +15,7 @@ A checkpoint is a folder with two files:
 The tensor file is written first and the JSON last, each atomically: an interrupted save leaves
 the previous checkpoint, or a pair whose checksum does not match, which the loader rejects.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,21 +68,26 @@ def save_constraints(lc: "LatentConstraints", path: Union[str, Path]) -> Path:
         for k, v in c.critic.state_dict().items():
             tensors[f"zeroshot.{i}.{k}"] = v
     blob = save_tensors_atomic(d / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
-    cfg = {"format": FORMAT, "latent_dim": lc.latent_dim,
-           "data_shape": list(lc.model.data_shape),
-           "attribute_names": list(lc.base_attribute_names),
-           "vocabulary": lc.vocabulary.to_dict(),
-           "training": lc.training.to_dict(), "sampling": lc.sampling.to_dict(),
-           "transform": lc.transform_config.to_dict(),
-           "state": t.state_json(),
-           "zero_shot": [c.info() for c in lc.zero_shot],
-           "weights_sha256": hashlib.sha256(blob).hexdigest()}
+    cfg = {
+        "format": FORMAT,
+        "latent_dim": lc.latent_dim,
+        "data_shape": list(lc.model.data_shape),
+        "attribute_names": list(lc.base_attribute_names),
+        "vocabulary": lc.vocabulary.to_dict(),
+        "training": lc.training.to_dict(),
+        "sampling": lc.sampling.to_dict(),
+        "transform": lc.transform_config.to_dict(),
+        "state": t.state_json(),
+        "zero_shot": [c.info() for c in lc.zero_shot],
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
     atomic_write_json(d / CONFIG_FILE, cfg)
     return d
 
 
-def _zero_shot_constraints(cfg: dict, tensors: dict[str, torch.Tensor], cfg_path: Path,
-                           w_path: Path) -> list[ZeroShotConstraint]:
+def _zero_shot_constraints(
+    cfg: dict, tensors: dict[str, torch.Tensor], cfg_path: Path, w_path: Path
+) -> list[ZeroShotConstraint]:
     out = []
     for i, info in enumerate(cfg.get("zero_shot", [])):
         try:
@@ -89,24 +95,28 @@ def _zero_shot_constraints(cfg: dict, tensors: dict[str, torch.Tensor], cfg_path
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{_WHAT}: bad zero-shot entry {i} in {cfg_path}: {exc}") from exc
         prefix = f"zeroshot.{i}."
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         expected = critic.state_dict()
         if set(sd) != set(expected) or any(sd[k].shape != expected[k].shape for k in sd):
-            raise ValueError(f"{_WHAT}: {w_path} zero-shot critic {info.get('name')!r} does not "
-                             "match its config")
+            raise ValueError(
+                f"{_WHAT}: {w_path} zero-shot critic {info.get('name')!r} does not match its config"
+            )
         critic.load_state_dict(sd)
         critic.eval()
-        out.append(ZeroShotConstraint(
-            name=str(info["name"]), critic=critic,
-            positive_rate=float(info.get("positive_rate", float("nan"))),
-            heldout_accuracy=float(info.get("heldout_accuracy", float("nan"))),
-            num_samples=int(info.get("num_samples", 0)),
-            history=info.get("history", {"step": [], "loss": []})))
+        out.append(
+            ZeroShotConstraint(
+                name=str(info["name"]),
+                critic=critic,
+                positive_rate=float(info.get("positive_rate", float("nan"))),
+                heldout_accuracy=float(info.get("heldout_accuracy", float("nan"))),
+                num_samples=int(info.get("num_samples", 0)),
+                history=info.get("history", {"step": [], "loss": []}),
+            )
+        )
     return out
 
 
-def load_constraints(cls: type, path: Union[str, Path], model: LatentModel
-                     ) -> "LatentConstraints":
+def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "LatentConstraints":
     """Loads a checkpoint written by :func:`save_constraints` for ``model``.
 
     Args:
@@ -124,31 +134,43 @@ def load_constraints(cls: type, path: Union[str, Path], model: LatentModel
     cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
     cfg = read_json_file(cfg_path, _WHAT)
     if cfg.get("format") != FORMAT:
-        raise ValueError(f"{_WHAT}: {cfg_path} is not a latent-constraints checkpoint (format "
-                         f"{cfg.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"{_WHAT}: {cfg_path} is not a latent-constraints checkpoint (format "
+            f"{cfg.get('format')!r}, expected {FORMAT!r})"
+        )
     if not w_path.is_file():
         raise ValueError(f"{_WHAT}: missing file {w_path}")
     blob = w_path.read_bytes()
     if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
-        raise ValueError(f"{_WHAT}: {w_path} does not match {cfg_path} (checksum mismatch: "
-                         "corrupted, or from another save)")
+        raise ValueError(
+            f"{_WHAT}: {w_path} does not match {cfg_path} (checksum mismatch: "
+            "corrupted, or from another save)"
+        )
     tensors = parse_tensors(blob, w_path, _WHAT)
     if int(cfg.get("latent_dim", -1)) != model.latent_dim:
-        raise ValueError(f"{_WHAT}: {cfg_path} was trained for latent_dim "
-                         f"{cfg.get('latent_dim')}, the model has {model.latent_dim}")
+        raise ValueError(
+            f"{_WHAT}: {cfg_path} was trained for latent_dim "
+            f"{cfg.get('latent_dim')}, the model has {model.latent_dim}"
+        )
     if list(cfg.get("data_shape", [])) != list(model.data_shape):
-        raise ValueError(f"{_WHAT}: {cfg_path} was trained for data shape "
-                         f"{cfg.get('data_shape')}, the model has {list(model.data_shape)}")
+        raise ValueError(
+            f"{_WHAT}: {cfg_path} was trained for data shape "
+            f"{cfg.get('data_shape')}, the model has {list(model.data_shape)}"
+        )
     try:
-        lc = cls(model, cfg["attribute_names"],
-                 vocabulary=RequestVocabulary.from_dict(cfg.get("vocabulary", {})),
-                 training=TrainingConfig.from_dict(cfg["training"]),
-                 sampling=SamplingConfig.from_dict(cfg["sampling"]),
-                 transform=SamplingConfig.from_dict(cfg["transform"]))
+        lc = cls(
+            model,
+            cfg["attribute_names"],
+            vocabulary=RequestVocabulary.from_dict(cfg.get("vocabulary", {})),
+            training=TrainingConfig.from_dict(cfg["training"]),
+            sampling=SamplingConfig.from_dict(cfg["sampling"]),
+            transform=SamplingConfig.from_dict(cfg["transform"]),
+        )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{_WHAT}: bad config in {cfg_path}: {exc}") from exc
-    missing = [k for k in ("sigma_bar", "data.mu", "data.logvar", "data.attributes")
-               if k not in tensors]
+    missing = [
+        k for k in ("sigma_bar", "data.mu", "data.logvar", "data.attributes") if k not in tensors
+    ]
     if missing:
         raise ValueError(f"{_WHAT}: {w_path} lacks tensors {missing}")
     check_tensors_finite(tensors, w_path, _WHAT)

@@ -8,6 +8,7 @@ the independent measurement of outputs come from the application recorded in ``r
 ValueError/RuntimeError with a message naming the problem; the CLI turns them into
 ``lcengine <cmd>: error: ...`` and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,68 +62,107 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
             run when ``--application`` is not given.
     """
     fit = subparsers.add_parser(
-        "fit", help="create a run folder (model, critics, actor) or continue training one",
+        "fit",
+        help="create a run folder (model, critics, actor) or continue training one",
         description="Without a run in --run: the application trains its model and the "
-                    "constraints into it (no evaluation). With one: continues training from "
-                    "the saved step counts up to the requested totals.")
+        "constraints into it (no evaluation). With one: continues training from "
+        "the saved step counts up to the requested totals.",
+    )
     fit.add_argument("--run", required=True, help="run folder")
-    fit.add_argument("--application", default=default_application,
-                     help="import path 'module:attribute' of the application that creates a "
-                          f"new run (default: {default_application})")
+    fit.add_argument(
+        "--application",
+        default=default_application,
+        help="import path 'module:attribute' of the application that creates a "
+        f"new run (default: {default_application})",
+    )
     fit.add_argument("--fast", action="store_true", help="tiny preset (new runs only)")
     fit.add_argument("--seed", type=nonneg_int, default=0, help="seed (new runs only)")
-    fit.add_argument("--attribute-steps", type=nonneg_int, default=None,
-                     help="total attribute-critic updates")
-    fit.add_argument("--realism-steps", type=nonneg_int, default=None,
-                     help="total realism-critic updates (the actor gets one per actor_every)")
-    fit.add_argument("--checkpoint-every", type=nonneg_int, default=1000,
-                     help="save every this many realism updates (0: only at the end)")
-    fit.add_argument("--cache-dir", default=None, help="cache of the application's pretrained "
-                     "models")
+    fit.add_argument(
+        "--attribute-steps", type=nonneg_int, default=None, help="total attribute-critic updates"
+    )
+    fit.add_argument(
+        "--realism-steps",
+        type=nonneg_int,
+        default=None,
+        help="total realism-critic updates (the actor gets one per actor_every)",
+    )
+    fit.add_argument(
+        "--checkpoint-every",
+        type=nonneg_int,
+        default=1000,
+        help="save every this many realism updates (0: only at the end)",
+    )
+    fit.add_argument(
+        "--cache-dir", default=None, help="cache of the application's pretrained models"
+    )
     fit.add_argument("--no-cache", action="store_true", help="do not use the cache")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
-    fit.add_argument("--threads", type=nonneg_int, default=1,
-                     help="torch threads (default 1; 0 = torch's default)")
+    fit.add_argument(
+        "--threads",
+        type=nonneg_int,
+        default=1,
+        help="torch threads (default 1; 0 = torch's default)",
+    )
     fit.set_defaults(func=_cmd_fit)
 
     sample = subparsers.add_parser(
-        "sample", help="conditional samples from a run folder",
+        "sample",
+        help="conditional samples from a run folder",
         description="Samples satisfying an attribute request over the run's attribute names, "
-                    "e.g. --request \"a !b\" (!name or not_name for 0, plus the shorthands and "
-                    "aliases of the run's vocabulary; an unknown name lists the valid ones).")
+        'e.g. --request "a !b" (!name or not_name for 0, plus the shorthands and '
+        "aliases of the run's vocabulary; an unknown name lists the valid ones).",
+    )
     sample.add_argument("--run", required=True, help="run folder")
     sample.add_argument("--request", required=True, help="attribute request")
     sample.add_argument("-n", "--num", type=positive_int, default=16, help="number of samples")
     sample.add_argument("--method", choices=METHODS, default="actor")
     sample.add_argument("--seed", type=nonneg_int, default=0)
-    sample.add_argument("--steps", type=positive_int, default=None,
-                        help="optimizer step limit (method optimize)")
+    sample.add_argument(
+        "--steps", type=positive_int, default=None, help="optimizer step limit (method optimize)"
+    )
     sample.add_argument("--out", default=None, help="write outputs/attributes to this .npz")
-    sample.add_argument("--png", default=None, help="write a grid of the samples to this .png "
-                        "(2-D outputs only)")
-    sample.add_argument("--threads", type=nonneg_int, default=1,
-                        help="torch threads (default 1; 0 = torch's default)")
+    sample.add_argument(
+        "--png", default=None, help="write a grid of the samples to this .png (2-D outputs only)"
+    )
+    sample.add_argument(
+        "--threads",
+        type=nonneg_int,
+        default=1,
+        help="torch threads (default 1; 0 = torch's default)",
+    )
     sample.set_defaults(func=_cmd_sample)
 
     transform = subparsers.add_parser(
-        "transform", help="identity-preserving edits of inputs with a run folder",
+        "transform",
+        help="identity-preserving edits of inputs with a run folder",
         description="Changes only the requested attributes of inputs, e.g. --changes b. "
-                    "Inputs: --input FILE (.npy [N, *data_shape] or .npz with 'images') or "
-                    "held-out inputs of the run's application (--heldout).")
+        "Inputs: --input FILE (.npy [N, *data_shape] or .npz with 'images') or "
+        "held-out inputs of the run's application (--heldout).",
+    )
     transform.add_argument("--run", required=True, help="run folder")
     transform.add_argument("--changes", required=True, help="attributes to change")
     src = transform.add_mutually_exclusive_group()
     src.add_argument("--input", default=None, help=".npy or .npz file of inputs")
-    src.add_argument("--heldout", type=positive_int, default=8,
-                     help="use the first N held-out inputs (default 8)")
-    transform.add_argument("--method", choices=("optimize", "actor", "baseline"),
-                           default="optimize")
+    src.add_argument(
+        "--heldout",
+        type=positive_int,
+        default=8,
+        help="use the first N held-out inputs (default 8)",
+    )
+    transform.add_argument(
+        "--method", choices=("optimize", "actor", "baseline"), default="optimize"
+    )
     transform.add_argument("--steps", type=positive_int, default=None, help="step limit")
     transform.add_argument("--out", default=None, help="write results to this .npz")
-    transform.add_argument("--png", default=None, help="write input/edited strips to this .png "
-                           "(2-D inputs only)")
-    transform.add_argument("--threads", type=nonneg_int, default=1,
-                           help="torch threads (default 1; 0 = torch's default)")
+    transform.add_argument(
+        "--png", default=None, help="write input/edited strips to this .png (2-D inputs only)"
+    )
+    transform.add_argument(
+        "--threads",
+        type=nonneg_int,
+        default=1,
+        help="torch threads (default 1; 0 = torch's default)",
+    )
     transform.set_defaults(func=_cmd_transform)
 
 
@@ -147,38 +187,57 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     def prepare(app_path: str, config: dict):
         return resolve_application(app_path).prepare_run(
-            folder, config, cache_dir=cache_dir, use_cache=not args.no_cache, progress=progress,
-            log=log)
+            folder,
+            config,
+            cache_dir=cache_dir,
+            use_cache=not args.no_cache,
+            progress=progress,
+            log=log,
+        )
 
     if (folder / RUN_FILE).is_file() and not has_checkpoint(folder):
         # interrupted before the first checkpoint: build the run again from its own config
         run = prepare(*read_run_file(folder))
-        print(f"completed {folder}: realism critic {run.constraints.trainer.realism_step} "
-              "updates")
+        print(f"completed {folder}: realism critic {run.constraints.trainer.realism_step} updates")
         return 0
     if (folder / RUN_FILE).is_file():
         run = load_run(folder)
         lc = run.constraints
         before = (lc.trainer.attribute_step, lc.trainer.realism_step)
-        lc.fit(attribute_steps=args.attribute_steps, realism_steps=args.realism_steps,
-               progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR,
-               checkpoint_every=args.checkpoint_every)
-        write_run_file(folder, run.application_path,
-                       run.application.updated_config(run.config, lc))
-        print(f"continued {folder}: attribute critic {before[0]} -> {lc.trainer.attribute_step} "
-              f"updates, realism critic {before[1]} -> {lc.trainer.realism_step} updates")
+        lc.fit(
+            attribute_steps=args.attribute_steps,
+            realism_steps=args.realism_steps,
+            progress=progress,
+            checkpoint_dir=folder / CONSTRAINTS_DIR,
+            checkpoint_every=args.checkpoint_every,
+        )
+        write_run_file(folder, run.application_path, run.application.updated_config(run.config, lc))
+        print(
+            f"continued {folder}: attribute critic {before[0]} -> {lc.trainer.attribute_step} "
+            f"updates, realism critic {before[1]} -> {lc.trainer.realism_step} updates"
+        )
         return 0
     if folder.exists() and any(folder.iterdir()):
-        raise ValueError(f"--run {folder} is a non-empty folder without {RUN_FILE}; refusing to "
-                         "write into it")
-    overrides = {k: v for k, v in (("attribute_steps", args.attribute_steps),
-                                   ("realism_steps", args.realism_steps)) if v is not None}
+        raise ValueError(
+            f"--run {folder} is a non-empty folder without {RUN_FILE}; refusing to write into it"
+        )
+    overrides = {
+        k: v
+        for k, v in (
+            ("attribute_steps", args.attribute_steps),
+            ("realism_steps", args.realism_steps),
+        )
+        if v is not None
+    }
     config = resolve_application(args.application).default_config(
-        fast=args.fast, seed=args.seed, training_overrides=overrides)
+        fast=args.fast, seed=args.seed, training_overrides=overrides
+    )
     run = prepare(args.application, config)
     t = run.constraints.trainer
-    print(f"created {folder}: attribute critic {t.attribute_step} updates, realism critic "
-          f"{t.realism_step} updates, zero-shot {[c.name for c in run.constraints.zero_shot]}")
+    print(
+        f"created {folder}: attribute critic {t.attribute_step} updates, realism critic "
+        f"{t.realism_step} updates, zero-shot {[c.name for c in run.constraints.zero_shot]}"
+    )
     return 0
 
 
@@ -189,8 +248,10 @@ def _measured_summary(run, res, measured) -> dict:
     if measured is None:
         return {}
     m = attribute_metrics(res.attributes, measured, res.mask, run.constraints.attribute_names)
-    return {"measured_accuracy_on_requested": m["overall_accuracy"],
-            "rows_fully_satisfied": m["row_accuracy"]}
+    return {
+        "measured_accuracy_on_requested": m["overall_accuracy"],
+        "rows_fully_satisfied": m["row_accuracy"],
+    }
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -203,23 +264,34 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     overrides = {"steps": args.steps} if args.steps is not None else {}
     res = lc.sample(args.request, args.num, method=args.method, seed=args.seed, **overrides)
     measured = run.measure(res.images)  # [N, A] or None
-    summary = {"request": args.request, "method": args.method, "n": args.num,
-               "requested": [n for n, k in zip(lc.attribute_names, res.mask[0], strict=True)
-                             if k],
-               **_measured_summary(run, res, measured),
-               "accepted_by_critics": float(res.converged.mean()),
-               "mean_steps": float(res.steps.mean()), "seconds": res.seconds}
+    summary = {
+        "request": args.request,
+        "method": args.method,
+        "n": args.num,
+        "requested": [n for n, k in zip(lc.attribute_names, res.mask[0], strict=True) if k],
+        **_measured_summary(run, res, measured),
+        "accepted_by_critics": float(res.converged.mean()),
+        "mean_steps": float(res.steps.mean()),
+        "seconds": res.seconds,
+    }
     if args.out:
         extra = {"measured": measured} if measured is not None else {}
-        write_npz(args.out, images=res.images.astype(np.float32),
-                  attributes=res.attributes.astype(np.int8), requested_mask=res.mask,
-                  attribute_names=np.array(lc.attribute_names),
-                  method=np.array([args.method] * args.num), accepted=res.converged,
-                  latents=res.latents.numpy(), **extra)
+        write_npz(
+            args.out,
+            images=res.images.astype(np.float32),
+            attributes=res.attributes.astype(np.int8),
+            requested_mask=res.mask,
+            attribute_names=np.array(lc.attribute_names),
+            method=np.array([args.method] * args.num),
+            accepted=res.converged,
+            latents=res.latents.numpy(),
+            **extra,
+        )
         summary["out"] = args.out
     if args.png:
-        write_image_grid(args.png, [(args.method, res.images[:16])],
-                         f"{args.request!r} ({args.method})")
+        write_image_grid(
+            args.png, [(args.method, res.images[:16])], f"{args.request!r} ({args.method})"
+        )
         summary["png"] = args.png
     print(json.dumps(summary, indent=2))
     return 0
@@ -243,8 +315,10 @@ def load_input_file(path: str, data_shape: tuple[int, ...]) -> np.ndarray:
     if x.ndim == len(data_shape):
         x = x[None]
     if x.shape[1:] != tuple(data_shape):
-        raise ValueError(f"--input images must have shape [N, {', '.join(map(str, data_shape))}], "
-                         f"got {list(x.shape)}")
+        raise ValueError(
+            f"--input images must have shape [N, {', '.join(map(str, data_shape))}], "
+            f"got {list(x.shape)}"
+        )
     if not np.isfinite(x).all():
         raise ValueError("--input images contain NaN or infinite values")
     return x
@@ -264,28 +338,48 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     overrides = {"steps": args.steps} if args.steps is not None else {}
     tr = lc.transform(x, args.changes, method=args.method, **overrides)
     meas_edit = run.measure(tr.images)  # [B, A] or None
-    summary = {"changes": args.changes, "method": args.method, "rows": int(len(x)),
-               **tr.summary()}
+    summary = {"changes": args.changes, "method": args.method, "rows": int(len(x)), **tr.summary()}
     if meas_edit is not None:
         success = ((meas_edit == tr.attributes) | ~tr.mask).all(axis=1)  # [B]
         summary["measured_success"] = float(success.mean())
-    summary["per_row"] = [{"converged": bool(c), "steps": int(s), "latent_distance": float(d),
-                           "pixel_distance": float(p)}
-                          for c, s, d, p in zip(tr.converged, tr.steps, tr.latent_distance,
-                                                tr.pixel_distance, strict=True)]
+    summary["per_row"] = [
+        {
+            "converged": bool(c),
+            "steps": int(s),
+            "latent_distance": float(d),
+            "pixel_distance": float(p),
+        }
+        for c, s, d, p in zip(
+            tr.converged, tr.steps, tr.latent_distance, tr.pixel_distance, strict=True
+        )
+    ]
     if args.out:
         extra = {"measured": meas_edit} if meas_edit is not None else {}
-        write_npz(args.out, inputs=np.asarray(x, dtype=np.float32),
-                  reconstructions=tr.source_images, images=tr.images,
-                  attributes=tr.attributes.astype(np.int8), requested_mask=tr.mask,
-                  attribute_names=np.array(lc.attribute_names), converged=tr.converged,
-                  steps=tr.steps, latent_distance=tr.latent_distance,
-                  pixel_distance=tr.pixel_distance, **extra)
+        write_npz(
+            args.out,
+            inputs=np.asarray(x, dtype=np.float32),
+            reconstructions=tr.source_images,
+            images=tr.images,
+            attributes=tr.attributes.astype(np.int8),
+            requested_mask=tr.mask,
+            attribute_names=np.array(lc.attribute_names),
+            converged=tr.converged,
+            steps=tr.steps,
+            latent_distance=tr.latent_distance,
+            pixel_distance=tr.pixel_distance,
+            **extra,
+        )
         summary["out"] = args.out
     if args.png:
-        write_image_grid(args.png, [("input", np.asarray(x)[:16]),
-                                    ("reconstruction", tr.source_images[:16]),
-                                    ("edited", tr.images[:16])], f"transform {args.changes!r}")
+        write_image_grid(
+            args.png,
+            [
+                ("input", np.asarray(x)[:16]),
+                ("reconstruction", tr.source_images[:16]),
+                ("edited", tr.images[:16]),
+            ],
+            f"transform {args.changes!r}",
+        )
         summary["png"] = args.png
     print(json.dumps(summary, indent=2))
     return 0

@@ -5,6 +5,7 @@
 Both are dataclasses validated on construction (through :mod:`lcengine.validation`) and
 round-trip through JSON with ``to_dict`` / ``from_dict``, which is how checkpoints store them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,7 @@ def _from_dict(cls: type[_Config], d: Mapping[str, Any]) -> _Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; expected some of "
-                         f"{sorted(known)}")
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; expected some of {sorted(known)}")
     return cls(**dict(d))
 
 
@@ -140,13 +140,18 @@ class TrainingConfig:
         for name in ("attribute_steps", "realism_steps", "seed"):
             check_int(f"TrainingConfig.{name}", getattr(self, name))
         for name in ("attribute_lr", "realism_lr", "actor_lr"):
-            setattr(self, name, check_positive_float(f"TrainingConfig.{name}",
-                                                     getattr(self, name)))
+            setattr(self, name, check_positive_float(f"TrainingConfig.{name}", getattr(self, name)))
         for name in ("gp_weight", "lambda_dist", "actor_attribute_weight"):
-            setattr(self, name, check_positive_float(f"TrainingConfig.{name}",
-                                                     getattr(self, name), allow_zero=True))
-        self.prior_fake_prob = check_float("TrainingConfig.prior_fake_prob",
-                                           self.prior_fake_prob, low=0.0, high=1.0)
+            setattr(
+                self,
+                name,
+                check_positive_float(
+                    f"TrainingConfig.{name}", getattr(self, name), allow_zero=True
+                ),
+            )
+        self.prior_fake_prob = check_float(
+            "TrainingConfig.prior_fake_prob", self.prior_fake_prob, low=0.0, high=1.0
+        )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -14,6 +14,7 @@ The model is never modified: the method learns *in its latent space* which regio
 realistic data with the requested attributes. Checkpoints are written and read by
 :mod:`lcengine.method.checkpoint`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,10 @@ def as_latent_model(model: Any) -> LatentModel:
         return model
     if isinstance(model, nn.Module):
         return LatentModel.from_module(model)
-    raise TypeError("model must be a LatentModel or an nn.Module with encode/decode, got "
-                    f"{type(model).__name__}")
+    raise TypeError(
+        "model must be a LatentModel or an nn.Module with encode/decode, got "
+        f"{type(model).__name__}"
+    )
 
 
 class LatentConstraints:
@@ -81,11 +84,16 @@ class LatentConstraints:
         transform: defaults of :meth:`transform`.
     """
 
-    def __init__(self, model: Any, attribute_names: Sequence[str], *,
-                 vocabulary: Optional[RequestVocabulary] = None,
-                 training: Optional[TrainingConfig] = None,
-                 sampling: Optional[SamplingConfig] = None,
-                 transform: Optional[SamplingConfig] = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        attribute_names: Sequence[str],
+        *,
+        vocabulary: Optional[RequestVocabulary] = None,
+        training: Optional[TrainingConfig] = None,
+        sampling: Optional[SamplingConfig] = None,
+        transform: Optional[SamplingConfig] = None,
+    ) -> None:
         self.model = as_latent_model(model)
         names = tuple(attribute_names)
         if not names or not all(isinstance(n, str) and n for n in names):
@@ -96,12 +104,15 @@ class LatentConstraints:
         self.vocabulary = vocabulary if vocabulary is not None else RequestVocabulary()
         self.training = training if training is not None else TrainingConfig()
         self.sampling = sampling if sampling is not None else SamplingConfig()
-        self.transform_config = transform if transform is not None else dataclasses.replace(
-            DEFAULT_TRANSFORM)
-        for name, cfg, cls in (("vocabulary", self.vocabulary, RequestVocabulary),
-                               ("training", self.training, TrainingConfig),
-                               ("sampling", self.sampling, SamplingConfig),
-                               ("transform", self.transform_config, SamplingConfig)):
+        self.transform_config = (
+            transform if transform is not None else dataclasses.replace(DEFAULT_TRANSFORM)
+        )
+        for name, cfg, cls in (
+            ("vocabulary", self.vocabulary, RequestVocabulary),
+            ("training", self.training, TrainingConfig),
+            ("sampling", self.sampling, SamplingConfig),
+            ("transform", self.transform_config, SamplingConfig),
+        ):
             if not isinstance(cfg, cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, got {type(cfg).__name__}")
         self.data: Optional[TrainingData] = None
@@ -130,8 +141,11 @@ class LatentConstraints:
     def is_fitted(self) -> bool:
         """The critics and actor have been trained for the configured number of steps."""
         t = self.trainer
-        return (t is not None and t.attribute_step >= self.training.attribute_steps
-                and t.realism_step >= self.training.realism_steps)
+        return (
+            t is not None
+            and t.attribute_step >= self.training.attribute_steps
+            and t.realism_step >= self.training.realism_steps
+        )
 
     def _require_trainer(self, what: str) -> ConstraintTrainer:
         if self.trainer is None:
@@ -154,9 +168,15 @@ class LatentConstraints:
         return self._stacked[1]
 
     # ------------------------------------------------------------------ data and fitting
-    def set_data(self, x: Optional[ArrayLike] = None, attributes: Optional[ArrayLike] = None,
-                 *, mu: Optional[ArrayLike] = None, logvar: Optional[ArrayLike] = None,
-                 batch_size: int = 512) -> None:
+    def set_data(
+        self,
+        x: Optional[ArrayLike] = None,
+        attributes: Optional[ArrayLike] = None,
+        *,
+        mu: Optional[ArrayLike] = None,
+        logvar: Optional[ArrayLike] = None,
+        batch_size: int = 512,
+    ) -> None:
         """Encodes the labelled training data (or takes precomputed ``mu``/``logvar``).
 
         Sets ``sigma_bar`` (per-dimension mean encoder scale), fits the attribute-vector
@@ -169,8 +189,10 @@ class LatentConstraints:
             batch_size: encoding batch size.
         """
         if attributes is None:
-            raise ValueError("attributes is required: the 0/1 labels of the training data, "
-                             f"shape [N, {len(self.base_attribute_names)}]")
+            raise ValueError(
+                "attributes is required: the 0/1 labels of the training data, "
+                f"shape [N, {len(self.base_attribute_names)}]"
+            )
         if x is not None and (mu is not None or logvar is not None):
             raise ValueError("pass either x or (mu, logvar), not both")
         if x is not None:
@@ -179,37 +201,52 @@ class LatentConstraints:
             mu_t = self.model.check_latents(mu, "mu")  # [N, D]
             lv_t = self.model.check_latents(logvar, "logvar")  # [N, D]
             if mu_t.shape != lv_t.shape:
-                raise ValueError(f"mu and logvar must have the same shape, got "
-                                 f"{list(mu_t.shape)} and {list(lv_t.shape)}")
+                raise ValueError(
+                    f"mu and logvar must have the same shape, got "
+                    f"{list(mu_t.shape)} and {list(lv_t.shape)}"
+                )
         else:
             raise ValueError("fit needs training data: x, or both mu and logvar")
         a = len(self.base_attribute_names)
         att = as_binary_array(attributes, "attributes")  # [N, A]
         if att.shape != (mu_t.shape[0], a):
-            raise ValueError(f"attributes must have shape [{mu_t.shape[0]}, {a}] (one row per "
-                             f"training item, one column per attribute name), got "
-                             f"{list(att.shape)}")
-        data = TrainingData(mu_t.detach().cpu(), lv_t.detach().cpu(),
-                            torch.from_numpy(att.astype(np.float32)))
+            raise ValueError(
+                f"attributes must have shape [{mu_t.shape[0]}, {a}] (one row per "
+                f"training item, one column per attribute name), got "
+                f"{list(att.shape)}"
+            )
+        data = TrainingData(
+            mu_t.detach().cpu(), lv_t.detach().cpu(), torch.from_numpy(att.astype(np.float32))
+        )
         sigma_bar = sigma_bar_from_logvar(data.logvar)  # [D]
-        self._restore(data, sigma_bar, ConstraintTrainer(self.latent_dim, a, sigma_bar,
-                                                         self.training))
+        self._restore(
+            data, sigma_bar, ConstraintTrainer(self.latent_dim, a, sigma_bar, self.training)
+        )
 
-    def _restore(self, data: TrainingData, sigma_bar: torch.Tensor,
-                 trainer: ConstraintTrainer) -> None:
+    def _restore(
+        self, data: TrainingData, sigma_bar: torch.Tensor, trainer: ConstraintTrainer
+    ) -> None:
         """Installs training encodings, ``sigma_bar`` and the trainer (fitting or loading)."""
         self.data, self.sigma_bar, self.trainer = data, sigma_bar, trainer
         table = data.attributes.numpy().astype(np.int8)  # [N, A]
         self.baseline = AttributeVectorBaseline(
-            self.base_attribute_names,
-            one_hot_groups=self.vocabulary.one_hot_groups).fit(data.mu.numpy(), table)
+            self.base_attribute_names, one_hot_groups=self.vocabulary.one_hot_groups
+        ).fit(data.mu.numpy(), table)
         self._valid_rows = np.unique(table, axis=0)  # [K, A]
 
-    def fit(self, x: Optional[ArrayLike] = None, attributes: Optional[ArrayLike] = None, *,
-            mu: Optional[ArrayLike] = None, logvar: Optional[ArrayLike] = None,
-            attribute_steps: Optional[int] = None, realism_steps: Optional[int] = None,
-            progress: bool = True, checkpoint_dir: Union[str, Path, None] = None,
-            checkpoint_every: int = 0) -> "LatentConstraints":
+    def fit(
+        self,
+        x: Optional[ArrayLike] = None,
+        attributes: Optional[ArrayLike] = None,
+        *,
+        mu: Optional[ArrayLike] = None,
+        logvar: Optional[ArrayLike] = None,
+        attribute_steps: Optional[int] = None,
+        realism_steps: Optional[int] = None,
+        progress: bool = True,
+        checkpoint_dir: Union[str, Path, None] = None,
+        checkpoint_every: int = 0,
+    ) -> "LatentConstraints":
         """Trains the attribute critic, then the realism critic and the actor.
 
         The first call needs the training data (``x`` or ``mu``/``logvar``, plus
@@ -229,15 +266,20 @@ class LatentConstraints:
             self.
         """
         if x is not None or mu is not None or logvar is not None or attributes is not None:
-            if self.trainer is not None and (self.trainer.attribute_step
-                                             or self.trainer.realism_step):
-                raise ValueError("fit was already given training data and has trained on it; "
-                                 "call fit() without data to continue, or make a new "
-                                 "LatentConstraints for new data")
+            if self.trainer is not None and (
+                self.trainer.attribute_step or self.trainer.realism_step
+            ):
+                raise ValueError(
+                    "fit was already given training data and has trained on it; "
+                    "call fit() without data to continue, or make a new "
+                    "LatentConstraints for new data"
+                )
             self.set_data(x, attributes, mu=mu, logvar=logvar)
         if self.data is None or self.trainer is None:
-            raise ValueError("fit needs training data: fit(x, attributes) or "
-                             "fit(mu=..., logvar=..., attributes=...)")
+            raise ValueError(
+                "fit needs training data: fit(x, attributes) or "
+                "fit(mu=..., logvar=..., attributes=...)"
+            )
         for name, v in (("attribute_steps", attribute_steps), ("realism_steps", realism_steps)):
             if v is not None:
                 check_int(name, v)
@@ -249,10 +291,17 @@ class LatentConstraints:
         t.train_attribute(self.data, self.training.attribute_steps, progress=progress)
         callback = None
         if checkpoint_dir is not None:
+
             def callback(_t: ConstraintTrainer) -> None:
                 self.save(checkpoint_dir)
-        t.train_realism_actor(self.data, self.training.realism_steps, progress=progress,
-                              callback=callback, callback_every=checkpoint_every)
+
+        t.train_realism_actor(
+            self.data,
+            self.training.realism_steps,
+            progress=progress,
+            callback=callback,
+            callback_every=checkpoint_every,
+        )
         for module in t.modules().values():
             module.eval()
         if checkpoint_dir is not None:
@@ -271,20 +320,24 @@ class LatentConstraints:
         if isinstance(request, (np.ndarray, torch.Tensor)):
             v = as_binary_array(request, "request")
             if v.shape != (len(names),):
-                raise ValueError(f"an attribute vector request must have length {len(names)} "
-                                 f"(attributes {list(names)}), got shape {list(v.shape)}")
+                raise ValueError(
+                    f"an attribute vector request must have length {len(names)} "
+                    f"(attributes {list(names)}), got shape {list(v.shape)}"
+                )
             return v, np.ones(len(names), dtype=bool)
         return parse_request(request, names, self.vocabulary)
 
-    def check_targets(self, y: ArrayLike, mask: Optional[ArrayLike], n: Optional[int] = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def check_targets(
+        self, y: ArrayLike, mask: Optional[ArrayLike], n: Optional[int] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-row targets over :attr:`attribute_names`: ``(y int8, mask bool)``. # [N, A] x2"""
         return check_targets(y, mask, self.attribute_names, n)
 
     def prior_latents(self, n: int, seed: int) -> torch.Tensor:
         """The ``n`` prior samples every sampling method starts from for ``seed``. # [N, D]"""
-        return lcengine.standard_normal((n, self.latent_dim),
-                                        seed=derive_seed(seed, "sample/prior"))
+        return lcengine.standard_normal(
+            (n, self.latent_dim), seed=derive_seed(seed, "sample/prior")
+        )
 
     def _decode(self, z: torch.Tensor) -> np.ndarray:
         if z.shape[0] == 0:
@@ -292,21 +345,37 @@ class LatentConstraints:
         return self.model.decode_batched(z).detach().cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
-    def _accepted(self, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                  cfg: SamplingConfig) -> torch.Tensor:
+    def _accepted(
+        self, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, cfg: SamplingConfig
+    ) -> torch.Tensor:
         t = self._require_trainer("sampling")
-        r = t.realism(z, y[:, :len(self.base_attribute_names)])  # [B]
+        r = t.realism(z, y[:, : len(self.base_attribute_names)])  # [B]
         a = self.attribute_critic(z)  # [B, A]
         return constraint_satisfied(r, a, y, mask, tau_r=cfg.tau_r, tau_a=cfg.tau_a)
 
     def optimizer_arguments(self, cfg: SamplingConfig) -> dict:
         """Keyword arguments of :func:`lcengine.optimize_latents` for a sampling config."""
-        return dict(w_realism=cfg.w_realism, w_attr=cfg.w_attr, w_dist=cfg.w_dist,
-                    tau_r=cfg.tau_r, tau_a=cfg.tau_a, steps=cfg.steps, lr=cfg.lr,
-                    realism_attributes=len(self.base_attribute_names))
+        return dict(
+            w_realism=cfg.w_realism,
+            w_attr=cfg.w_attr,
+            w_dist=cfg.w_dist,
+            tau_r=cfg.tau_r,
+            tau_a=cfg.tau_a,
+            steps=cfg.steps,
+            lr=cfg.lr,
+            realism_attributes=len(self.base_attribute_names),
+        )
 
-    def _optimize(self, z0: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                  cfg: SamplingConfig, *, progress: bool, desc: str) -> lcengine.OptimizeResult:
+    def _optimize(
+        self,
+        z0: torch.Tensor,
+        y: torch.Tensor,
+        mask: torch.Tensor,
+        cfg: SamplingConfig,
+        *,
+        progress: bool,
+        desc: str,
+    ) -> lcengine.OptimizeResult:
         """Latent optimization through the op :func:`lcengine.optimize_latents` (fused where
         built, else the eager loop). The op runs the whole loop in one call, so ``progress``
         shows no per-step bar there; it takes ``steps >= 1``, so ``steps == 0`` (evaluate the
@@ -315,14 +384,32 @@ class LatentConstraints:
         t = self._require_trainer("optimize")
         kwargs = self.optimizer_arguments(cfg)
         if cfg.steps == 0:
-            return optimize_latents_eager(z0, y, mask, t.realism, self.attribute_critic,
-                                          self.sigma_bar, progress=progress, desc=desc, **kwargs)
-        return lcengine.optimize_latents(z0, y, mask, t.realism, self.attribute_critic,
-                                         self.sigma_bar, **kwargs)
+            return optimize_latents_eager(
+                z0,
+                y,
+                mask,
+                t.realism,
+                self.attribute_critic,
+                self.sigma_bar,
+                progress=progress,
+                desc=desc,
+                **kwargs,
+            )
+        return lcengine.optimize_latents(
+            z0, y, mask, t.realism, self.attribute_critic, self.sigma_bar, **kwargs
+        )
 
     # ------------------------------------------------------------------ generating
-    def sample(self, request: Request, n: int, *, method: str = "actor", seed: int = 0,
-               progress: bool = False, **overrides: Any) -> SampleResult:
+    def sample(
+        self,
+        request: Request,
+        n: int,
+        *,
+        method: str = "actor",
+        seed: int = 0,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> SampleResult:
         """``n`` samples satisfying a request.
 
         Args:
@@ -341,9 +428,15 @@ class LatentConstraints:
         """
         check_int("n", n, minimum=1)
         values, mask = self.parse(request)
-        return self.generate(np.broadcast_to(values, (n, values.size)),
-                             np.broadcast_to(mask, (n, mask.size)), method=method, seed=seed,
-                             progress=progress, complete=True, **overrides)
+        return self.generate(
+            np.broadcast_to(values, (n, values.size)),
+            np.broadcast_to(mask, (n, mask.size)),
+            method=method,
+            seed=seed,
+            progress=progress,
+            complete=True,
+            **overrides,
+        )
 
     def complete(self, values: np.ndarray, mask: np.ndarray, *, seed: int = 0) -> np.ndarray:
         """Fills unrequested data attributes from training rows matching the request.
@@ -358,12 +451,22 @@ class LatentConstraints:
         if self.data is None:
             raise RuntimeError("complete needs the training attributes: call fit() first")
         table = self.data.attributes.numpy().astype(np.int8)  # [N_train, A_data]
-        return complete_requests(values, mask, table, values.shape[0],
-                                 seed=derive_seed(seed, "sample/complete"))
+        return complete_requests(
+            values, mask, table, values.shape[0], seed=derive_seed(seed, "sample/complete")
+        )
 
-    def generate(self, y: ArrayLike, mask: Optional[ArrayLike] = None, *, method: str = "actor",
-                 seed: int = 0, z_start: Optional[ArrayLike] = None, complete: bool = False,
-                 progress: bool = False, **overrides: Any) -> SampleResult:
+    def generate(
+        self,
+        y: ArrayLike,
+        mask: Optional[ArrayLike] = None,
+        *,
+        method: str = "actor",
+        seed: int = 0,
+        z_start: Optional[ArrayLike] = None,
+        complete: bool = False,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> SampleResult:
         """Samples for per-row targets (the batch form of :meth:`sample`).
 
         Args:
@@ -405,8 +508,9 @@ class LatentConstraints:
         elif method == "actor":
             z = actor_latents(self.trainer.actor, z0, y_t)  # [N, D]
         elif method == "baseline":
-            z = torch.as_tensor(self.baseline.apply(z0.numpy(), yy[:, :a_base],
-                                                    mm[:, :a_base]), dtype=torch.float32)
+            z = torch.as_tensor(
+                self.baseline.apply(z0.numpy(), yy[:, :a_base], mm[:, :a_base]), dtype=torch.float32
+            )
         else:
             res = self._optimize(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
             z, steps = res.latents, res.steps.numpy()
@@ -417,9 +521,16 @@ class LatentConstraints:
         else:
             converged = self._accepted(z, y_t, m_t, cfg).numpy()
         images = self._decode(z)  # [N, *data_shape]
-        return SampleResult(latents=z, images=images, attributes=yy, mask=mm,
-                            converged=converged, steps=steps, method=method,
-                            seconds=time.perf_counter() - t0)
+        return SampleResult(
+            latents=z,
+            images=images,
+            attributes=yy,
+            mask=mm,
+            converged=converged,
+            steps=steps,
+            method=method,
+            seconds=time.perf_counter() - t0,
+        )
 
     @torch.no_grad()
     def source_attributes(self, z: torch.Tensor) -> np.ndarray:
@@ -436,9 +547,16 @@ class LatentConstraints:
         score = logp @ rows.T + log1mp @ (1.0 - rows).T  # [B, K]
         return self._valid_rows[score.argmax(dim=1).numpy()]
 
-    def transform(self, x: ArrayLike, changes: Request, *, source_attributes: Optional[
-                  ArrayLike] = None, method: str = "optimize", progress: bool = False,
-                  **overrides: Any) -> TransformResult:
+    def transform(
+        self,
+        x: ArrayLike,
+        changes: Request,
+        *,
+        source_attributes: Optional[ArrayLike] = None,
+        method: str = "optimize",
+        progress: bool = False,
+        **overrides: Any,
+    ) -> TransformResult:
         """Identity-preserving transformation: change only the requested attributes of inputs.
 
         Starts from the encoder mean of each input and optimizes its latent against the
@@ -461,17 +579,24 @@ class LatentConstraints:
             :class:`~lcengine.method.sampling.TransformResult`.
         """
         if method not in ("optimize", "actor", "baseline"):
-            raise ValueError(f"method must be 'optimize', 'actor' or 'baseline' for a "
-                             f"transform, got {method!r}")
+            raise ValueError(
+                f"method must be 'optimize', 'actor' or 'baseline' for a transform, got {method!r}"
+            )
         t = self._require_trainer("transform")
-        cfg = (dataclasses.replace(self.transform_config, **overrides) if overrides
-               else self.transform_config)
+        cfg = (
+            dataclasses.replace(self.transform_config, **overrides)
+            if overrides
+            else self.transform_config
+        )
         mu, _ = self.model.encode_dataset(x)  # [B, D]
         mu = mu.detach().cpu().to(torch.float32)
         b = mu.shape[0]
         a_base = len(self.base_attribute_names)
-        if isinstance(changes, tuple) and len(changes) == 2 and all(
-                isinstance(c, (np.ndarray, torch.Tensor)) for c in changes):
+        if (
+            isinstance(changes, tuple)
+            and len(changes) == 2
+            and all(isinstance(c, (np.ndarray, torch.Tensor)) for c in changes)
+        ):
             values, mask = self.check_targets(changes[0], changes[1], b)  # [B, A] x2
         else:
             v, m = self.parse(changes)  # [A], [A]
@@ -481,8 +606,9 @@ class LatentConstraints:
         else:
             src = as_binary_array(source_attributes, "source_attributes")
             if src.shape != (b, a_base):
-                raise ValueError(f"source_attributes must have shape [{b}, {a_base}], got "
-                                 f"{list(src.shape)}")
+                raise ValueError(
+                    f"source_attributes must have shape [{b}, {a_base}], got {list(src.shape)}"
+                )
         full = np.zeros((b, self.num_attributes), dtype=np.int8)  # [B, A]
         full[:, :a_base] = src
         y = np.where(mask, values, full).astype(np.int8)  # [B, A]
@@ -495,24 +621,43 @@ class LatentConstraints:
             if method == "actor":
                 z = actor_latents(t.actor, mu, y_t)  # [B, D]
             else:
-                z = torch.as_tensor(self.baseline.apply(mu.numpy(), y[:, :a_base],
-                                                        np.array(mask[:, :a_base]),
-                                                        source_attributes=src),
-                                    dtype=torch.float32)  # [B, D]
+                z = torch.as_tensor(
+                    self.baseline.apply(
+                        mu.numpy(), y[:, :a_base], np.array(mask[:, :a_base]), source_attributes=src
+                    ),
+                    dtype=torch.float32,
+                )  # [B, D]
             converged = self._accepted(z, y_t, m_t, cfg).numpy()
         images = self._decode(z)  # [B, *data_shape]
         source_images = self._decode(mu)  # [B, *data_shape]
         lat = (z - mu).norm(dim=1).numpy()  # [B]
         pix = np.abs(images - source_images).reshape(b, -1).mean(axis=1)  # [B]
-        return TransformResult(latents=z, images=images, source_latents=mu,
-                               source_images=source_images, attributes=y,
-                               mask=np.array(mask), converged=converged, steps=steps,
-                               latent_distance=lat, pixel_distance=pix, method=method)
+        return TransformResult(
+            latents=z,
+            images=images,
+            source_latents=mu,
+            source_images=source_images,
+            attributes=y,
+            mask=np.array(mask),
+            converged=converged,
+            steps=steps,
+            latent_distance=lat,
+            pixel_distance=pix,
+            method=method,
+        )
 
     # ------------------------------------------------------------------ zero-shot
-    def add_zero_shot_constraint(self, name: str, rule: Rule, *, num_samples: int = 20000,
-                                 hidden: Sequence[int] = (128, 128), steps: int = 1500,
-                                 seed: int = 0, progress: bool = True) -> ZeroShotConstraint:
+    def add_zero_shot_constraint(
+        self,
+        name: str,
+        rule: Rule,
+        *,
+        num_samples: int = 20000,
+        hidden: Sequence[int] = (128, 128),
+        steps: int = 1500,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> ZeroShotConstraint:
         """Learns a new attribute ``name`` from a rule on decoded prior samples (no labels).
 
         After this, ``name`` can be requested in :meth:`sample` and :meth:`transform` (the
@@ -529,8 +674,16 @@ class LatentConstraints:
         """
         if isinstance(name, str) and name.lower() in {n.lower() for n in self.attribute_names}:
             raise ValueError(f"attribute name {name!r} is already used; pick another name")
-        c = learn_zero_shot_constraint(self.model, rule, name, num_samples=num_samples,
-                                       hidden=hidden, steps=steps, seed=seed, progress=progress)
+        c = learn_zero_shot_constraint(
+            self.model,
+            rule,
+            name,
+            num_samples=num_samples,
+            hidden=hidden,
+            steps=steps,
+            seed=seed,
+            progress=progress,
+        )
         self.zero_shot.append(c)
         return c
 
@@ -544,8 +697,9 @@ class LatentConstraints:
             if c.name == name:
                 c.rule = rule
                 return
-        raise ValueError(f"no zero-shot constraint named {name!r}; have "
-                         f"{[c.name for c in self.zero_shot]}")
+        raise ValueError(
+            f"no zero-shot constraint named {name!r}; have {[c.name for c in self.zero_shot]}"
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Union[str, Path]) -> Path:

@@ -5,8 +5,9 @@ Every network is a plain MLP whose weights live in an ``nn.ModuleList`` named ``
 ``nn.Linear`` modules, applied in order, with the nonlinearity named by the string attribute
 ``activation`` between them and none after the last), plus, for the conditional networks, one
 ``nn.Linear`` named ``y_embedding`` that maps the attribute vector to an embedding concatenated
-to ``z`` before ``layers[0]``. That fixed structure is the contract of
-:mod:`lcengine.reference.critics`: the fused optimizer ``lcengine.optimize_latents`` reads the
+to ``z`` before ``layers[0]``. That fixed structure is the critic contract
+(the Protocols in :mod:`lcengine.ops.optimize_latents.prepare`, plainest form
+:class:`lcengine.reference.CriticMLP`): the fused optimizer ``lcengine.optimize_latents`` reads the
 weights straight from ``layers`` and ``y_embedding``, and the nonlinearity is
 :func:`lcengine.reference.activation_ref` (one definition for the critics, the reference and the
 kernels).
@@ -14,6 +15,7 @@ kernels).
 Defaults follow the reference implementation of Engel et al. (ReLU MLPs, one logit), scaled down
 from 4 x 2048 to 4 x 256 so the whole demo trains in minutes on two CPU cores.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -28,8 +30,9 @@ DEFAULT_HIDDEN: tuple[int, ...] = (256, 256, 256, 256)
 DEFAULT_EMBED_DIM = 32
 
 
-def _check_dims(latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any
-                ) -> tuple[int, int, tuple[int, ...], str]:
+def _check_dims(
+    latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any
+) -> tuple[int, int, tuple[int, ...], str]:
     check_int("latent_dim", latent_dim, minimum=1)
     check_int("num_attributes", num_attributes, minimum=1)
     if isinstance(hidden, int) or not isinstance(hidden, Sequence) or not hidden:
@@ -43,8 +46,9 @@ def _check_dims(latent_dim: Any, num_attributes: Any, hidden: Any, activation: A
 
 def _check_input(name: str, t: Any, width: int, module: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{module}: {name} must be a torch.Tensor of shape [B, {width}], "
-                        f"got {type(t).__name__}")
+        raise TypeError(
+            f"{module}: {name} must be a torch.Tensor of shape [B, {width}], got {type(t).__name__}"
+        )
     if t.dim() != 2 or t.shape[1] != width:
         raise ValueError(f"{module}: {name} must have shape [B, {width}], got {list(t.shape)}")
     return t
@@ -55,14 +59,23 @@ class _MLP(nn.Module):
 
     def _build_layers(self, in_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
         widths = (in_dim,) + hidden + (out_dim,)
-        self.layers = nn.ModuleList(nn.Linear(a, b)
-                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
 
-    def _build_conditional(self, latent_dim: int, num_attributes: int, hidden: Sequence[int],
-                           embed_dim: int, activation: str, out_dim: int) -> None:
+    def _build_conditional(
+        self,
+        latent_dim: int,
+        num_attributes: int,
+        hidden: Sequence[int],
+        embed_dim: int,
+        activation: str,
+        out_dim: int,
+    ) -> None:
         """``y_embedding`` plus ``layers`` over ``[z, embedding]``: the conditional networks."""
         self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation)
+            latent_dim, num_attributes, hidden, activation
+        )
         self.embed_dim = check_int("embed_dim", embed_dim, minimum=1)
         self.y_embedding = nn.Linear(num_attributes, embed_dim)
         self._build_layers(latent_dim + embed_dim, self.hidden, out_dim)
@@ -97,9 +110,14 @@ class RealismCritic(_MLP):
         activation: "relu" | "softplus" | "leaky_relu".
     """
 
-    def __init__(self, latent_dim: int, num_attributes: int,
-                 hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        num_attributes: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        embed_dim: int = DEFAULT_EMBED_DIM,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         self._build_conditional(latent_dim, num_attributes, hidden, embed_dim, activation, 1)
 
@@ -119,9 +137,13 @@ class RealismCritic(_MLP):
         return self._trunk(h).squeeze(1)  # [B]
 
     def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
-                "hidden": list(self.hidden), "embed_dim": self.embed_dim,
-                "activation": self.activation}
+        return {
+            "latent_dim": self.latent_dim,
+            "num_attributes": self.num_attributes,
+            "hidden": list(self.hidden),
+            "embed_dim": self.embed_dim,
+            "activation": self.activation,
+        }
 
 
 class AttributeCritic(_MLP):
@@ -134,11 +156,17 @@ class AttributeCritic(_MLP):
         activation: "relu" | "softplus" | "leaky_relu".
     """
 
-    def __init__(self, latent_dim: int, num_attributes: int,
-                 hidden: Sequence[int] = DEFAULT_HIDDEN, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        num_attributes: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation)
+            latent_dim, num_attributes, hidden, activation
+        )
         self._build_layers(latent_dim, self.hidden, num_attributes)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -154,8 +182,12 @@ class AttributeCritic(_MLP):
         return self._trunk(z)  # [B, A]
 
     def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
-                "hidden": list(self.hidden), "activation": self.activation}
+        return {
+            "latent_dim": self.latent_dim,
+            "num_attributes": self.num_attributes,
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+        }
 
 
 class StackedAttributeCritic(nn.Module):
@@ -200,21 +232,28 @@ class Actor(_MLP):
         activation: "relu" | "softplus" | "leaky_relu".
     """
 
-    def __init__(self, latent_dim: int, num_attributes: int,
-                 hidden: Sequence[int] = DEFAULT_HIDDEN, embed_dim: int = DEFAULT_EMBED_DIM,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        num_attributes: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        embed_dim: int = DEFAULT_EMBED_DIM,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
-        self._build_conditional(latent_dim, num_attributes, hidden, embed_dim, activation,
-                                2 * latent_dim)
+        self._build_conditional(
+            latent_dim, num_attributes, hidden, embed_dim, activation, 2 * latent_dim
+        )
 
-    def forward_with_gates(self, z: torch.Tensor, y: torch.Tensor
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_gates(
+        self, z: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z', gates)``; gates = sigmoid(g) in (0, 1). # [B, D], [B, A] -> [B, D], [B, D]"""
         _check_input("z", z, self.latent_dim, "Actor")
         _check_input("y", y, self.num_attributes, "Actor")
         h = torch.cat([z, self.y_embedding(y.to(z.dtype))], dim=1)  # [B, D + E]
         out = self._trunk(h)  # [B, 2D]
-        dz, gate_logits = out[:, :self.latent_dim], out[:, self.latent_dim:]  # [B, D] each
+        dz, gate_logits = out[:, : self.latent_dim], out[:, self.latent_dim :]  # [B, D] each
         gates = torch.sigmoid(gate_logits)  # [B, D]
         return (1.0 - gates) * z + gates * dz, gates
 
@@ -231,10 +270,22 @@ class Actor(_MLP):
         return self.forward_with_gates(z, y)[0]
 
     def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "num_attributes": self.num_attributes,
-                "hidden": list(self.hidden), "embed_dim": self.embed_dim,
-                "activation": self.activation}
+        return {
+            "latent_dim": self.latent_dim,
+            "num_attributes": self.num_attributes,
+            "hidden": list(self.hidden),
+            "embed_dim": self.embed_dim,
+            "activation": self.activation,
+        }
 
 
-__all__ = ["ACTIVATIONS", "LEAKY_SLOPE", "Actor", "AttributeCritic", "DEFAULT_EMBED_DIM",
-           "DEFAULT_HIDDEN", "RealismCritic", "StackedAttributeCritic"]
+__all__ = [
+    "ACTIVATIONS",
+    "LEAKY_SLOPE",
+    "Actor",
+    "AttributeCritic",
+    "DEFAULT_EMBED_DIM",
+    "DEFAULT_HIDDEN",
+    "RealismCritic",
+    "StackedAttributeCritic",
+]

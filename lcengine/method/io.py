@@ -6,6 +6,7 @@ temporary file in the same folder, ``fsync``, then ``os.replace``, so a crash le
 previous file or the new one, never a truncated file. Readers turn a missing or corrupted file
 into a ``ValueError`` that names the file.
 """
+
 from __future__ import annotations
 
 import io
@@ -47,8 +48,9 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
     """JSON counterpart of :func:`atomic_write_bytes` (sorted keys, strict JSON: no NaN)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False)
-                              + "\n").encode("utf-8"))
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    )
 
 
 def read_json_file(path: PathLike, what: str) -> dict:
@@ -70,8 +72,9 @@ def read_json_file(path: PathLike, what: str) -> dict:
     return obj
 
 
-def save_tensors_atomic(path: PathLike, tensors: dict[str, torch.Tensor],
-                        metadata: Optional[dict[str, str]] = None) -> bytes:
+def save_tensors_atomic(
+    path: PathLike, tensors: dict[str, torch.Tensor], metadata: Optional[dict[str, str]] = None
+) -> bytes:
     """safetensors serialization of contiguous CPU copies, written atomically.
 
     Returns:
@@ -101,8 +104,9 @@ def check_tensors_finite(tensors: dict[str, torch.Tensor], path: PathLike, what:
         check_finite_tensor(f"{what}: {path} tensor {k!r}", t)
 
 
-def load_tensors_checked(path: PathLike, expected: dict[str, torch.Tensor],
-                         what: str) -> dict[str, torch.Tensor]:
+def load_tensors_checked(
+    path: PathLike, expected: dict[str, torch.Tensor], what: str
+) -> dict[str, torch.Tensor]:
     """Loads a safetensors file and checks names, shapes and finiteness against ``expected``.
 
     Raises:
@@ -116,12 +120,16 @@ def load_tensors_checked(path: PathLike, expected: dict[str, torch.Tensor],
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{what}: {path} does not match the configuration "
-                         f"(missing tensors {missing}, unexpected tensors {unexpected})")
+        raise ValueError(
+            f"{what}: {path} does not match the configuration "
+            f"(missing tensors {missing}, unexpected tensors {unexpected})"
+        )
     for k, ref in expected.items():
         if tuple(tensors[k].shape) != tuple(ref.shape):
-            raise ValueError(f"{what}: {path} tensor {k!r} has shape {list(tensors[k].shape)}, "
-                             f"the configuration expects {list(ref.shape)}")
+            raise ValueError(
+                f"{what}: {path} tensor {k!r} has shape {list(tensors[k].shape)}, "
+                f"the configuration expects {list(ref.shape)}"
+            )
     check_tensors_finite(tensors, path, what)
     return tensors
 
@@ -136,6 +144,7 @@ def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 # Figures (matplotlib, Agg backend: no display needed)
 # --------------------------------------------------------------------------------------------
+
 
 def pyplot():
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
@@ -179,12 +188,15 @@ def write_image_grid(path: PathLike, rows: Sequence[tuple[str, np.ndarray]], tit
     """
     for label, images in rows:
         if np.ndim(images) != 3:
-            raise ValueError(f"a PNG grid needs 2-D images [K, H, W]; row {label!r} has shape "
-                             f"{list(np.shape(images))}")
+            raise ValueError(
+                f"a PNG grid needs 2-D images [K, H, W]; row {label!r} has shape "
+                f"{list(np.shape(images))}"
+            )
     plt = pyplot()
     cols = max(1, max(len(images) for _, images in rows))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0 + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(cols * 0.9, len(rows) * 1.0 + 0.5), squeeze=False
+    )
     for r, (label, images) in enumerate(rows):
         draw_image_row(axes[r], images)
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)

@@ -6,6 +6,7 @@ Gaussian latent. :class:`LatentModel` wraps an ``nn.Module`` or two plain callab
 every call (shapes, finiteness) and gives the training-set average encoder scale ``sigma_bar``
 through :func:`compute_sigma_bar`.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
@@ -34,8 +35,10 @@ def to_tensor(x: ArrayLike, name: str, device: torch.device, dtype: torch.dtype)
         x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int8, torch.int16,
-                                                 torch.int32, torch.int64)):
+    if not (
+        x.is_floating_point()
+        or x.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+    ):
         raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype}")
     return x.to(device=device, dtype=dtype)
 
@@ -55,16 +58,25 @@ class LatentModel:
         device, dtype: where and in which float type inputs are handed to the model.
     """
 
-    def __init__(self, encode_fn: Callable, decode_fn: Callable, latent_dim: int, *,
-                 data_shape: Sequence[int], encoder_returns: str = "logvar",
-                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-                 module: Optional[nn.Module] = None):
+    def __init__(
+        self,
+        encode_fn: Callable,
+        decode_fn: Callable,
+        latent_dim: int,
+        *,
+        data_shape: Sequence[int],
+        encoder_returns: str = "logvar",
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+        module: Optional[nn.Module] = None,
+    ):
         if not callable(encode_fn) or not callable(decode_fn):
             raise TypeError("encode and decode must be callables")
         latent_dim = check_int("latent_dim", as_int(latent_dim), minimum=1)
         if encoder_returns not in ENCODER_RETURNS:
-            raise ValueError(f"encoder_returns must be one of {ENCODER_RETURNS}, "
-                             f"got {encoder_returns!r}")
+            raise ValueError(
+                f"encoder_returns must be one of {ENCODER_RETURNS}, got {encoder_returns!r}"
+            )
         try:
             shape = tuple(int(s) for s in data_shape)
         except TypeError as e:
@@ -83,9 +95,14 @@ class LatentModel:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_module(cls, module: nn.Module, latent_dim: Optional[int] = None, *,
-                    data_shape: Optional[Sequence[int]] = None,
-                    encoder_returns: str = "logvar") -> "LatentModel":
+    def from_module(
+        cls,
+        module: nn.Module,
+        latent_dim: Optional[int] = None,
+        *,
+        data_shape: Optional[Sequence[int]] = None,
+        encoder_returns: str = "logvar",
+    ) -> "LatentModel":
         """Wraps a module with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> x``.
 
         The module is switched to ``eval()`` mode (dropout/batch-norm must not act while
@@ -104,13 +121,17 @@ class LatentModel:
             raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
         for name in ("encode", "decode"):
             if not callable(getattr(module, name, None)):
-                raise TypeError(f"module {type(module).__name__} has no callable .{name}(); "
-                                "wrap plain functions with LatentModel.from_callables")
+                raise TypeError(
+                    f"module {type(module).__name__} has no callable .{name}(); "
+                    "wrap plain functions with LatentModel.from_callables"
+                )
         if latent_dim is None:
             latent_dim = getattr(module, "latent_dim", None)
             if latent_dim is None:
-                raise ValueError(f"module {type(module).__name__} has no latent_dim attribute; "
-                                 "pass latent_dim explicitly")
+                raise ValueError(
+                    f"module {type(module).__name__} has no latent_dim attribute; "
+                    "pass latent_dim explicitly"
+                )
         module.eval()
         param = next(iter(module.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -121,18 +142,35 @@ class LatentModel:
             with torch.no_grad():
                 out = module.decode(torch.zeros(1, int(latent_dim), device=device, dtype=dtype))
             if not isinstance(out, torch.Tensor) or out.ndim < 2 or out.shape[0] != 1:
-                raise ValueError(f"{type(module).__name__}.decode must return a tensor "
-                                 f"[B, *data_shape]; on one latent it returned "
-                                 f"{getattr(out, 'shape', type(out).__name__)}")
+                raise ValueError(
+                    f"{type(module).__name__}.decode must return a tensor "
+                    f"[B, *data_shape]; on one latent it returned "
+                    f"{getattr(out, 'shape', type(out).__name__)}"
+                )
             data_shape = tuple(out.shape[1:])
-        return cls(module.encode, module.decode, int(latent_dim), data_shape=data_shape,
-                   encoder_returns=encoder_returns, device=device, dtype=dtype, module=module)
+        return cls(
+            module.encode,
+            module.decode,
+            int(latent_dim),
+            data_shape=data_shape,
+            encoder_returns=encoder_returns,
+            device=device,
+            dtype=dtype,
+            module=module,
+        )
 
     @classmethod
-    def from_callables(cls, encode: Callable, decode: Callable, latent_dim: int, *,
-                       data_shape: Sequence[int], encoder_returns: str = "logvar",
-                       device: Union[str, torch.device] = "cpu",
-                       dtype: torch.dtype = torch.float32) -> "LatentModel":
+    def from_callables(
+        cls,
+        encode: Callable,
+        decode: Callable,
+        latent_dim: int,
+        *,
+        data_shape: Sequence[int],
+        encoder_returns: str = "logvar",
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "LatentModel":
         """Wraps plain functions ``encode(x) -> (mu, logvar | sigma)`` and ``decode(z) -> x``.
 
         Args:
@@ -144,16 +182,25 @@ class LatentModel:
             encoder_returns: ``"logvar"`` or ``"scale"``.
             device, dtype: where inputs are placed before calling the functions.
         """
-        return cls(encode, decode, latent_dim, data_shape=data_shape,
-                   encoder_returns=encoder_returns, device=device, dtype=dtype)
+        return cls(
+            encode,
+            decode,
+            latent_dim,
+            data_shape=data_shape,
+            encoder_returns=encoder_returns,
+            device=device,
+            dtype=dtype,
+        )
 
     # -- calls --------------------------------------------------------------------------------
 
     def _check_x(self, x: ArrayLike) -> torch.Tensor:
         x = to_tensor(x, "x", self.device, self.dtype)
         if x.ndim != 1 + len(self.data_shape) or tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.data_shape))}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"x must have shape [B, {', '.join(map(str, self.data_shape))}], "
+                f"got {list(x.shape)}"
+            )
         return check_finite_tensor("x", x)
 
     def check_latents(self, z: ArrayLike, name: str = "z") -> torch.Tensor:
@@ -175,21 +222,26 @@ class LatentModel:
         x = self._check_x(x)  # [B, *data_shape]
         out = self._encode_fn(x)
         if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise ValueError("encode must return a pair (mu, logvar) or (mu, sigma), got "
-                             f"{type(out).__name__}")
+            raise ValueError(
+                f"encode must return a pair (mu, logvar) or (mu, sigma), got {type(out).__name__}"
+            )
         mu, second = out
         expect = (x.shape[0], self.latent_dim)
         for name, t in (("mu", mu), (self.encoder_returns, second)):
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
-                raise ValueError(f"encode returned {name} of shape "
-                                 f"{list(getattr(t, 'shape', [])) or type(t).__name__}, "
-                                 f"expected [{expect[0]}, {expect[1]}]")
+                raise ValueError(
+                    f"encode returned {name} of shape "
+                    f"{list(getattr(t, 'shape', [])) or type(t).__name__}, "
+                    f"expected [{expect[0]}, {expect[1]}]"
+                )
             if not torch.isfinite(t).all():
                 raise ValueError(f"encode returned {name} with NaN or infinite values")
         if self.encoder_returns == "scale":
             if (second <= 0).any():
-                raise ValueError("encode returned a non-positive scale sigma; with "
-                                 "encoder_returns='scale' it must return (mu, sigma > 0)")
+                raise ValueError(
+                    "encode returned a non-positive scale sigma; with "
+                    "encoder_returns='scale' it must return (mu, sigma > 0)"
+                )
             logvar = 2.0 * torch.log(second)  # [B, D]
         else:
             logvar = second  # [B, D]
@@ -209,13 +261,16 @@ class LatentModel:
         expect = (z.shape[0],) + self.data_shape
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != expect:
             got = list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"decode returned {got}, expected shape {list(expect)} "
-                             f"([B, *data_shape] with data_shape={list(self.data_shape)})")
+            raise ValueError(
+                f"decode returned {got}, expected shape {list(expect)} "
+                f"([B, *data_shape] with data_shape={list(self.data_shape)})"
+            )
         return x
 
     @torch.no_grad()
-    def encode_dataset(self, x: ArrayLike, batch_size: int = 512
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_dataset(
+        self, x: ArrayLike, batch_size: int = 512
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`encode` of a whole data set in batches, without gradients.
 
         Args:
@@ -230,7 +285,7 @@ class LatentModel:
             raise ValueError("x must hold at least one item")
         mus, lvs = [], []
         for i in range(0, n, batch_size):
-            mu, lv = self.encode(x[i:i + batch_size])
+            mu, lv = self.encode(x[i : i + batch_size])
             mus.append(mu.detach())
             lvs.append(lv.detach())
         return torch.cat(mus), torch.cat(lvs)
@@ -240,13 +295,16 @@ class LatentModel:
         """:meth:`decode` in batches without gradients. # [N, D] -> [N, *data_shape]"""
         check_int("batch_size", as_int(batch_size), minimum=1)
         z = self.check_latents(z)
-        return torch.cat([self.decode(z[i:i + batch_size]).detach()
-                          for i in range(0, z.shape[0], batch_size)])
+        return torch.cat(
+            [self.decode(z[i : i + batch_size]).detach() for i in range(0, z.shape[0], batch_size)]
+        )
 
     def __repr__(self) -> str:
         src = type(self.module).__name__ if self.module is not None else "callables"
-        return (f"LatentModel({src}, latent_dim={self.latent_dim}, "
-                f"data_shape={self.data_shape}, encoder_returns={self.encoder_returns!r})")
+        return (
+            f"LatentModel({src}, latent_dim={self.latent_dim}, "
+            f"data_shape={self.data_shape}, encoder_returns={self.encoder_returns!r})"
+        )
 
 
 def sigma_bar_from_logvar(logvar: ArrayLike) -> torch.Tensor:

@@ -10,6 +10,7 @@
 * :func:`evaluate_methods` generates with each sampling method for the same targets and
   measures the outputs with both.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
@@ -28,8 +29,12 @@ def _safe_div(num: float, den: float) -> Optional[float]:
     return float(num) / float(den) if den > 0 else None
 
 
-def attribute_metrics(requested: ArrayLike, measured: ArrayLike, mask: Optional[ArrayLike],
-                      attribute_names: Sequence[str]) -> dict:
+def attribute_metrics(
+    requested: ArrayLike,
+    measured: ArrayLike,
+    mask: Optional[ArrayLike],
+    attribute_names: Sequence[str],
+) -> dict:
     """How well measured attributes match the requested ones.
 
     ``requested`` plays the role of the label and ``measured`` of the prediction: precision of
@@ -55,8 +60,10 @@ def attribute_metrics(requested: ArrayLike, measured: ArrayLike, mask: Optional[
     names = tuple(attribute_names)
     meas = as_binary_array(measured, "measured")
     if meas.ndim != 2 or meas.shape[1] != len(names):
-        raise ValueError(f"measured must have shape [N, {len(names)}] (one column per attribute "
-                         f"name), got {list(meas.shape)}")
+        raise ValueError(
+            f"measured must have shape [N, {len(names)}] (one column per attribute "
+            f"name), got {list(meas.shape)}"
+        )
     n, a = meas.shape
     req = as_binary_array(requested, "requested")
     if req.shape == (a,):
@@ -81,19 +88,29 @@ def attribute_metrics(requested: ArrayLike, measured: ArrayLike, mask: Optional[
         tp = int((r & p).sum())
         precision = _safe_div(tp, int(p.sum()))
         recall = _safe_div(tp, int(r.sum()))
-        f1 = (None if precision is None or recall is None
-              else (0.0 if precision + recall == 0 else
-                    2 * precision * recall / (precision + recall)))
-        per[name] = {"accuracy": _safe_div(int(hit[:, j].sum()), int(mj.sum())),
-                     "precision": precision, "recall": recall, "f1": f1,
-                     "support": int(mj.sum()), "requested_positive": int(r.sum()),
-                     "measured_positive": int(p.sum())}
+        f1 = (
+            None
+            if precision is None or recall is None
+            else (0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+        )
+        per[name] = {
+            "accuracy": _safe_div(int(hit[:, j].sum()), int(mj.sum())),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(mj.sum()),
+            "requested_positive": int(r.sum()),
+            "measured_positive": int(p.sum()),
+        }
     rows = m.any(axis=1)
     row_ok = ((req == meas) | ~m).all(axis=1) & rows
-    return {"per_attribute": per,
-            "overall_accuracy": _safe_div(int(hit.sum()), int(m.sum())),
-            "row_accuracy": _safe_div(int(row_ok.sum()), int(rows.sum())),
-            "num_entries": int(m.sum()), "num_rows": int(n)}
+    return {
+        "per_attribute": per,
+        "overall_accuracy": _safe_div(int(hit.sum()), int(m.sum())),
+        "row_accuracy": _safe_div(int(row_ok.sum()), int(rows.sum())),
+        "num_entries": int(m.sum()),
+        "num_rows": int(n),
+    }
 
 
 def _as_features(f, name: str) -> np.ndarray:
@@ -128,8 +145,10 @@ def frechet_distance(features_a: ArrayLike, features_b: ArrayLike) -> float:
     a = _as_features(features_a, "features_a")
     b = _as_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
-        raise ValueError(f"features_a and features_b must have the same feature dimension, got "
-                         f"{a.shape[1]} and {b.shape[1]}")
+        raise ValueError(
+            f"features_a and features_b must have the same feature dimension, got "
+            f"{a.shape[1]} and {b.shape[1]}"
+        )
     mu_a, mu_b = a.mean(0), b.mean(0)  # [F], [F]
     c_a = np.atleast_2d(np.cov(a, rowvar=False))  # [F, F]
     c_b = np.atleast_2d(np.cov(b, rowvar=False))  # [F, F]
@@ -141,12 +160,18 @@ def frechet_distance(features_a: ArrayLike, features_b: ArrayLike) -> float:
     return max(d, 0.0)
 
 
-def evaluate_methods(lc: LatentConstraints, y: ArrayLike, mask: Optional[ArrayLike], *,
-                     measure: Callable[[np.ndarray], np.ndarray],
-                     features: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                     reference_features: Optional[np.ndarray] = None,
-                     methods: Optional[Sequence[str]] = None, seed: int = 0,
-                     progress: bool = False) -> tuple[dict[str, dict], dict[str, SampleResult]]:
+def evaluate_methods(
+    lc: LatentConstraints,
+    y: ArrayLike,
+    mask: Optional[ArrayLike],
+    *,
+    measure: Callable[[np.ndarray], np.ndarray],
+    features: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+    reference_features: Optional[np.ndarray] = None,
+    methods: Optional[Sequence[str]] = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict[str, dict], dict[str, SampleResult]]:
     """Generates with each method for targets ``y`` and measures the outputs independently.
 
     Args:
@@ -168,7 +193,7 @@ def evaluate_methods(lc: LatentConstraints, y: ArrayLike, mask: Optional[ArrayLi
     yy, mm = lc.check_targets(y, mask)
     metrics: dict[str, dict] = {}
     samples: dict[str, SampleResult] = {}
-    for method in (METHODS if methods is None else methods):
+    for method in METHODS if methods is None else methods:
         res = lc.generate(yy, mm, method=method, seed=seed, progress=progress)
         measured = as_binary_array(measure(res.images), "measure(images)")
         m = attribute_metrics(yy, measured, mm, lc.attribute_names)

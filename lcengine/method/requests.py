@@ -12,6 +12,7 @@ token standing for a name).
 conditional realism critic by borrowing the unrequested attributes from data rows that match
 the request, i.e. it samples ``y ~ p(y | requested attributes)`` from the training table.
 """
+
 from __future__ import annotations
 
 import re
@@ -57,9 +58,11 @@ class RequestVocabulary:
 
     def to_dict(self) -> dict:
         """JSON-serializable form (checkpoints store it next to the attribute names)."""
-        return {"one_hot_groups": {k: list(v) for k, v in self.one_hot_groups.items()},
-                "negation_aliases": dict(self.negation_aliases),
-                "shorthands": dict(self.shorthands)}
+        return {
+            "one_hot_groups": {k: list(v) for k, v in self.one_hot_groups.items()},
+            "negation_aliases": dict(self.negation_aliases),
+            "shorthands": dict(self.shorthands),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RequestVocabulary":
@@ -71,8 +74,10 @@ class RequestVocabulary:
     def group_columns(self, names: Sequence[str]) -> dict[str, list[int]]:
         """Columns of each one-hot group's members among ``names`` (groups absent: left out)."""
         index = {n: i for i, n in enumerate(names)}
-        out = {label: [index[m] for m in members if m in index]
-               for label, members in self.one_hot_groups.items()}
+        out = {
+            label: [index[m] for m in members if m in index]
+            for label, members in self.one_hot_groups.items()
+        }
         return {label: cols for label, cols in out.items() if cols}
 
 
@@ -132,18 +137,20 @@ def _pairs(request: Request, index: Mapping[str, int]) -> list[tuple[str, int]]:
             low = tok.lower()
             for prefix in _NEGATION_PREFIXES:
                 if low.startswith(prefix) and low not in index:
-                    low, value = low[len(prefix):], 1 - value
+                    low, value = low[len(prefix) :], 1 - value
                     break
             pairs.append((low, value))
     else:
-        raise TypeError("request must be a string, a sequence of strings or a dict of "
-                        f"name -> 0/1, got {type(request).__name__}")
+        raise TypeError(
+            "request must be a string, a sequence of strings or a dict of "
+            f"name -> 0/1, got {type(request).__name__}"
+        )
     return pairs
 
 
-def parse_request(request: Request, attribute_names: Sequence[str],
-                  vocabulary: Optional[RequestVocabulary] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def parse_request(
+    request: Request, attribute_names: Sequence[str], vocabulary: Optional[RequestVocabulary] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Turns an attribute request into a target vector and a mask of requested attributes.
 
     Accepted forms (names are case-insensitive):
@@ -198,24 +205,31 @@ def parse_request(request: Request, attribute_names: Sequence[str],
     if unknown:
         words = sorted(k for k, t in vocab.shorthands.items() if t.lower() in index)
         aliases = sorted(a for a, t in vocab.negation_aliases.items() if t.lower() in index)
-        raise ValueError(f"unknown attribute name(s) {unknown}; valid names are {list(names)} "
-                         f"(also '!name' for 0"
-                         + (f", shorthands {words}" if words else "")
-                         + (f", aliases {aliases}" if aliases else "") + ")")
+        raise ValueError(
+            f"unknown attribute name(s) {unknown}; valid names are {list(names)} "
+            f"(also '!name' for 0"
+            + (f", shorthands {words}" if words else "")
+            + (f", aliases {aliases}" if aliases else "")
+            + ")"
+        )
 
     explicit: dict[int, tuple[str, int]] = {}
     for tok, col, value in resolved:
         if col in explicit and explicit[col][1] != value:
-            raise ValueError(f"contradictory request: {names[col]!r} asked as both "
-                             f"{explicit[col][1]} and {value}")
+            raise ValueError(
+                f"contradictory request: {names[col]!r} asked as both "
+                f"{explicit[col][1]} and {value}"
+            )
         explicit[col] = (tok, value)
     values = np.zeros(len(names), dtype=np.int8)
     mask = np.zeros(len(names), dtype=bool)
     for label, cols in vocab.group_columns(names).items():
         positive = [c for c, (_, v) in explicit.items() if v == 1 and c in cols]
         if len(positive) > 1:
-            raise ValueError(f"contradictory request: more than one {label} requested "
-                             f"{[names[c] for c in positive]}")
+            raise ValueError(
+                f"contradictory request: more than one {label} requested "
+                f"{[names[c] for c in positive]}"
+            )
         if positive:
             values[cols], mask[cols] = 0, True
     for col, (_, value) in explicit.items():
@@ -223,8 +237,9 @@ def parse_request(request: Request, attribute_names: Sequence[str],
     return values, mask
 
 
-def check_targets(y: ArrayLike, mask: Optional[ArrayLike], attribute_names: Sequence[str],
-                  n: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def check_targets(
+    y: ArrayLike, mask: Optional[ArrayLike], attribute_names: Sequence[str], n: Optional[int] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Validates per-row targets and their mask over ``attribute_names``.
 
     Args:
@@ -242,8 +257,10 @@ def check_targets(y: ArrayLike, mask: Optional[ArrayLike], attribute_names: Sequ
     a = len(attribute_names)
     yy = as_binary_array(y, "y")
     if yy.ndim != 2 or yy.shape[1] != a or (n is not None and yy.shape[0] != n):
-        raise ValueError(f"y must have shape [N, {a}] (one column per attribute "
-                         f"{list(attribute_names)}), got {list(yy.shape)}")
+        raise ValueError(
+            f"y must have shape [N, {a}] (one column per attribute "
+            f"{list(attribute_names)}), got {list(yy.shape)}"
+        )
     if mask is None:
         mm = np.ones_like(yy, dtype=bool)
     else:
@@ -251,17 +268,21 @@ def check_targets(y: ArrayLike, mask: Optional[ArrayLike], attribute_names: Sequ
         if mm.dtype != np.bool_:
             mm = as_binary_array(mm, "mask").astype(bool)
         if mm.shape != yy.shape:
-            raise ValueError(f"mask must have the shape of y {list(yy.shape)}, got "
-                             f"{list(mm.shape)}")
+            raise ValueError(
+                f"mask must have the shape of y {list(yy.shape)}, got {list(mm.shape)}"
+            )
     mm = np.array(mm, dtype=bool)  # a writable copy (broadcast views are read-only)
     if not mm.any(axis=1).all():
-        raise ValueError("every row needs at least one requested attribute (mask row of all "
-                         "False = empty request)")
+        raise ValueError(
+            "every row needs at least one requested attribute (mask row of all "
+            "False = empty request)"
+        )
     return yy, mm
 
 
-def check_target_tensors(y: torch.Tensor, mask: torch.Tensor, rows: int, num_attributes: int
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def check_target_tensors(
+    y: torch.Tensor, mask: torch.Tensor, rows: int, num_attributes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validates the optimizer's attribute targets and mask; returns float32 ``y``, bool mask.
 
     Args:
@@ -270,11 +291,15 @@ def check_target_tensors(y: torch.Tensor, mask: torch.Tensor, rows: int, num_att
     """
     for name, t in (("y", y), ("mask", mask)):
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape [{rows}, {num_attributes}], "
-                            f"got {type(t).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape [{rows}, {num_attributes}], "
+                f"got {type(t).__name__}"
+            )
         if tuple(t.shape) != (rows, num_attributes):
-            raise ValueError(f"{name} must have shape [{rows}, {num_attributes}] (one row per "
-                             f"latent, one column per attribute), got {list(t.shape)}")
+            raise ValueError(
+                f"{name} must have shape [{rows}, {num_attributes}] (one row per "
+                f"latent, one column per attribute), got {list(t.shape)}"
+            )
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
     y = y.to(torch.float32)
@@ -283,8 +308,9 @@ def check_target_tensors(y: torch.Tensor, mask: torch.Tensor, rows: int, num_att
     return y, mask
 
 
-def complete_requests(values: np.ndarray, mask: np.ndarray, table: np.ndarray, n: int, *,
-                      seed: int = 0) -> np.ndarray:
+def complete_requests(
+    values: np.ndarray, mask: np.ndarray, table: np.ndarray, n: int, *, seed: int = 0
+) -> np.ndarray:
     """Full attribute vectors for a (partial) request: ``y ~ p(y | requested)`` from data.
 
     The conditional realism critic needs every attribute. Unrequested ones are borrowed from
@@ -307,8 +333,9 @@ def complete_requests(values: np.ndarray, mask: np.ndarray, table: np.ndarray, n
     mask = np.asarray(mask, dtype=bool)
     table = np.asarray(table)
     if values.shape != mask.shape:
-        raise ValueError(f"values and mask must have the same shape, got {values.shape} and "
-                         f"{mask.shape}")
+        raise ValueError(
+            f"values and mask must have the same shape, got {values.shape} and {mask.shape}"
+        )
     if table.ndim != 2 or table.shape[0] < 1:
         raise ValueError(f"table must be a non-empty [N, A] attribute table, got {table.shape}")
     if values.ndim == 1:
@@ -334,5 +361,11 @@ def complete_requests(values: np.ndarray, mask: np.ndarray, table: np.ndarray, n
     return np.where(mask, values, out).astype(np.int8)
 
 
-__all__ = ["RequestVocabulary", "as_binary_array", "check_target_tensors", "check_targets",
-           "complete_requests", "parse_request"]
+__all__ = [
+    "RequestVocabulary",
+    "as_binary_array",
+    "check_target_tensors",
+    "check_targets",
+    "complete_requests",
+    "parse_request",
+]

@@ -16,6 +16,7 @@ specific goes through the :class:`Application` named in ``run.json``, imported b
 ``transform`` (:mod:`lcengine.method.commands`) work on any run folder this way. Naming an
 application in ``run.json`` imports that module, so load only run folders you trust.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,13 +46,21 @@ class Application(Protocol):
     ``"package.module:attribute"`` (recorded in ``run.json``).
     """
 
-    def default_config(self, *, fast: bool, seed: int,
-                       training_overrides: Mapping[str, Any]) -> dict:
+    def default_config(
+        self, *, fast: bool, seed: int, training_overrides: Mapping[str, Any]
+    ) -> dict:
         """The settings of a new run (``lcengine fit`` on an empty folder), as JSON."""
 
-    def prepare_run(self, folder: Path, config: Mapping[str, Any], *,
-                    cache_dir: Optional[Path], use_cache: bool, progress: bool,
-                    log: Log) -> "Run":
+    def prepare_run(
+        self,
+        folder: Path,
+        config: Mapping[str, Any],
+        *,
+        cache_dir: Optional[Path],
+        use_cache: bool,
+        progress: bool,
+        log: Log,
+    ) -> "Run":
         """Creates (or completes) a run folder: the model, the fitted constraints, run.json.
 
         ``cache_dir`` (None: the application's default) caches pretrained models the
@@ -64,8 +73,9 @@ class Application(Protocol):
     def zero_shot_rules(self) -> Mapping[str, Rule]:
         """Rules of zero-shot constraints by name (rules are code: re-attached on loading)."""
 
-    def measure(self, run: "Run", outputs: np.ndarray,
-                names: Sequence[str]) -> Optional[np.ndarray]:
+    def measure(
+        self, run: "Run", outputs: np.ndarray, names: Sequence[str]
+    ) -> Optional[np.ndarray]:
         """Attributes ``names`` measured on decoded outputs independently of the critics
         (``[N, len(names)]`` 0/1), or None when the application cannot measure them."""
 
@@ -103,8 +113,9 @@ class Run:
     def model(self) -> LatentModel:
         return self.constraints.model
 
-    def measure(self, outputs: np.ndarray,
-                names: Optional[Sequence[str]] = None) -> Optional[np.ndarray]:
+    def measure(
+        self, outputs: np.ndarray, names: Optional[Sequence[str]] = None
+    ) -> Optional[np.ndarray]:
         """Measured 0/1 attributes of outputs, columns ``names`` (default: all the run's)."""
         names = tuple(names) if names is not None else self.constraints.attribute_names
         return self.application.measure(self, outputs, names)
@@ -119,26 +130,40 @@ def resolve_application(path: str) -> Application:
     """
     module_name, sep, attribute = str(path).partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"application must be an import path 'package.module:attribute', got "
-                         f"{path!r}")
+        raise ValueError(
+            f"application must be an import path 'package.module:attribute', got {path!r}"
+        )
     try:
         obj = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"application {path!r} cannot be imported: {exc}") from exc
     if not isinstance(obj, Application):
-        missing = [m for m in ("default_config", "prepare_run", "load_model", "zero_shot_rules",
-                               "measure", "example_inputs", "check_inputs", "updated_config")
-                   if not callable(getattr(obj, m, None))]
+        missing = [
+            m
+            for m in (
+                "default_config",
+                "prepare_run",
+                "load_model",
+                "zero_shot_rules",
+                "measure",
+                "example_inputs",
+                "check_inputs",
+                "updated_config",
+            )
+            if not callable(getattr(obj, m, None))
+        ]
         raise ValueError(f"application {path!r} lacks the methods {missing}")
     return obj
 
 
-def write_run_file(folder: Union[str, Path], application_path: str,
-                   config: Mapping[str, Any]) -> None:
+def write_run_file(
+    folder: Union[str, Path], application_path: str, config: Mapping[str, Any]
+) -> None:
     """Writes ``run.json`` (atomically)."""
-    atomic_write_json(Path(folder) / RUN_FILE, {"format": RUN_FORMAT,
-                                                "application": str(application_path),
-                                                "config": dict(config)})
+    atomic_write_json(
+        Path(folder) / RUN_FILE,
+        {"format": RUN_FORMAT, "application": str(application_path), "config": dict(config)},
+    )
 
 
 def read_run_file(folder: Union[str, Path]) -> tuple[str, dict]:
@@ -149,10 +174,15 @@ def read_run_file(folder: Union[str, Path]) -> tuple[str, dict]:
     """
     path = Path(folder) / RUN_FILE
     meta = read_json_file(path, "run folder")
-    if (meta.get("format") != RUN_FORMAT or not isinstance(meta.get("config"), dict)
-            or not isinstance(meta.get("application"), str)):
-        raise ValueError(f"{path} is not an lcengine run file (format {meta.get('format')!r}, "
-                         f"expected {RUN_FORMAT!r} with 'application' and 'config')")
+    if (
+        meta.get("format") != RUN_FORMAT
+        or not isinstance(meta.get("config"), dict)
+        or not isinstance(meta.get("application"), str)
+    ):
+        raise ValueError(
+            f"{path} is not an lcengine run file (format {meta.get('format')!r}, "
+            f"expected {RUN_FORMAT!r} with 'application' and 'config')"
+        )
     return meta["application"], meta["config"]
 
 
@@ -186,6 +216,16 @@ def load_run(folder: Union[str, Path]) -> Run:
     return Run(folder, app, path, config, lc, context)
 
 
-__all__ = ["Application", "CONSTRAINTS_DIR", "RUN_FILE", "RUN_FORMAT", "Run", "attach_rules",
-           "has_checkpoint", "load_run", "read_run_file", "resolve_application",
-           "write_run_file"]
+__all__ = [
+    "Application",
+    "CONSTRAINTS_DIR",
+    "RUN_FILE",
+    "RUN_FORMAT",
+    "Run",
+    "attach_rules",
+    "has_checkpoint",
+    "load_run",
+    "read_run_file",
+    "resolve_application",
+    "write_run_file",
+]

@@ -18,6 +18,7 @@ tau_a`` for a 1, ``< 1 - tau_a`` for a 0; ``tau_a = 0.5`` is "on the right side 
 :class:`SampleResult` and :class:`TransformResult` are what
 :class:`~lcengine.method.constraints.LatentConstraints` returns.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,26 +48,45 @@ RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def constraint_satisfied(realism_logits: torch.Tensor, attribute_logits: torch.Tensor,
-                         y: torch.Tensor, mask: torch.Tensor, *, tau_r: float = 0.5,
-                         tau_a: float = 0.5) -> torch.Tensor:
+def constraint_satisfied(
+    realism_logits: torch.Tensor,
+    attribute_logits: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    tau_r: float = 0.5,
+    tau_a: float = 0.5,
+) -> torch.Tensor:
     """The per-row stopping rule of the latent optimizer (defined once, in
     :func:`lcengine.reference.constraint_satisfied_ref`): ``sigmoid(D) > tau_r`` and every
     masked attribute on its requested side with confidence ``tau_a``. # [B] bool
     """
-    return constraint_satisfied_ref(realism_logits, attribute_logits, y, mask, tau_r=tau_r,
-                                    tau_a=tau_a)
+    return constraint_satisfied_ref(
+        realism_logits, attribute_logits, y, mask, tau_r=tau_r, tau_a=tau_a
+    )
 
 
-def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                           realism_critic: RealismFn, attribute_critic: AttributeFn,
-                           sigma_bar: Union[float, torch.Tensor], *, w_realism: float = 1.0,
-                           w_attr: float = 1.0, w_dist: float = 0.1, tau_r: float = 0.5,
-                           tau_a: float = 0.5, steps: int = 300, lr: float = 0.05,
-                           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                           realism_attributes: Optional[int] = None,
-                           progress: bool = False, desc: str = "optimize latents"
-                           ) -> OptimizeResult:
+def optimize_latents_eager(
+    z_start: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    realism_critic: RealismFn,
+    attribute_critic: AttributeFn,
+    sigma_bar: Union[float, torch.Tensor],
+    *,
+    w_realism: float = 1.0,
+    w_attr: float = 1.0,
+    w_dist: float = 0.1,
+    tau_r: float = 0.5,
+    tau_a: float = 0.5,
+    steps: int = 300,
+    lr: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    realism_attributes: Optional[int] = None,
+    progress: bool = False,
+    desc: str = "optimize latents",
+) -> OptimizeResult:
     """Gradient-based latent optimization against both critics, stopping per row.
 
     Each iteration evaluates the critics at the current latents of the rows still active;
@@ -98,8 +118,10 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
         :class:`OptimizeResult`.
     """
     if not isinstance(z_start, torch.Tensor) or z_start.dim() != 2:
-        raise ValueError(f"z_start must be a tensor of shape [B, D], got "
-                         f"{getattr(z_start, 'shape', type(z_start).__name__)}")
+        raise ValueError(
+            f"z_start must be a tensor of shape [B, D], got "
+            f"{getattr(z_start, 'shape', type(z_start).__name__)}"
+        )
     if not z_start.is_floating_point():
         raise TypeError(f"z_start must be a floating tensor, got {z_start.dtype}")
     check_finite_tensor("z_start", z_start)
@@ -107,16 +129,16 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
     num_attr = y.shape[1] if isinstance(y, torch.Tensor) and y.dim() == 2 else -1
     y, mask = check_target_tensors(y, mask, b, num_attr)
     check_int("steps", steps)
-    w_realism, w_attr, w_dist = (check_positive_float(n, v, allow_zero=True) for n, v in
-                                 (("w_realism", w_realism), ("w_attr", w_attr),
-                                  ("w_dist", w_dist)))
+    w_realism, w_attr, w_dist = (
+        check_positive_float(n, v, allow_zero=True)
+        for n, v in (("w_realism", w_realism), ("w_attr", w_attr), ("w_dist", w_dist))
+    )
     tau_r = check_probability("tau_r", tau_r)
     tau_a = check_float("tau_a", tau_a, low=0.5, high=1.0, high_open=True)
     if realism_attributes is None:
         realism_attributes = int(getattr(realism_critic, "num_attributes", num_attr))
     if not 0 <= realism_attributes <= num_attr:
-        raise ValueError(f"realism_attributes must be in [0, {num_attr}], got "
-                         f"{realism_attributes}")
+        raise ValueError(f"realism_attributes must be in [0, {num_attr}], got {realism_attributes}")
 
     bar = tqdm(total=steps, desc=desc, disable=None if progress else True, leave=False)
 
@@ -126,19 +148,43 @@ def optimize_latents_eager(z_start: torch.Tensor, y: torch.Tensor, mask: torch.T
 
     try:
         z, converged, steps_taken, realism_prob, attribute_prob = optimize_latents_ref(
-            z_start.detach().to(torch.float32), y, mask, realism_critic, attribute_critic,
-            sigma_bar, w_realism=w_realism, w_attr=w_attr, w_dist=w_dist, tau_r=tau_r,
-            tau_a=tau_a, steps=steps, lr=lr, betas=betas, eps=eps,
-            realism_attributes=realism_attributes, on_step=on_step)
+            z_start.detach().to(torch.float32),
+            y,
+            mask,
+            realism_critic,
+            attribute_critic,
+            sigma_bar,
+            w_realism=w_realism,
+            w_attr=w_attr,
+            w_dist=w_dist,
+            tau_r=tau_r,
+            tau_a=tau_a,
+            steps=steps,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            realism_attributes=realism_attributes,
+            on_step=on_step,
+        )
     finally:
         bar.close()
-    return OptimizeResult(latents=z, converged=converged, steps=steps_taken,
-                          realism_prob=realism_prob, attribute_prob=attribute_prob)
+    return OptimizeResult(
+        latents=z,
+        converged=converged,
+        steps=steps_taken,
+        realism_prob=realism_prob,
+        attribute_prob=attribute_prob,
+    )
 
 
 @torch.no_grad()
-def actor_latents(actor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  z: torch.Tensor, y: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
+def actor_latents(
+    actor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int = 4096,
+) -> torch.Tensor:
     """``G(z, y)`` in batches without gradients; reads the leading ``actor.num_attributes``
     columns of ``y`` (later columns are zero-shot constraints the actor was not trained on).
 
@@ -152,8 +198,16 @@ def actor_latents(actor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     check_finite_tensor("z", z)
     a = int(getattr(actor, "num_attributes", y.shape[1]))
     y = y[:, :a].to(torch.float32)
-    return torch.cat([actor(z[i:i + batch_size], y[i:i + batch_size])
-                      for i in range(0, z.shape[0], batch_size)]) if z.shape[0] else z.clone()
+    return (
+        torch.cat(
+            [
+                actor(z[i : i + batch_size], y[i : i + batch_size])
+                for i in range(0, z.shape[0], batch_size)
+            ]
+        )
+        if z.shape[0]
+        else z.clone()
+    )
 
 
 @dataclass
@@ -215,12 +269,21 @@ class TransformResult:
 
     def summary(self) -> dict:
         """Converged fraction, mean steps, mean latent and pixel distances."""
-        return {"converged_fraction": float(self.converged.mean()),
-                "mean_steps": float(self.steps.mean()),
-                "mean_latent_distance": float(self.latent_distance.mean()),
-                "mean_pixel_distance": float(self.pixel_distance.mean()),
-                "num_rows": int(self.converged.shape[0])}
+        return {
+            "converged_fraction": float(self.converged.mean()),
+            "mean_steps": float(self.steps.mean()),
+            "mean_latent_distance": float(self.latent_distance.mean()),
+            "mean_pixel_distance": float(self.pixel_distance.mean()),
+            "num_rows": int(self.converged.shape[0]),
+        }
 
 
-__all__ = ["METHODS", "OptimizeResult", "SampleResult", "TransformResult", "actor_latents",
-           "constraint_satisfied", "optimize_latents_eager"]
+__all__ = [
+    "METHODS",
+    "OptimizeResult",
+    "SampleResult",
+    "TransformResult",
+    "actor_latents",
+    "constraint_satisfied",
+    "optimize_latents_eager",
+]

@@ -2,6 +2,7 @@
 """Wall time of optimizer sampling: the fused :func:`lcengine.optimize_latents` against its
 eager autograd loop, on the same prior latents and targets (what an application's report
 shows next to its quality figures)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,15 @@ from lcengine.validation import check_int
 from .constraints import ArrayLike, LatentConstraints
 
 
-def time_optimizer(lc: LatentConstraints, y: ArrayLike, mask: Optional[ArrayLike] = None, *,
-                   seed: int = 0, repeats: int = 2, **overrides: Any) -> dict:
+def time_optimizer(
+    lc: LatentConstraints,
+    y: ArrayLike,
+    mask: Optional[ArrayLike] = None,
+    *,
+    seed: int = 0,
+    repeats: int = 2,
+    **overrides: Any,
+) -> dict:
     """Times :func:`lcengine.optimize_latents` as ``lc.generate`` runs it (``auto`` backend)
     against ``backend="eager"``; best of ``repeats`` calls each.
 
@@ -49,17 +57,29 @@ def time_optimizer(lc: LatentConstraints, y: ArrayLike, mask: Optional[ArrayLike
         for _ in range(repeats):
             t0 = time.perf_counter()
             results[backend] = lcengine.optimize_latents(
-                z0, y_t, m_t, lc.trainer.realism, lc.attribute_critic, lc.sigma_bar,
-                backend=backend, **kwargs)
+                z0,
+                y_t,
+                m_t,
+                lc.trainer.realism,
+                lc.attribute_critic,
+                lc.sigma_bar,
+                backend=backend,
+                **kwargs,
+            )
             best = min(best, time.perf_counter() - t0)
         seconds[backend] = best
     fused, eager = results["auto"], results["eager"]
-    return {"rows": int(yy.shape[0]), "max_steps": int(cfg.steps), "repeats": repeats,
-            "backend": fused.backend, "fused_seconds": seconds["auto"],
-            "eager_seconds": seconds["eager"],
-            "speedup": seconds["eager"] / seconds["auto"],
-            "same_steps_fraction": float((fused.steps == eager.steps).float().mean()),
-            "max_latent_difference": float((fused.latents - eager.latents).abs().max())}
+    return {
+        "rows": int(yy.shape[0]),
+        "max_steps": int(cfg.steps),
+        "repeats": repeats,
+        "backend": fused.backend,
+        "fused_seconds": seconds["auto"],
+        "eager_seconds": seconds["eager"],
+        "speedup": seconds["eager"] / seconds["auto"],
+        "same_steps_fraction": float((fused.steps == eager.steps).float().mean()),
+        "max_latent_difference": float((fused.latents - eager.latents).abs().max()),
+    }
 
 
 __all__ = ["time_optimizer"]

@@ -22,6 +22,7 @@ keyed by a seed derived from ``(config.seed, purpose, step)``, and every index d
 generator seeded the same way, so training is deterministic and a resumed run continues with
 exactly the batches an uninterrupted one would have used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,14 @@ def step_generator(seed: int, *parts: Any) -> torch.Generator:
 def _empty_history() -> dict[str, dict[str, list]]:
     return {
         "attribute": {"step": [], "loss": [], "accuracy": []},
-        "realism": {"step": [], "loss": [], "gp": [], "real_prob": [], "fake_prob": [],
-                    "mismatch_prob": []},
+        "realism": {
+            "step": [],
+            "loss": [],
+            "gp": [],
+            "real_prob": [],
+            "fake_prob": [],
+            "mismatch_prob": [],
+        },
         "actor": {"step": [], "loss": [], "realism": [], "attribute": [], "distance": []},
     }
 
@@ -82,15 +89,20 @@ class TrainingData:
         for name in ("mu", "logvar", "attributes"):
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor) or t.dim() != 2:
-                raise ValueError(f"TrainingData.{name} must be a 2-D tensor, got "
-                                 f"{getattr(t, 'shape', type(t).__name__)}")
+                raise ValueError(
+                    f"TrainingData.{name} must be a 2-D tensor, got "
+                    f"{getattr(t, 'shape', type(t).__name__)}"
+                )
             check_finite_tensor(f"TrainingData.{name}", t)
         if self.mu.shape != self.logvar.shape:
-            raise ValueError(f"mu and logvar must have the same shape, got {list(self.mu.shape)} "
-                             f"and {list(self.logvar.shape)}")
+            raise ValueError(
+                f"mu and logvar must have the same shape, got {list(self.mu.shape)} "
+                f"and {list(self.logvar.shape)}"
+            )
         if self.attributes.shape[0] != self.mu.shape[0]:
-            raise ValueError(f"attributes has {self.attributes.shape[0]} rows but mu has "
-                             f"{self.mu.shape[0]}")
+            raise ValueError(
+                f"attributes has {self.attributes.shape[0]} rows but mu has {self.mu.shape[0]}"
+            )
         if not bool(((self.attributes == 0) | (self.attributes == 1)).all()):
             raise ValueError("attributes must hold only 0 and 1")
         if self.mu.shape[0] < 2:
@@ -118,22 +130,30 @@ class ConstraintTrainer:
         config: hyperparameters.
     """
 
-    def __init__(self, latent_dim: int, num_attributes: int, sigma_bar: torch.Tensor,
-                 config: Optional[TrainingConfig] = None) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        num_attributes: int,
+        sigma_bar: torch.Tensor,
+        config: Optional[TrainingConfig] = None,
+    ) -> None:
         self.config = config if config is not None else TrainingConfig()
         c = self.config
         # Weight init is part of the seeded run; the caller's global RNG state is left alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(c.seed, "init"))
-            self.realism = RealismCritic(latent_dim, num_attributes, c.hidden, c.embed_dim,
-                                         c.activation)
-            self.attribute = AttributeCritic(latent_dim, num_attributes, c.attribute_hidden,
-                                             c.activation)
+            self.realism = RealismCritic(
+                latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation
+            )
+            self.attribute = AttributeCritic(
+                latent_dim, num_attributes, c.attribute_hidden, c.activation
+            )
             self.actor = Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation)
         self.sigma_bar = sigma_bar.detach().to(torch.float32)  # [D]
         self.opt_attribute = torch.optim.Adam(self.attribute.parameters(), lr=c.attribute_lr)
-        self.opt_realism = torch.optim.Adam(self.realism.parameters(), lr=c.realism_lr,
-                                            betas=c.betas)
+        self.opt_realism = torch.optim.Adam(
+            self.realism.parameters(), lr=c.realism_lr, betas=c.betas
+        )
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, betas=c.betas)
         self.attribute_step = 0
         self.realism_step = 0
@@ -141,8 +161,14 @@ class ConstraintTrainer:
         self.history = _empty_history()
 
     # ------------------------------------------------------------------ attribute critic
-    def train_attribute(self, data: TrainingData, until: int, *, progress: bool = True,
-                        desc: str = "attribute critic") -> None:
+    def train_attribute(
+        self,
+        data: TrainingData,
+        until: int,
+        *,
+        progress: bool = True,
+        desc: str = "attribute critic",
+    ) -> None:
         """Trains the attribute critic until it has made ``until`` updates in total."""
         c = self.config
         _check_data(data, self.attribute.latent_dim, self.attribute.num_attributes)
@@ -155,8 +181,9 @@ class ConstraintTrainer:
             step = self.attribute_step
             gen = step_generator(c.seed, "attribute/index", step)
             idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
-            z = lcengine.reparameterize(data.mu[idx], data.logvar[idx],
-                                        seed=derive_seed(c.seed, "attribute/q", step))  # [B, D]
+            z = lcengine.reparameterize(
+                data.mu[idx], data.logvar[idx], seed=derive_seed(c.seed, "attribute/q", step)
+            )  # [B, D]
             y = data.attributes[idx]  # [B, A]
             logits = self.attribute(z)  # [B, A]
             loss = lcengine.constraint_loss(logits, y)
@@ -175,13 +202,15 @@ class ConstraintTrainer:
         bar.close()
 
     # ------------------------------------------------------------------ realism critic + actor
-    def _real_block(self, data: TrainingData, purpose: str, step: int,
-                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _real_block(
+        self, data: TrainingData, purpose: str, step: int, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z ~ q(z|x)`` of random rows, their attributes and indices. # [B, D], [B, A], [B]"""
         b = self.config.batch_size
         idx = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
-        z = lcengine.reparameterize(data.mu[idx], data.logvar[idx],
-                                    seed=derive_seed(self.config.seed, purpose, step))  # [B, D]
+        z = lcengine.reparameterize(
+            data.mu[idx], data.logvar[idx], seed=derive_seed(self.config.seed, purpose, step)
+        )  # [B, D]
         return z, data.attributes[idx], idx
 
     def _realism_update(self, data: TrainingData) -> None:
@@ -192,8 +221,9 @@ class ConstraintTrainer:
         z_real, y_real, _ = self._real_block(data, "realism/real", step, gen)  # [B, D], [B, A]
 
         # Fakes carry the real block's attributes, so y alone never gives a fake away.
-        z_prior = lcengine.standard_normal((b, d), seed=derive_seed(c.seed, "realism/prior",
-                                                                    step))  # [B, D]
+        z_prior = lcengine.standard_normal(
+            (b, d), seed=derive_seed(c.seed, "realism/prior", step)
+        )  # [B, D]
         with torch.no_grad():
             z_actor = self.actor(z_prior, y_real)  # [B, D]
         use_prior = torch.rand(b, generator=gen) < c.prior_fake_prob  # [B]
@@ -232,12 +262,14 @@ class ConstraintTrainer:
                 h["loss"].append(float(bce.item()))
                 h["gp"].append(float(gp.item()))
                 h["real_prob"].append(float(p[:b].mean()))
-                h["fake_prob"].append(float(p[b:2 * b].mean()))
-                h["mismatch_prob"].append(float((p[2 * b:] * differs).sum()
-                                                / differs.sum().clamp_min(1.0)))
+                h["fake_prob"].append(float(p[b : 2 * b].mean()))
+                h["mismatch_prob"].append(
+                    float((p[2 * b :] * differs).sum() / differs.sum().clamp_min(1.0))
+                )
 
-    def actor_loss(self, z_in: torch.Tensor, y_in: torch.Tensor
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_loss(
+        self, z_in: torch.Tensor, y_in: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The actor's loss on a batch and its three terms.
 
         Args:
@@ -247,8 +279,11 @@ class ConstraintTrainer:
         c = self.config
         z_out = self.actor(z_in, y_in)  # [B, D]
         realism = lcengine.constraint_loss(self.realism(z_out, y_in), torch.ones(len(z_in)))
-        attribute = (lcengine.constraint_loss(self.attribute(z_out), y_in)
-                     if c.actor_attribute_weight > 0 else torch.zeros(()))
+        attribute = (
+            lcengine.constraint_loss(self.attribute(z_out), y_in)
+            if c.actor_attribute_weight > 0
+            else torch.zeros(())
+        )
         distance = lcengine.distance_penalty(z_out, z_in, self.sigma_bar)
         loss = realism + c.actor_attribute_weight * attribute + c.lambda_dist * distance
         return loss, {"realism": realism, "attribute": attribute, "distance": distance}
@@ -258,8 +293,9 @@ class ConstraintTrainer:
         step = self.actor_step
         gen = step_generator(c.seed, "actor/index", step)
         b, d = c.batch_size, self.actor.latent_dim
-        z_prior = lcengine.standard_normal((b, d), seed=derive_seed(c.seed, "actor/prior",
-                                                                    step))  # [B, D]
+        z_prior = lcengine.standard_normal(
+            (b, d), seed=derive_seed(c.seed, "actor/prior", step)
+        )  # [B, D]
         z_real, _, _ = self._real_block(data, "actor/real", step, gen)  # [B, D]
         # Attributes of random rows: at sampling time any request meets any starting point.
         y_in = data.attributes[torch.randint(data.num_rows, (2 * b,), generator=gen)]  # [2B, A]
@@ -276,10 +312,16 @@ class ConstraintTrainer:
             for k, v in parts.items():
                 h[k].append(float(v.item()))
 
-    def train_realism_actor(self, data: TrainingData, until: int, *, progress: bool = True,
-                            desc: str = "realism critic + actor",
-                            callback: Optional[Callable[["ConstraintTrainer"], None]] = None,
-                            callback_every: int = 0) -> None:
+    def train_realism_actor(
+        self,
+        data: TrainingData,
+        until: int,
+        *,
+        progress: bool = True,
+        desc: str = "realism critic + actor",
+        callback: Optional[Callable[["ConstraintTrainer"], None]] = None,
+        callback_every: int = 0,
+    ) -> None:
         """Alternates realism-critic updates with an actor update every ``actor_every``.
 
         Args:
@@ -305,8 +347,11 @@ class ConstraintTrainer:
             bar.update(1)
             if self.realism_step % 50 == 0 and self.history["realism"]["step"]:
                 h = self.history["realism"]
-                bar.set_postfix(real=f"{h['real_prob'][-1]:.2f}", fake=f"{h['fake_prob'][-1]:.2f}",
-                                mis=f"{h['mismatch_prob'][-1]:.2f}")
+                bar.set_postfix(
+                    real=f"{h['real_prob'][-1]:.2f}",
+                    fake=f"{h['fake_prob'][-1]:.2f}",
+                    mis=f"{h['mismatch_prob'][-1]:.2f}",
+                )
             if callback is not None and callback_every and self.realism_step % callback_every == 0:
                 callback(self)
         bar.close()
@@ -316,8 +361,11 @@ class ConstraintTrainer:
         return {"realism": self.realism, "attribute": self.attribute, "actor": self.actor}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"realism": self.opt_realism, "attribute": self.opt_attribute,
-                "actor": self.opt_actor}
+        return {
+            "realism": self.opt_realism,
+            "attribute": self.opt_attribute,
+            "actor": self.opt_actor,
+        }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Weights (``net.<module>.<param>``) and Adam moments (``opt.<name>.<i>.<key>``)."""
@@ -336,39 +384,49 @@ class ConstraintTrainer:
         """Restores :meth:`state_tensors`; a missing or mis-shaped tensor raises ValueError."""
         for name, module in self.modules().items():
             prefix = f"net.{name}."
-            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             expected = module.state_dict()
             missing = sorted(set(expected) - set(sub))
             if missing:
-                raise ValueError(f"{source}: missing tensors for {name}: "
-                                 f"{[prefix + m for m in missing]}")
+                raise ValueError(
+                    f"{source}: missing tensors for {name}: {[prefix + m for m in missing]}"
+                )
             for k, v in expected.items():
                 if tuple(sub[k].shape) != tuple(v.shape):
-                    raise ValueError(f"{source}: tensor {prefix + k} has shape "
-                                     f"{list(sub[k].shape)}, the configured network expects "
-                                     f"{list(v.shape)}")
+                    raise ValueError(
+                        f"{source}: tensor {prefix + k} has shape "
+                        f"{list(sub[k].shape)}, the configured network expects "
+                        f"{list(v.shape)}"
+                    )
             module.load_state_dict(sub)
         for name, opt in self.optimizers().items():
             prefix = f"opt.{name}."
             state: dict[int, dict[str, torch.Tensor]] = {}
             for k, v in tensors.items():
                 if k.startswith(prefix):
-                    i, _, key = k[len(prefix):].partition(".")
+                    i, _, key = k[len(prefix) :].partition(".")
                     state.setdefault(int(i), {})[key] = v.clone()
             if state:
                 sd = opt.state_dict()
                 params = [p for g in opt.param_groups for p in g["params"]]
                 for i, st in state.items():
-                    if i >= len(params) or ("exp_avg" in st and
-                                            st["exp_avg"].shape != params[i].shape):
-                        raise ValueError(f"{source}: optimizer state {prefix}{i} does not match "
-                                         "the configured network")
+                    if i >= len(params) or (
+                        "exp_avg" in st and st["exp_avg"].shape != params[i].shape
+                    ):
+                        raise ValueError(
+                            f"{source}: optimizer state {prefix}{i} does not match "
+                            "the configured network"
+                        )
                 sd["state"] = state
                 opt.load_state_dict(sd)
 
     def state_json(self) -> dict:
-        return {"attribute_step": self.attribute_step, "realism_step": self.realism_step,
-                "actor_step": self.actor_step, "history": self.history}
+        return {
+            "attribute_step": self.attribute_step,
+            "realism_step": self.realism_step,
+            "actor_step": self.actor_step,
+            "history": self.history,
+        }
 
     def load_state_json(self, d: Mapping[str, Any], source: str) -> None:
         try:
@@ -389,12 +447,13 @@ def _check_data(data: TrainingData, latent_dim: int, num_attributes: int) -> Non
     if not isinstance(data, TrainingData):
         raise TypeError(f"data must be a TrainingData, got {type(data).__name__}")
     if data.mu.shape[1] != latent_dim:
-        raise ValueError(f"data has latent dimension {data.mu.shape[1]}, the critics expect "
-                         f"{latent_dim}")
+        raise ValueError(
+            f"data has latent dimension {data.mu.shape[1]}, the critics expect {latent_dim}"
+        )
     if data.attributes.shape[1] != num_attributes:
-        raise ValueError(f"data has {data.attributes.shape[1]} attributes, the critics expect "
-                         f"{num_attributes}")
+        raise ValueError(
+            f"data has {data.attributes.shape[1]} attributes, the critics expect {num_attributes}"
+        )
 
 
-__all__ = ["ConstraintTrainer", "TrainingConfig", "TrainingData", "derive_seed",
-           "step_generator"]
+__all__ = ["ConstraintTrainer", "TrainingConfig", "TrainingData", "derive_seed", "step_generator"]

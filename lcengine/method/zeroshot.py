@@ -13,6 +13,7 @@ Rules themselves belong to applications (rules are code, not checkpoint data: a 
 constraint gets its rule back through
 :meth:`~lcengine.method.constraints.LatentConstraints.attach_rule`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,33 +57,49 @@ class ZeroShotConstraint:
 
     def info(self) -> dict:
         """JSON-serializable description (everything but the weights and the rule)."""
-        return {"name": self.name, "critic": self.critic.config(),
-                "positive_rate": self.positive_rate, "heldout_accuracy": self.heldout_accuracy,
-                "num_samples": self.num_samples, "history": self.history}
+        return {
+            "name": self.name,
+            "critic": self.critic.config(),
+            "positive_rate": self.positive_rate,
+            "heldout_accuracy": self.heldout_accuracy,
+            "num_samples": self.num_samples,
+            "history": self.history,
+        }
 
 
 def apply_rule(rule: Rule, x: np.ndarray) -> np.ndarray:
     """Calls a rule on a batch and validates its answer: bool. # [N, ...] -> [N]"""
     if not callable(rule):
-        raise TypeError(f"rule must be callable (outputs [N, ...] -> bool [N]), got "
-                        f"{type(rule).__name__}")
+        raise TypeError(
+            f"rule must be callable (outputs [N, ...] -> bool [N]), got {type(rule).__name__}"
+        )
     out = rule(x)
     out = np.asarray(out.detach().cpu() if isinstance(out, torch.Tensor) else out)
     if out.shape != (x.shape[0],):
-        raise ValueError(f"rule returned shape {list(out.shape)}; it must return one bool per "
-                         f"item, shape [{x.shape[0]}]")
+        raise ValueError(
+            f"rule returned shape {list(out.shape)}; it must return one bool per "
+            f"item, shape [{x.shape[0]}]"
+        )
     if out.dtype != np.bool_:
-        if not (np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating)) \
-                or not np.isin(out, (0, 1)).all():
+        if (
+            not (np.issubdtype(out.dtype, np.integer) or np.issubdtype(out.dtype, np.floating))
+            or not np.isin(out, (0, 1)).all()
+        ):
             raise ValueError("rule must return booleans (or 0/1) per item")
         out = out.astype(bool)
     return out
 
 
 @torch.no_grad()
-def label_prior_samples(model, rule: Rule, num_samples: int, *, seed: int = 0,
-                        batch_size: int = 1000, progress: bool = True
-                        ) -> tuple[torch.Tensor, np.ndarray]:
+def label_prior_samples(
+    model,
+    rule: Rule,
+    num_samples: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: bool = True,
+) -> tuple[torch.Tensor, np.ndarray]:
     """Prior samples and the rule's verdict on their decoded outputs.
 
     Args:
@@ -95,21 +112,34 @@ def label_prior_samples(model, rule: Rule, num_samples: int, *, seed: int = 0,
         ``(z, labels)``. # [N, D] float32, [N] bool
     """
     check_int("num_samples", num_samples, minimum=10)
-    z = lcengine.standard_normal((num_samples, model.latent_dim),
-                                 seed=derive_seed(seed, "zeroshot/prior"))  # [N, D]
+    z = lcengine.standard_normal(
+        (num_samples, model.latent_dim), seed=derive_seed(seed, "zeroshot/prior")
+    )  # [N, D]
     labels = []
-    for i in tqdm(range(0, num_samples, batch_size), desc="label prior samples",
-                  disable=None if progress else True, leave=False):
-        x = model.decode(z[i:i + batch_size]).detach().cpu().numpy().astype(np.float32)
+    for i in tqdm(
+        range(0, num_samples, batch_size),
+        desc="label prior samples",
+        disable=None if progress else True,
+        leave=False,
+    ):
+        x = model.decode(z[i : i + batch_size]).detach().cpu().numpy().astype(np.float32)
         labels.append(apply_rule(rule, x))
     return z, np.concatenate(labels)
 
 
-def train_zero_shot_critic(z: torch.Tensor, labels: np.ndarray, *,
-                           hidden: Sequence[int] = (128, 128), activation: str = "relu",
-                           steps: int = 1500, batch_size: int = 256, lr: float = 1e-3,
-                           heldout_fraction: float = 0.1, seed: int = 0, progress: bool = True
-                           ) -> tuple[AttributeCritic, float, dict]:
+def train_zero_shot_critic(
+    z: torch.Tensor,
+    labels: np.ndarray,
+    *,
+    hidden: Sequence[int] = (128, 128),
+    activation: str = "relu",
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[AttributeCritic, float, dict]:
     """Trains a one-logit critic on rule-labelled latents.
 
     Positives and negatives are weighted to contribute equally, so a rare rule is not learned
@@ -124,8 +154,10 @@ def train_zero_shot_critic(z: torch.Tensor, labels: np.ndarray, *,
         raise ValueError(f"labels must have shape [{n}], got {list(labels.shape)}")
     rate = float(labels.mean())
     if labels.sum() < 2 or (~labels).sum() < 2:
-        raise ValueError(f"the rule is (almost) constant on the prior samples (positive rate "
-                         f"{rate:.4f}); a constraint needs both outcomes to learn from")
+        raise ValueError(
+            f"the rule is (almost) constant on the prior samples (positive rate "
+            f"{rate:.4f}); a constraint needs both outcomes to learn from"
+        )
     perm = np.random.default_rng(derive_seed(seed, "zeroshot/split")).permutation(n)
     n_held = max(2, int(round(heldout_fraction * n)))
     held, train = perm[:n_held], perm[n_held:]
@@ -139,8 +171,9 @@ def train_zero_shot_critic(z: torch.Tensor, labels: np.ndarray, *,
         critic = AttributeCritic(int(z.shape[1]), 1, tuple(hidden), activation)
     opt = torch.optim.Adam(critic.parameters(), lr=lr)
     history: dict = {"step": [], "loss": []}
-    for step in tqdm(range(steps), desc="zero-shot critic", disable=None if progress else True,
-                     leave=False):
+    for step in tqdm(
+        range(steps), desc="zero-shot critic", disable=None if progress else True, leave=False
+    ):
         gen = step_generator(seed, "zeroshot/index", step)
         idx = train_t[torch.randint(train_t.numel(), (batch_size,), generator=gen)]  # [B]
         logits = critic(z[idx])  # [B, 1]
@@ -160,10 +193,19 @@ def train_zero_shot_critic(z: torch.Tensor, labels: np.ndarray, *,
     return critic, 0.5 * (tpr + tnr), history
 
 
-def learn_zero_shot_constraint(model, rule: Rule, name: str, *, num_samples: int = 20000,
-                               hidden: Sequence[int] = (128, 128), steps: int = 1500,
-                               batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
-                               progress: bool = True) -> ZeroShotConstraint:
+def learn_zero_shot_constraint(
+    model,
+    rule: Rule,
+    name: str,
+    *,
+    num_samples: int = 20000,
+    hidden: Sequence[int] = (128, 128),
+    steps: int = 1500,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> ZeroShotConstraint:
     """Learns a zero-shot constraint from a rule on decoded prior samples (no data labels).
 
     Args:
@@ -178,18 +220,43 @@ def learn_zero_shot_constraint(model, rule: Rule, name: str, *, num_samples: int
     Returns:
         The :class:`ZeroShotConstraint`.
     """
-    if not isinstance(name, str) or not name.strip() or any(c in name for c in ",;! \t=") \
-            or name.isnumeric():
-        raise ValueError(f"name must be a non-empty identifier-like string without spaces, "
-                         f"commas, '!' or '=', got {name!r}")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or any(c in name for c in ",;! \t=")
+        or name.isnumeric()
+    ):
+        raise ValueError(
+            f"name must be a non-empty identifier-like string without spaces, "
+            f"commas, '!' or '=', got {name!r}"
+        )
     z, labels = label_prior_samples(model, rule, num_samples, seed=seed, progress=progress)
-    critic, acc, history = train_zero_shot_critic(z, labels, hidden=hidden, steps=steps,
-                                                  batch_size=batch_size, lr=lr, seed=seed,
-                                                  progress=progress)
-    return ZeroShotConstraint(name=name, critic=critic, positive_rate=float(labels.mean()),
-                              heldout_accuracy=acc, num_samples=num_samples, rule=rule,
-                              history=history)
+    critic, acc, history = train_zero_shot_critic(
+        z,
+        labels,
+        hidden=hidden,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+    )
+    return ZeroShotConstraint(
+        name=name,
+        critic=critic,
+        positive_rate=float(labels.mean()),
+        heldout_accuracy=acc,
+        num_samples=num_samples,
+        rule=rule,
+        history=history,
+    )
 
 
-__all__ = ["Rule", "ZeroShotConstraint", "apply_rule", "label_prior_samples",
-           "learn_zero_shot_constraint", "train_zero_shot_critic"]
+__all__ = [
+    "Rule",
+    "ZeroShotConstraint",
+    "apply_rule",
+    "label_prior_samples",
+    "learn_zero_shot_constraint",
+    "train_zero_shot_critic",
+]

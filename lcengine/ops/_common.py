@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Shared validation and dispatch helpers for the public ops (validate, allocate, dispatch)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -23,8 +24,10 @@ def check_tensor(name: str, t, *, allow_empty: bool = False) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in EAGER_DTYPES:
-        raise TypeError(f"{name} must be float32, float16 or bfloat16 (float64 on the eager "
-                        f"backend), got {t.dtype}")
+        raise TypeError(
+            f"{name} must be float32, float16 or bfloat16 (float64 on the eager "
+            f"backend), got {t.dtype}"
+        )
     if t.dim() < 1:
         raise ValueError(f"{name} must have at least one dimension [..., D], got a 0-d tensor")
     if not allow_empty and t.numel() == 0:
@@ -32,15 +35,19 @@ def check_tensor(name: str, t, *, allow_empty: bool = False) -> torch.Tensor:
     return t
 
 
-def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, *,
-               dtype: bool = True) -> None:
+def check_same(
+    name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor, *, dtype: bool = True
+) -> None:
     """``t`` matches ``ref`` in shape, device and (optionally) dtype."""
     if t.shape != ref.shape:
-        raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(t.shape)}"
+        )
     if t.device != ref.device:
-        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
-                         "all tensors must be on one device")
+        raise ValueError(
+            f"{name} is on {t.device} but {ref_name} is on {ref.device}; "
+            "all tensors must be on one device"
+        )
     if dtype and t.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
 
@@ -55,8 +62,10 @@ def pick_backend(backend: Optional[str], t: torch.Tensor, names: Sequence[str]) 
     """Resolve the backend for tensor ``t``; float64 is eager-only."""
     chosen = resolve_backend(backend, t.device, t.dtype)
     if chosen != "eager" and t.dtype not in FUSED_DTYPES:
-        raise TypeError(f"{names[0]} has dtype {t.dtype}, which the {chosen!r} backend does not "
-                        "support (float32, float16, bfloat16); use backend='eager' for float64")
+        raise TypeError(
+            f"{names[0]} has dtype {t.dtype}, which the {chosen!r} backend does not "
+            "support (float32, float16, bfloat16); use backend='eager' for float64"
+        )
     return chosen
 
 

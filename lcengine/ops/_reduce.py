@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Row-reduction bookkeeping shared by the loss ops whose kernels emit float32 row sums and
 gradients pre-scaled for an upstream gradient of one."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ def grad_scale_for(reduction: str, count: int) -> float:
     return 1.0 / count if reduction == "mean" and count > 0 else 1.0
 
 
-def finish_row_reduction(row_values: torch.Tensor, reduction: str, lead_shape,
-                         dtype: torch.dtype, count: int = 0) -> torch.Tensor:
+def finish_row_reduction(
+    row_values: torch.Tensor, reduction: str, lead_shape, dtype: torch.dtype, count: int = 0
+) -> torch.Tensor:
     """Reduce float32 per-row values ``[R]`` and cast to the input dtype.
 
     Args:
@@ -65,6 +67,7 @@ def save_unit_grads(ctx, need_grad: bool, *grads: torch.Tensor) -> None:
 def scaled_saved_grads(ctx, grad_out: torch.Tensor, op: str) -> list:
     """backward of such an op: each saved gradient times ``grad_out``."""
     if not ctx.need_grad:
-        raise RuntimeError(f"lcengine.{op}: backward called on a forward that was run without "
-                           "gradient tracking")
+        raise RuntimeError(
+            f"lcengine.{op}: backward called on a forward that was run without gradient tracking"
+        )
     return [scale_saved_grad(g, grad_out) for g in ctx.saved_tensors]

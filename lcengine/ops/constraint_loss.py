@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """constraint_loss: the critics' binary cross-entropy on logits, stable for any |logit|."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -23,37 +24,66 @@ WEIGHT_NONE, WEIGHT_LAST_DIM, WEIGHT_FULL = 0, 1, 2
 
 
 @torch.library.custom_op("lcengine::constraint_loss", mutates_args=())
-def _constraint_loss_op(logits: torch.Tensor, target: torch.Tensor,
-                        weight: Optional[torch.Tensor], weight_mode: int, reduction: str,
-                        need_grad: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _constraint_loss_op(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    weight_mode: int,
+    reduction: str,
+    need_grad: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits, target = logits.contiguous(), target.contiguous()  # [..., A]
     weight = weight.contiguous() if weight is not None else None  # [A] or [..., A]
     rows, dim = rows_and_dim(logits)
     elementwise = reduction == "none"
     loss_elems = torch.empty_like(logits) if elementwise else None  # [..., A]
-    loss_rows = None if elementwise else torch.empty(rows, device=logits.device,
-                                                     dtype=torch.float32)  # [R]
+    loss_rows = (
+        None if elementwise else torch.empty(rows, device=logits.device, dtype=torch.float32)
+    )  # [R]
     grad = torch.empty_like(logits) if need_grad else logits.new_empty(0)  # [..., A]
     scale = grad_scale_for(reduction, logits.numel())
     if backend == "triton":
-        as2d = (lambda t: None if t is None else t.view(rows, dim))
+
+        def as2d(t):
+            return None if t is None else t.view(rows, dim)
+
         triton_fn("constraint_loss")(
-            logits.view(rows, dim), target.view(rows, dim),
-            None if weight is None else (weight if weight_mode == WEIGHT_LAST_DIM
-                                         else weight.view(rows, dim)),
-            weight_mode, as2d(loss_elems), loss_rows, grad.view(rows, dim) if need_grad else None,
-            scale)
+            logits.view(rows, dim),
+            target.view(rows, dim),
+            None
+            if weight is None
+            else (weight if weight_mode == WEIGHT_LAST_DIM else weight.view(rows, dim)),
+            weight_mode,
+            as2d(loss_elems),
+            loss_rows,
+            grad.view(rows, dim) if need_grad else None,
+            scale,
+        )
     else:
-        ptr = (lambda t: 0 if t is None else t.data_ptr())
+
+        def ptr(t):
+            return 0 if t is None else t.data_ptr()
+
         native_fn("constraint_loss", logits.device)(
-            logits.data_ptr(), target.data_ptr(), ptr(weight), weight_mode, ptr(loss_elems),
-            ptr(loss_rows), grad.data_ptr() if need_grad else 0, scale, rows, dim,
-            DTYPE_CODES[logits.dtype])
+            logits.data_ptr(),
+            target.data_ptr(),
+            ptr(weight),
+            weight_mode,
+            ptr(loss_elems),
+            ptr(loss_rows),
+            grad.data_ptr() if need_grad else 0,
+            scale,
+            rows,
+            dim,
+            DTYPE_CODES[logits.dtype],
+        )
     if elementwise:
         out = loss_elems
     else:
-        out = finish_row_reduction(loss_rows, reduction, logits.shape[:-1], logits.dtype,
-                                   count=logits.numel())
+        out = finish_row_reduction(
+            loss_rows, reduction, logits.shape[:-1], logits.dtype, count=logits.numel()
+        )
     return out, grad
 
 
@@ -79,15 +109,18 @@ def _prepare_target(target, logits: torch.Tensor) -> torch.Tensor:
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.shape != logits.shape:
-        raise ValueError(f"target must have the shape of logits {tuple(logits.shape)}, got "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"target must have the shape of logits {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
     if target.device != logits.device:
         raise ValueError(f"target is on {target.device} but logits is on {logits.device}")
     if target.dtype.is_complex:
         raise TypeError(f"target must be bool, integer or floating, got {target.dtype}")
     if target.requires_grad:
-        raise ValueError("target must not require grad: constraint_loss differentiates logits "
-                         "only (detach the target)")
+        raise ValueError(
+            "target must not require grad: constraint_loss differentiates logits "
+            "only (detach the target)"
+        )
     return target.to(logits.dtype)
 
 
@@ -104,17 +137,24 @@ def _prepare_weight(weight, logits: torch.Tensor):
     try:
         torch.broadcast_shapes(weight.shape, logits.shape)
     except RuntimeError:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} does not broadcast to logits "
-                         f"of shape {tuple(logits.shape)}") from None
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} does not broadcast to logits "
+            f"of shape {tuple(logits.shape)}"
+        ) from None
     weight = weight.to(logits.dtype)
     if weight.dim() == 1 and weight.shape[0] == logits.shape[-1]:
         return weight, WEIGHT_LAST_DIM
     return weight.expand(logits.shape), WEIGHT_FULL
 
 
-def constraint_loss(logits: torch.Tensor, target: torch.Tensor, *,
-                    weight: Optional[torch.Tensor] = None, reduction: str = "mean",
-                    backend: Optional[str] = None) -> torch.Tensor:
+def constraint_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: Optional[torch.Tensor] = None,
+    reduction: str = "mean",
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """Binary cross-entropy of a critic's logits against constraint targets.
 
     Elementwise ``-log sigmoid(l)`` where the constraint holds (target 1) and
@@ -138,6 +178,7 @@ def constraint_loss(logits: torch.Tensor, target: torch.Tensor, *,
     chosen = pick_backend(backend, logits, ("logits",))
     if chosen == "eager":
         return constraint_loss_ref(logits, target, weight=weight, reduction=reduction)
-    out, _ = _constraint_loss_op(logits, target, weight, mode, reduction, needs_grad(logits),
-                                 chosen)
+    out, _ = _constraint_loss_op(
+        logits, target, weight, mode, reduction, needs_grad(logits), chosen
+    )
     return out

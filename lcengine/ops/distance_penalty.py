@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """distance_penalty: the actor's closeness term (1/sigma_bar^2) log(1 + (z' - z)^2)."""
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,14 @@ from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scal
 
 
 @torch.library.custom_op("lcengine::distance_penalty", mutates_args=())
-def _distance_penalty_op(z: torch.Tensor, z_ref: torch.Tensor, inv_sigma_sq: torch.Tensor,
-                         reduction: str, need_grad: bool,
-                         backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _distance_penalty_op(
+    z: torch.Tensor,
+    z_ref: torch.Tensor,
+    inv_sigma_sq: torch.Tensor,
+    reduction: str,
+    need_grad: bool,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     z, z_ref = z.contiguous(), z_ref.contiguous()  # [..., D]
     inv_sigma_sq = inv_sigma_sq.contiguous()  # [D] or [1] float32
     rows, dim = rows_and_dim(z)
@@ -34,13 +40,28 @@ def _distance_penalty_op(z: torch.Tensor, z_ref: torch.Tensor, inv_sigma_sq: tor
     grad_z = torch.empty_like(z) if need_grad else z.new_empty(0)  # [..., D]
     scale = grad_scale_for(reduction, rows)
     if backend == "triton":
-        triton_fn("distance_penalty")(z.view(rows, dim), z_ref.view(rows, dim), inv_sigma_sq,
-                                      per_dim, out_rows,
-                                      grad_z.view(rows, dim) if need_grad else None, scale)
+        triton_fn("distance_penalty")(
+            z.view(rows, dim),
+            z_ref.view(rows, dim),
+            inv_sigma_sq,
+            per_dim,
+            out_rows,
+            grad_z.view(rows, dim) if need_grad else None,
+            scale,
+        )
     else:
         native_fn("distance_penalty", z.device)(
-            z.data_ptr(), z_ref.data_ptr(), inv_sigma_sq.data_ptr(), per_dim, out_rows.data_ptr(),
-            grad_z.data_ptr() if need_grad else 0, scale, rows, dim, DTYPE_CODES[z.dtype])
+            z.data_ptr(),
+            z_ref.data_ptr(),
+            inv_sigma_sq.data_ptr(),
+            per_dim,
+            out_rows.data_ptr(),
+            grad_z.data_ptr() if need_grad else 0,
+            scale,
+            rows,
+            dim,
+            DTYPE_CODES[z.dtype],
+        )
     return finish_row_reduction(out_rows, reduction, z.shape[:-1], z.dtype), grad_z
 
 
@@ -72,13 +93,16 @@ def _inv_sigma_sq(sigma_bar, dim: int, device: torch.device) -> torch.Tensor:
             raise ValueError(f"sigma_bar must be finite and > 0, got {sigma_bar}")
         return torch.full((1,), 1.0 / float(sigma_bar) ** 2, device=device, dtype=torch.float32)
     if not isinstance(sigma_bar, torch.Tensor):
-        raise TypeError(f"sigma_bar must be a float or a torch.Tensor, got "
-                        f"{type(sigma_bar).__name__}")
+        raise TypeError(
+            f"sigma_bar must be a float or a torch.Tensor, got {type(sigma_bar).__name__}"
+        )
     if not sigma_bar.dtype.is_floating_point:
         raise TypeError(f"sigma_bar must be a floating tensor, got {sigma_bar.dtype}")
     if sigma_bar.dim() > 1 or (sigma_bar.dim() == 1 and sigma_bar.numel() not in (1, dim)):
-        raise ValueError(f"sigma_bar must be a scalar or have shape [{dim}] (one scale per latent "
-                         f"dimension), got shape {tuple(sigma_bar.shape)}")
+        raise ValueError(
+            f"sigma_bar must be a scalar or have shape [{dim}] (one scale per latent "
+            f"dimension), got shape {tuple(sigma_bar.shape)}"
+        )
     if sigma_bar.device != device:
         raise ValueError(f"sigma_bar is on {sigma_bar.device} but z is on {device}")
     sb = sigma_bar.detach().to(torch.float32).reshape(-1)  # [D] or [1]
@@ -87,9 +111,14 @@ def _inv_sigma_sq(sigma_bar, dim: int, device: torch.device) -> torch.Tensor:
     return 1.0 / (sb * sb)
 
 
-def distance_penalty(z: torch.Tensor, z_ref: torch.Tensor,
-                     sigma_bar: Union[float, torch.Tensor], *, reduction: str = "mean",
-                     backend: Optional[str] = None) -> torch.Tensor:
+def distance_penalty(
+    z: torch.Tensor,
+    z_ref: torch.Tensor,
+    sigma_bar: Union[float, torch.Tensor],
+    *,
+    reduction: str = "mean",
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """Per row, the mean over dimensions of ``log(1 + (z - z_ref)^2) / sigma_bar^2``.
 
     The actor's penalty for moving a latent away from where it started, in units of the average

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """gaussian_kl: KL(N(mu, exp(logvar)) || N(0, I)) per row, forward and gradient in one pass."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -22,8 +23,9 @@ from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scal
 
 
 @torch.library.custom_op("lcengine::gaussian_kl", mutates_args=())
-def _gaussian_kl_op(mu: torch.Tensor, logvar: torch.Tensor, reduction: str, need_grad: bool,
-                    backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gaussian_kl_op(
+    mu: torch.Tensor, logvar: torch.Tensor, reduction: str, need_grad: bool, backend: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mu, logvar = mu.contiguous(), logvar.contiguous()  # [..., D]
     rows, dim = rows_and_dim(mu)
     kl_rows = torch.empty(rows, device=mu.device, dtype=torch.float32)  # [R]
@@ -33,21 +35,33 @@ def _gaussian_kl_op(mu: torch.Tensor, logvar: torch.Tensor, reduction: str, need
         grad_mu, grad_logvar = mu.new_empty(0), mu.new_empty(0)  # distinct: outputs must not alias
     scale = grad_scale_for(reduction, rows)
     if backend == "triton":
-        triton_fn("gaussian_kl")(mu.view(rows, dim), logvar.view(rows, dim), kl_rows,
-                                 grad_mu.view(rows, dim) if need_grad else None,
-                                 grad_logvar.view(rows, dim) if need_grad else None, scale)
+        triton_fn("gaussian_kl")(
+            mu.view(rows, dim),
+            logvar.view(rows, dim),
+            kl_rows,
+            grad_mu.view(rows, dim) if need_grad else None,
+            grad_logvar.view(rows, dim) if need_grad else None,
+            scale,
+        )
     else:
         native_fn("gaussian_kl", mu.device)(
-            mu.data_ptr(), logvar.data_ptr(), kl_rows.data_ptr(),
-            grad_mu.data_ptr() if need_grad else 0, grad_logvar.data_ptr() if need_grad else 0,
-            scale, rows, dim, DTYPE_CODES[mu.dtype])
+            mu.data_ptr(),
+            logvar.data_ptr(),
+            kl_rows.data_ptr(),
+            grad_mu.data_ptr() if need_grad else 0,
+            grad_logvar.data_ptr() if need_grad else 0,
+            scale,
+            rows,
+            dim,
+            DTYPE_CODES[mu.dtype],
+        )
     out = finish_row_reduction(kl_rows, reduction, mu.shape[:-1], mu.dtype)
     return out, grad_mu, grad_logvar
 
 
 @_gaussian_kl_op.register_fake
 def _(mu, logvar, reduction, need_grad, backend):
-    out = (mu.new_empty(mu.shape[:-1]) if reduction == "none" else mu.new_empty(()))
+    out = mu.new_empty(mu.shape[:-1]) if reduction == "none" else mu.new_empty(())
     if need_grad:
         return out, torch.empty_like(mu), torch.empty_like(logvar)
     return out, mu.new_empty(0), mu.new_empty(0)
@@ -65,8 +79,13 @@ def _backward(ctx, grad_out, _unused_mu, _unused_lv):
 _gaussian_kl_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "mean",
-                backend: Optional[str] = None) -> torch.Tensor:
+def gaussian_kl(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    reduction: str = "mean",
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """KL divergence of diagonal Gaussians from the standard normal prior.
 
     Per row: ``-1/2 * sum_d (1 + logvar - mu^2 - exp(logvar))``, accumulated in float32. When a

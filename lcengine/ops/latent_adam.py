@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """latent_adam_: in-place Adam on latents in one pass, with a per-row active mask."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,21 +22,53 @@ from ._common import (
 
 
 @torch.library.custom_op("lcengine::latent_adam_", mutates_args=("z", "exp_avg", "exp_avg_sq"))
-def _latent_adam_op(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                    exp_avg_sq: torch.Tensor, active: Optional[torch.Tensor], lr: float,
-                    beta1: float, beta2: float, eps: float, bias_c1: float, bias_c2: float,
-                    backend: str) -> None:
+def _latent_adam_op(
+    z: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    active: Optional[torch.Tensor],
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_c1: float,
+    bias_c2: float,
+    backend: str,
+) -> None:
     rows, dim = rows_and_dim(z)
     active_u8 = None if active is None else active.contiguous().view(torch.uint8)  # [R]
     if backend == "triton":
-        triton_fn("latent_adam_")(z.view(rows, dim), grad.view(rows, dim),
-                                  exp_avg.view(rows, dim), exp_avg_sq.view(rows, dim),
-                                  active_u8, lr, beta1, beta2, eps, bias_c1, bias_c2)
+        triton_fn("latent_adam_")(
+            z.view(rows, dim),
+            grad.view(rows, dim),
+            exp_avg.view(rows, dim),
+            exp_avg_sq.view(rows, dim),
+            active_u8,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            bias_c1,
+            bias_c2,
+        )
     else:
         native_fn("latent_adam", z.device)(
-            z.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(),
-            0 if active_u8 is None else active_u8.data_ptr(), rows, dim, lr, beta1, beta2, eps,
-            bias_c1, bias_c2, DTYPE_CODES[z.dtype])
+            z.data_ptr(),
+            grad.data_ptr(),
+            exp_avg.data_ptr(),
+            exp_avg_sq.data_ptr(),
+            0 if active_u8 is None else active_u8.data_ptr(),
+            rows,
+            dim,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            bias_c1,
+            bias_c2,
+            DTYPE_CODES[z.dtype],
+        )
 
 
 @_latent_adam_op.register_fake
@@ -43,11 +76,19 @@ def _(z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias
     return None
 
 
-def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                 exp_avg_sq: torch.Tensor, step: int, *, lr: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 active: Optional[torch.Tensor] = None,
-                 backend: Optional[str] = None) -> torch.Tensor:
+def latent_adam_(
+    z: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    active: Optional[torch.Tensor] = None,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """One in-place Adam step on latents (torch.optim.Adam's formula, no weight decay).
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
@@ -78,27 +119,45 @@ def latent_adam_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
     lr, beta1, beta2, eps = check_adam(lr, betas, eps)
     if active is not None:
         if not isinstance(active, torch.Tensor) or active.dtype != torch.bool:
-            raise TypeError("active must be a bool tensor over the leading dims of z, got "
-                            f"{getattr(active, 'dtype', type(active).__name__)}")
+            raise TypeError(
+                "active must be a bool tensor over the leading dims of z, got "
+                f"{getattr(active, 'dtype', type(active).__name__)}"
+            )
         if active.shape != z.shape[:-1]:
-            raise ValueError(f"active must have shape {tuple(z.shape[:-1])} (one flag per row of "
-                             f"z), got {tuple(active.shape)}")
+            raise ValueError(
+                f"active must have shape {tuple(z.shape[:-1])} (one flag per row of "
+                f"z), got {tuple(active.shape)}"
+            )
         if active.device != z.device:
             raise ValueError(f"active is on {active.device} but z is on {z.device}")
     chosen = pick_backend(backend, z, ("z",))
     if chosen == "eager":
-        return latent_adam_ref_(z, grad, exp_avg, exp_avg_sq, step, lr=lr, betas=(beta1, beta2),
-                                eps=eps, active=active)
-    bias_c1 = 1.0 - beta1 ** step
-    bias_c2 = 1.0 - beta2 ** step
+        return latent_adam_ref_(
+            z, grad, exp_avg, exp_avg_sq, step, lr=lr, betas=(beta1, beta2), eps=eps, active=active
+        )
+    bias_c1 = 1.0 - beta1**step
+    bias_c2 = 1.0 - beta2**step
     states = (z, exp_avg, exp_avg_sq)
     if all(t.is_contiguous() for t in states):
-        _latent_adam_op(z, grad.contiguous(), exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps,
-                        bias_c1, bias_c2, chosen)
+        _latent_adam_op(
+            z,
+            grad.contiguous(),
+            exp_avg,
+            exp_avg_sq,
+            active,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            bias_c1,
+            bias_c2,
+            chosen,
+        )
     else:  # update contiguous copies, then write back: the caller's tensors stay the state
         zc, mc, vc = (t.contiguous() for t in states)
-        _latent_adam_op(zc, grad.contiguous(), mc, vc, active, lr, beta1, beta2, eps, bias_c1,
-                        bias_c2, chosen)
+        _latent_adam_op(
+            zc, grad.contiguous(), mc, vc, active, lr, beta1, beta2, eps, bias_c1, bias_c2, chosen
+        )
         for dst, src in zip(states, (zc, mc, vc)):
             if dst is not src:
                 dst.copy_(src)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """reparameterize and standard_normal: Philox noise keyed by (seed, offset + flat index)."""
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -26,15 +27,23 @@ def _check_seed_offset(seed, offset, numel: int) -> None:
 
 
 @torch.library.custom_op("lcengine::reparameterize", mutates_args=())
-def _reparameterize_op(mu: torch.Tensor, logvar: torch.Tensor, seed: int, offset: int,
-                       backend: str) -> torch.Tensor:
+def _reparameterize_op(
+    mu: torch.Tensor, logvar: torch.Tensor, seed: int, offset: int, backend: str
+) -> torch.Tensor:
     mu, logvar = mu.contiguous(), logvar.contiguous()  # [..., D]
     z = torch.empty_like(mu)
     if backend == "triton":
         triton_fn("reparameterize")(mu, logvar, z, seed, offset)
     else:
-        native_fn("reparameterize", mu.device)(mu.data_ptr(), logvar.data_ptr(), z.data_ptr(),
-                                               mu.numel(), seed, offset, DTYPE_CODES[mu.dtype])
+        native_fn("reparameterize", mu.device)(
+            mu.data_ptr(),
+            logvar.data_ptr(),
+            z.data_ptr(),
+            mu.numel(),
+            seed,
+            offset,
+            DTYPE_CODES[mu.dtype],
+        )
     return z
 
 
@@ -44,16 +53,23 @@ def _(mu, logvar, seed, offset, backend):
 
 
 @torch.library.custom_op("lcengine::reparameterize_backward", mutates_args=())
-def _reparameterize_backward_op(grad_z: torch.Tensor, logvar: torch.Tensor, seed: int,
-                                offset: int, backend: str) -> torch.Tensor:
+def _reparameterize_backward_op(
+    grad_z: torch.Tensor, logvar: torch.Tensor, seed: int, offset: int, backend: str
+) -> torch.Tensor:
     grad_z, logvar = grad_z.contiguous(), logvar.contiguous()  # [..., D]
     grad_logvar = torch.empty_like(logvar)
     if backend == "triton":
         triton_fn("reparameterize_backward")(grad_z, logvar, grad_logvar, seed, offset)
     else:
         native_fn("reparameterize_backward", logvar.device)(
-            grad_z.data_ptr(), logvar.data_ptr(), grad_logvar.data_ptr(), logvar.numel(), seed,
-            offset, DTYPE_CODES[logvar.dtype])
+            grad_z.data_ptr(),
+            logvar.data_ptr(),
+            grad_logvar.data_ptr(),
+            logvar.numel(),
+            seed,
+            offset,
+            DTYPE_CODES[logvar.dtype],
+        )
     return grad_logvar
 
 
@@ -71,16 +87,23 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_z):
     (logvar,) = ctx.saved_tensors
     # The noise is regenerated from (seed, offset) instead of being stored.
-    grad_logvar = _reparameterize_backward_op(grad_z.to(logvar.dtype), logvar, ctx.seed,
-                                              ctx.offset, ctx.backend)
+    grad_logvar = _reparameterize_backward_op(
+        grad_z.to(logvar.dtype), logvar, ctx.seed, ctx.offset, ctx.backend
+    )
     return grad_z, grad_logvar, None, None, None
 
 
 _reparameterize_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, offset: int = 0,
-                   backend: Optional[str] = None) -> torch.Tensor:
+def reparameterize(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    *,
+    seed: int,
+    offset: int = 0,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """Sample ``z = mu + exp(logvar / 2) * eps`` with counter-based noise.
 
     ``eps`` is the Philox4x32-10 normal stream keyed by ``(seed, offset + flat element index)``
@@ -108,9 +131,15 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, offset:
     return _reparameterize_op(mu, logvar, seed, offset, chosen)
 
 
-def standard_normal(shape: Sequence[int], *, seed: int, offset: int = 0, device="cpu",
-                    dtype: torch.dtype = torch.float32,
-                    backend: Optional[str] = None) -> torch.Tensor:
+def standard_normal(
+    shape: Sequence[int],
+    *,
+    seed: int,
+    offset: int = 0,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
     """Prior samples ``z ~ N(0, I)`` from the same Philox stream as :func:`reparameterize`.
 
     Args:
@@ -138,22 +167,31 @@ def standard_normal(shape: Sequence[int], *, seed: int, offset: int = 0, device=
     _check_seed_offset(seed, offset, numel)
     chosen = resolve_backend(backend, device, dtype)
     if chosen != "eager" and dtype not in FUSED_DTYPES:
-        raise TypeError(f"dtype {dtype} is not supported by the {chosen!r} backend "
-                        "(float32, float16, bfloat16); use backend='eager' for float64")
+        raise TypeError(
+            f"dtype {dtype} is not supported by the {chosen!r} backend "
+            "(float32, float16, bfloat16); use backend='eager' for float64"
+        )
     if chosen == "eager":
         return standard_normal_ref(shape, seed=seed, offset=offset, device=device, dtype=dtype)
     return _standard_normal_op(list(shape), seed, offset, device, dtype, chosen)
 
 
 @torch.library.custom_op("lcengine::standard_normal", mutates_args=())
-def _standard_normal_op(shape: Sequence[int], seed: int, offset: int, device: torch.device,
-                        dtype: torch.dtype, backend: str) -> torch.Tensor:
+def _standard_normal_op(
+    shape: Sequence[int],
+    seed: int,
+    offset: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    backend: str,
+) -> torch.Tensor:
     out = torch.empty(shape, device=device, dtype=dtype)
     if backend == "triton":
         triton_fn("standard_normal")(out, seed, offset)
     else:
-        native_fn("standard_normal", out.device)(out.data_ptr(), out.numel(), seed, offset,
-                                                 DTYPE_CODES[dtype])
+        native_fn("standard_normal", out.device)(
+            out.data_ptr(), out.numel(), seed, offset, DTYPE_CODES[dtype]
+        )
     return out
 
 

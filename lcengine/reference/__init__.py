@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Eager PyTorch references for every lcengine kernel (imported by tests and benchmarks)."""
+
+from .critics import ACTIVATIONS, LEAKY_SLOPE, CriticMLP, activation_ref
 from .ops import (
     REDUCTIONS,
     constraint_loss_ref,
@@ -9,7 +11,6 @@ from .ops import (
     reparameterize_ref,
     standard_normal_ref,
 )
-from .critics import ACTIVATIONS, LEAKY_SLOPE, CriticMLP, activation_ref
 from .optimize import (
     constraint_satisfied_ref,
     critic_losses_ref,

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The critic MLP that the fused optimizer reads, in its plainest form.
 
-The contract (what ``lcengine.optimize_latents`` reads from a critic, see
-``lcengine.ops.optimize_latents``): the weights live in an ``nn.ModuleList`` named ``layers``
-(``nn.Linear`` only, applied in order), the nonlinearity named by the string attribute
+The contract (what ``lcengine.optimize_latents`` reads from a critic; as ``typing.Protocol``
+in ``lcengine.ops.optimize_latents.prepare``): the weights live in an ``nn.ModuleList`` named
+``layers`` (``nn.Linear`` only, applied in order), the nonlinearity named by the string attribute
 ``activation`` (one of :data:`ACTIVATIONS`) sits between them and none after the last; a
 conditional critic also has one ``nn.Linear`` named ``y_embedding`` whose output is
 concatenated after ``z`` before ``layers[0]``, and its single logit is returned as ``[B]``.
@@ -11,6 +11,7 @@ concatenated after ``z`` before ``layers[0]``, and its single logit is returned 
 :class:`CriticMLP` is that contract and nothing else: tests and benchmarks build their critics
 from it; the method's critics conform to the same contract.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
@@ -46,15 +47,23 @@ class CriticMLP(nn.Module):
         embed_dim: width of the attribute embedding (0: unconditional).
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int], out: int, activation: str = "relu",
-                 num_attributes: int = 0, embed_dim: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        out: int,
+        activation: str = "relu",
+        num_attributes: int = 0,
+        embed_dim: int = 0,
+    ) -> None:
         super().__init__()
         activation_ref(activation)  # validates the name
         self.activation = activation
         self.latent_dim = dim
         self.num_attributes = num_attributes if embed_dim else out
-        self.y_embedding: Optional[nn.Linear] = (nn.Linear(num_attributes, embed_dim)
-                                                 if embed_dim else None)
+        self.y_embedding: Optional[nn.Linear] = (
+            nn.Linear(num_attributes, embed_dim) if embed_dim else None
+        )
         widths = (dim + embed_dim,) + tuple(hidden) + (out,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 

@@ -4,6 +4,7 @@
 Math is done in float32 (or float64 when the input is float64, for gradcheck); results are cast
 back to the input dtype. Gradients come from autograd through these expressions.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -29,8 +30,14 @@ def _reduce_rows(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
-def standard_normal_ref(shape: Sequence[int], *, seed: int, offset: int = 0, device="cpu",
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def standard_normal_ref(
+    shape: Sequence[int],
+    *,
+    seed: int,
+    offset: int = 0,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """N(0, I) samples from the Philox stream at positions ``offset + flat index``."""
     numel = 1
     for s in shape:
@@ -38,8 +45,9 @@ def standard_normal_ref(shape: Sequence[int], *, seed: int, offset: int = 0, dev
     return philox_normal_ref(numel, seed, offset, device).reshape(tuple(shape)).to(dtype)
 
 
-def reparameterize_ref(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int,
-                       offset: int = 0) -> torch.Tensor:
+def reparameterize_ref(
+    mu: torch.Tensor, logvar: torch.Tensor, *, seed: int, offset: int = 0
+) -> torch.Tensor:
     """z = mu + exp(logvar / 2) * eps, eps from the Philox stream at ``offset + flat index``.
 
     Args:
@@ -52,8 +60,9 @@ def reparameterize_ref(mu: torch.Tensor, logvar: torch.Tensor, *, seed: int,
     return z.to(mu.dtype)
 
 
-def gaussian_kl_ref(mu: torch.Tensor, logvar: torch.Tensor, *,
-                    reduction: str = "mean") -> torch.Tensor:
+def gaussian_kl_ref(
+    mu: torch.Tensor, logvar: torch.Tensor, *, reduction: str = "mean"
+) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) = -1/2 sum_d (1 + logvar - mu^2 - exp(logvar)) per row."""
     ct = _compute_dtype(mu)
     m, lv = mu.to(ct), logvar.to(ct)
@@ -61,8 +70,9 @@ def gaussian_kl_ref(mu: torch.Tensor, logvar: torch.Tensor, *,
     return _reduce_rows(per_row, reduction).to(mu.dtype)
 
 
-def distance_penalty_ref(z: torch.Tensor, z_ref: torch.Tensor, sigma_bar, *,
-                         reduction: str = "mean") -> torch.Tensor:
+def distance_penalty_ref(
+    z: torch.Tensor, z_ref: torch.Tensor, sigma_bar, *, reduction: str = "mean"
+) -> torch.Tensor:
     """Per row, mean over dims of log(1 + (z - z_ref)^2) / sigma_bar^2.
 
     Args:
@@ -77,19 +87,23 @@ def distance_penalty_ref(z: torch.Tensor, z_ref: torch.Tensor, sigma_bar, *,
     return _reduce_rows(per_row, reduction).to(z.dtype)
 
 
-def constraint_loss_ref(logits: torch.Tensor, target: torch.Tensor, *,
-                        weight: Optional[torch.Tensor] = None,
-                        reduction: str = "mean") -> torch.Tensor:
+def constraint_loss_ref(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: Optional[torch.Tensor] = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """-log sigmoid(l) where target is 1, -log(1 - sigmoid(l)) where it is 0, times weight.
 
     Written in the stable form max(l, 0) - l t + log1p(exp(-|l|)). ``mean`` divides the weighted
     sum by the number of elements (torch's binary_cross_entropy_with_logits convention).
     """
     ct = _compute_dtype(logits)
-    l, t = logits.to(ct), target.to(ct)  # [..., A]
+    lg, t = logits.to(ct), target.to(ct)  # [..., A]
     # torch's own stable form max(l, 0) - l t + log1p(exp(-|l|)); unlike that expression written
     # out, its autograd gives sigmoid(l) - t at l == 0 too.
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(l, t, reduction="none")
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(lg, t, reduction="none")
     if weight is not None:
         loss = loss * weight.to(ct)
     if reduction == "none":
@@ -102,10 +116,18 @@ def constraint_loss_ref(logits: torch.Tensor, target: torch.Tensor, *,
 
 
 @torch.no_grad()
-def latent_adam_ref_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                     exp_avg_sq: torch.Tensor, step: int, *, lr: float,
-                     betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                     active: Optional[torch.Tensor] = None) -> torch.Tensor:
+def latent_adam_ref_(
+    z: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: int,
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    active: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """In-place Adam step of latents, the torch.optim.Adam formula; inactive rows untouched.
 
     Args:
@@ -114,13 +136,13 @@ def latent_adam_ref_(z: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
         active: optional per-row mask. # [...] bool
     """
     beta1, beta2 = betas
-    bias_c1 = 1.0 - beta1 ** step
-    bias_c2 = 1.0 - beta2 ** step
+    bias_c1 = 1.0 - beta1**step
+    bias_c2 = 1.0 - beta2**step
     ct = _compute_dtype(z)
     g = grad.to(ct)
     m = exp_avg.to(ct) * beta1 + (1.0 - beta1) * g
     v = exp_avg_sq.to(ct) * beta2 + (1.0 - beta2) * g * g
-    denom = v.sqrt() / (bias_c2 ** 0.5) + eps
+    denom = v.sqrt() / (bias_c2**0.5) + eps
     new_z = z.to(ct) - (lr / bias_c1) * m / denom
     if active is None:
         z.copy_(new_z)

@@ -15,6 +15,7 @@ rows that already satisfy the stopping rule (``sigmoid(D) > tau_r`` and every ma
 its requested side with confidence ``tau_a``) are frozen *before* the update; the others take one
 Adam step. After the last step the rows still active are checked once more.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Union
@@ -24,9 +25,15 @@ import torch
 from .ops import constraint_loss_ref, distance_penalty_ref, latent_adam_ref_
 
 
-def constraint_satisfied_ref(realism_logits: torch.Tensor, attribute_logits: torch.Tensor,
-                             y: torch.Tensor, mask: torch.Tensor, *, tau_r: float,
-                             tau_a: float) -> torch.Tensor:
+def constraint_satisfied_ref(
+    realism_logits: torch.Tensor,
+    attribute_logits: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    tau_r: float,
+    tau_a: float,
+) -> torch.Tensor:
     """The per-row stopping rule.
 
     Args:
@@ -46,13 +53,20 @@ def constraint_satisfied_ref(realism_logits: torch.Tensor, attribute_logits: tor
     return real_ok & attr_ok.all(dim=1)
 
 
-def critic_losses_ref(z: torch.Tensor, anchor: torch.Tensor, y: torch.Tensor,
-                      y_real: torch.Tensor, weight: torch.Tensor,
-                      realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                      attribute_critic: Callable[[torch.Tensor], torch.Tensor],
-                      sigma_bar: Union[float, torch.Tensor], *, w_realism: float,
-                      w_attr: float, w_dist: float
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def critic_losses_ref(
+    z: torch.Tensor,
+    anchor: torch.Tensor,
+    y: torch.Tensor,
+    y_real: torch.Tensor,
+    weight: torch.Tensor,
+    realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    attribute_critic: Callable[[torch.Tensor], torch.Tensor],
+    sigma_bar: Union[float, torch.Tensor],
+    *,
+    w_realism: float,
+    w_attr: float,
+    w_dist: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The optimizer's per-row loss and both critics' logits.
 
     ``loss = w_r BCE(D(z, y_r), 1) + w_a sum_a weight_a BCE(D_attr(z)_a, y_a)
@@ -70,23 +84,35 @@ def critic_losses_ref(z: torch.Tensor, anchor: torch.Tensor, y: torch.Tensor,
     """
     r_logits = realism_critic(z, y_real)  # [B]
     a_logits = attribute_critic(z)  # [B, A]
-    loss = (w_realism * constraint_loss_ref(r_logits, torch.ones_like(r_logits),
-                                            reduction="none")
-            + w_attr * constraint_loss_ref(a_logits, y, weight=weight, reduction="none").sum(1)
-            + w_dist * distance_penalty_ref(z, anchor, sigma_bar, reduction="none"))  # [B]
+    loss = (
+        w_realism * constraint_loss_ref(r_logits, torch.ones_like(r_logits), reduction="none")
+        + w_attr * constraint_loss_ref(a_logits, y, weight=weight, reduction="none").sum(1)
+        + w_dist * distance_penalty_ref(z, anchor, sigma_bar, reduction="none")
+    )  # [B]
     return loss, r_logits, a_logits
 
 
-def dense_step_ref(z: torch.Tensor, anchor: torch.Tensor, exp_avg: torch.Tensor,
-                   exp_avg_sq: torch.Tensor, step: Union[int, torch.Tensor], y: torch.Tensor,
-                   mask: torch.Tensor,
-                   realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   attribute_critic: Callable[[torch.Tensor], torch.Tensor],
-                   sigma_bar: Union[float, torch.Tensor], *, w_realism: float = 1.0,
-                   w_attr: float = 1.0, w_dist: float = 0.1, tau_r: float = 0.5,
-                   tau_a: float = 0.5, lr: float = 0.05,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def dense_step_ref(
+    z: torch.Tensor,
+    anchor: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: Union[int, torch.Tensor],
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    attribute_critic: Callable[[torch.Tensor], torch.Tensor],
+    sigma_bar: Union[float, torch.Tensor],
+    *,
+    w_realism: float = 1.0,
+    w_attr: float = 1.0,
+    w_dist: float = 0.1,
+    tau_r: float = 0.5,
+    tau_a: float = 0.5,
+    lr: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step over every row, functional (no compaction, no Python branching on
     values): the form ``torch.compile`` takes as a whole graph. Rows that satisfy the stopping
     rule keep their latents and Adam state. ``y`` is what the realism critic reads too.
@@ -97,27 +123,47 @@ def dense_step_ref(z: torch.Tensor, anchor: torch.Tensor, exp_avg: torch.Tensor,
     z = z.detach().requires_grad_(True)  # [B, D]
     with torch.enable_grad():
         loss, r_logits, a_logits = critic_losses_ref(
-            z, anchor, y, y, mask.to(z.dtype), realism_critic, attribute_critic, sigma_bar,
-            w_realism=w_realism, w_attr=w_attr, w_dist=w_dist)
+            z,
+            anchor,
+            y,
+            y,
+            mask.to(z.dtype),
+            realism_critic,
+            attribute_critic,
+            sigma_bar,
+            w_realism=w_realism,
+            w_attr=w_attr,
+            w_dist=w_dist,
+        )
         (grad,) = torch.autograd.grad(loss.sum(), z)  # [B, D]
-    ok = constraint_satisfied_ref(r_logits.detach(), a_logits.detach(), y, mask, tau_r=tau_r,
-                                  tau_a=tau_a)  # [B]
+    ok = constraint_satisfied_ref(
+        r_logits.detach(), a_logits.detach(), y, mask, tau_r=tau_r, tau_a=tau_a
+    )  # [B]
     z, m, v = z.detach().clone(), exp_avg.clone(), exp_avg_sq.clone()
     latent_adam_ref_(z, grad, m, v, step, lr=lr, betas=betas, eps=eps, active=~ok)
     return z, m, v, ok
 
 
-def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Tensor,
-                         realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                         attribute_critic: Callable[[torch.Tensor], torch.Tensor],
-                         sigma_bar: Union[float, torch.Tensor], *, w_realism: float = 1.0,
-                         w_attr: float = 1.0, w_dist: float = 0.1, tau_r: float = 0.5,
-                         tau_a: float = 0.5, steps: int = 300, lr: float = 0.05,
-                         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                         realism_attributes: Optional[int] = None,
-                         on_step: Optional[Callable[[int, torch.Tensor], None]] = None
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                    torch.Tensor]:
+def optimize_latents_ref(
+    z_start: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    realism_critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    attribute_critic: Callable[[torch.Tensor], torch.Tensor],
+    sigma_bar: Union[float, torch.Tensor],
+    *,
+    w_realism: float = 1.0,
+    w_attr: float = 1.0,
+    w_dist: float = 0.1,
+    tau_r: float = 0.5,
+    tau_a: float = 0.5,
+    steps: int = 300,
+    lr: float = 0.05,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    realism_attributes: Optional[int] = None,
+    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient-based latent optimization against both critics, stopping per row (eager).
 
     Inputs are taken as given (the public ``lcengine.optimize_latents`` validates them).
@@ -169,11 +215,21 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
         with torch.enable_grad():
             z_a = z[idx].requires_grad_(True)  # [B_active, D]
             loss_rows, r_logits, a_logits = critic_losses_ref(
-                z_a, anchor[idx], y[idx], y_real[idx], weight[idx], realism_critic,
-                attribute_critic, sigma_bar, w_realism=w_realism, w_attr=w_attr,
-                w_dist=w_dist)  # [B_active], [B_active], [B_active, A]
-            ok = constraint_satisfied_ref(r_logits.detach(), a_logits.detach(), y[idx],
-                                          mask[idx], tau_r=tau_r, tau_a=tau_a)  # [B_active]
+                z_a,
+                anchor[idx],
+                y[idx],
+                y_real[idx],
+                weight[idx],
+                realism_critic,
+                attribute_critic,
+                sigma_bar,
+                w_realism=w_realism,
+                w_attr=w_attr,
+                w_dist=w_dist,
+            )  # [B_active], [B_active], [B_active, A]
+            ok = constraint_satisfied_ref(
+                r_logits.detach(), a_logits.detach(), y[idx], mask[idx], tau_r=tau_r, tau_a=tau_a
+            )  # [B_active]
             (grad,) = torch.autograd.grad(loss_rows.sum(), z_a)  # [B_active, D]
         done = idx[ok]
         active[done] = False
@@ -183,8 +239,9 @@ def optimize_latents_ref(z_start: torch.Tensor, y: torch.Tensor, mask: torch.Ten
             break
         grad_full.zero_()
         grad_full[upd] = grad[~ok]
-        latent_adam_ref_(z, grad_full, exp_avg, exp_avg_sq, t, lr=lr, betas=betas, eps=eps,
-                         active=active)
+        latent_adam_ref_(
+            z, grad_full, exp_avg, exp_avg_sq, t, lr=lr, betas=betas, eps=eps, active=active
+        )
         steps_taken[upd] += 1
         if on_step is not None:
             on_step(t, converged)

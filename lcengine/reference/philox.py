@@ -4,6 +4,7 @@
 The stream is Triton's ``tl.randn(seed, offset)`` with 64-bit offsets. uint32 arithmetic is
 emulated in int64 tensors with 16-bit splits so no product overflows.
 """
+
 from __future__ import annotations
 
 import math

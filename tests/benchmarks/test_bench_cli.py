@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lcengine bench`` end to end on a tiny shape: the saved report, its spreads, the plot."""
+
 import argparse
 import json
 
@@ -16,9 +17,29 @@ def bench(argv):
 
 def test_report_keeps_spreads_and_plot_lands_next_to_json(tmp_path, capsys):
     path = tmp_path / "run.json"
-    assert bench(["--ops", "gaussian_kl,latent_adam", "--shapes", "64x8", "--device", "cpu",
-                  "--backends", "eager", "--compile-modes", "none", "--warmup", "0",
-                  "--reps", "3", "--json", str(path)]) == 0
+    assert (
+        bench(
+            [
+                "--ops",
+                "gaussian_kl,latent_adam",
+                "--shapes",
+                "64x8",
+                "--device",
+                "cpu",
+                "--backends",
+                "eager",
+                "--compile-modes",
+                "none",
+                "--warmup",
+                "0",
+                "--reps",
+                "3",
+                "--json",
+                str(path),
+            ]
+        )
+        == 0
+    )
     report = load_report(str(path))
     assert (report["kind"], report["format"]) == ("lcengine bench", 1)
     assert [r["op"] for r in report["rows"]] == ["gaussian_kl", "latent_adam"]
@@ -33,8 +54,22 @@ def test_report_keeps_spreads_and_plot_lands_next_to_json(tmp_path, capsys):
 
 
 def test_plot_path_and_no_plot(tmp_path):
-    args = ["--ops", "gaussian_kl", "--shapes", "16x4", "--device", "cpu", "--backends",
-            "eager", "--compile-modes", "none", "--warmup", "0", "--reps", "1"]
+    args = [
+        "--ops",
+        "gaussian_kl",
+        "--shapes",
+        "16x4",
+        "--device",
+        "cpu",
+        "--backends",
+        "eager",
+        "--compile-modes",
+        "none",
+        "--warmup",
+        "0",
+        "--reps",
+        "1",
+    ]
     bench(args + ["--plot", str(tmp_path / "elsewhere.png")])
     assert (tmp_path / "elsewhere.png").exists()
     bench(args + ["--json", str(tmp_path / "quiet.json"), "--no-plot"])

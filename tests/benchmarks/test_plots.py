@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The PNG of a report: rates per contender derived from the report's own fields."""
+
 import pytest
 
 from lcengine.benchmarks.plots import optimizer_rates, plot_report, row_op_rates
@@ -9,21 +10,28 @@ def test_rates_per_contender(reports):
     row = reports.row_op_row("gaussian_kl", 2.0, 1.9, 2.1, eager_ms=8.0, compile_ms=4.0)
     rates = row_op_rates(reports.report(rows=[row]))[("4096x64", "float32")]["gaussian_kl"]
     gbs = row["bytes_moved"] / 1e9
-    assert rates == pytest.approx({"eager": gbs / 8e-3, "compile[default]": gbs / 4e-3,
-                                   "lcengine[native]": gbs / 2e-3})
-    opt = reports.report(optimizer_rows=[reports.optimizer_row("B64", 40.0),
-                                         reports.optimizer_row("conv", 40.0, gflops=False)])
-    (case, rates), = optimizer_rates(opt).items()  # the converging case has no GFLOP/s
+    assert rates == pytest.approx(
+        {"eager": gbs / 8e-3, "compile[default]": gbs / 4e-3, "lcengine[native]": gbs / 2e-3}
+    )
+    opt = reports.report(
+        optimizer_rows=[
+            reports.optimizer_row("B64", 40.0),
+            reports.optimizer_row("conv", 40.0, gflops=False),
+        ]
+    )
+    ((case, rates),) = optimizer_rates(opt).items()  # the converging case has no GFLOP/s
     assert case.startswith("B=64 D=64")
-    assert rates == pytest.approx({"eager (float32)": 25.0, "compile[default]": 50.0,
-                                   "lcengine[native]": 100.0})
+    assert rates == pytest.approx(
+        {"eager (float32)": 25.0, "compile[default]": 50.0, "lcengine[native]": 100.0}
+    )
 
 
 def test_plot_writes_a_png(reports, tmp_path):
     report = reports.report(
         rows=[reports.row_op_row(op, 2.0, 1.9, 2.1) for op in ("gaussian_kl", "latent_adam")]
         + [reports.row_op_row("gaussian_kl", 3.0, 2.9, 3.1, backend="triton")],
-        optimizer_rows=[reports.optimizer_row("B64", 40.0)])
+        optimizer_rows=[reports.optimizer_row("B64", 40.0)],
+    )
     path = tmp_path / "report.png"
     plot_report(report, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Interleaved measurement and the spread every report row keeps."""
+
 import pytest
 import torch
 
@@ -10,8 +11,9 @@ def test_summarize_quartiles_and_range():
     s = summarize([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (s.median, s.q1, s.q3, s.min, s.max, s.reps) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)
     assert s.iqr_rel == pytest.approx(2.0 / 3.0)
-    assert s.as_ms() == pytest.approx({"q1_ms": 2e3, "q3_ms": 4e3, "min_ms": 1e3,
-                                       "max_ms": 5e3, "reps": 5, "iqr_rel": 2.0 / 3.0})
+    assert s.as_ms() == pytest.approx(
+        {"q1_ms": 2e3, "q3_ms": 4e3, "min_ms": 1e3, "max_ms": 5e3, "reps": 5, "iqr_rel": 2.0 / 3.0}
+    )
     one = summarize([2.0])
     assert (one.q1, one.q3, one.iqr_rel) == (2.0, 2.0, 0.0)
     with pytest.raises(ValueError):

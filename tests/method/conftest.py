@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fixtures of the method's tests (generic: toy models, no real data set)."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Attribute-vector baseline on synthetic latents where the right shift is known."""
+
 import numpy as np
 import pytest
 import torch
@@ -101,8 +102,9 @@ def test_per_row_requests_and_torch_io(synthetic):
 def test_errors(synthetic):
     z, att, b = synthetic
     with pytest.raises(RuntimeError, match="fit"):
-        AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).apply(z[:1], np.zeros(4),
-                                                                    np.ones(4, bool))
+        AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).apply(
+            z[:1], np.zeros(4), np.ones(4, bool)
+        )
     with pytest.raises(ValueError, match=r"attributes must have shape \[1200, 4\]"):
         AttributeVectorBaseline(NAMES, one_hot_groups=GROUPS).fit(z, att[:, :3])
     with pytest.raises(ValueError, match="NaN"):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """LatentConstraints on a synthetic model: every sampling method, transforms, checkpoints."""
+
 import json
 import warnings
 
@@ -19,10 +20,13 @@ def fitted():
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     x, att = toy_data(512)
-    lc = LatentConstraints(toy_model(), NAMES, training=tiny_training(
-        attribute_steps=400, realism_steps=150),
+    lc = LatentConstraints(
+        toy_model(),
+        NAMES,
+        training=tiny_training(attribute_steps=400, realism_steps=150),
         sampling=SamplingConfig(steps=60, lr=0.1, w_dist=0.001),
-        transform=SamplingConfig(steps=60, lr=0.1, w_dist=0.001))
+        transform=SamplingConfig(steps=60, lr=0.1, w_dist=0.001),
+    )
     lc.fit(x, att, progress=False)
     torch.set_num_threads(n)
     return lc, x, att
@@ -59,8 +63,13 @@ def test_transform_changes_only_requested(fitted):
     assert tr.latent_distance.shape == (10,) and tr.pixel_distance.shape == (10,)
     assert tr.mask[:, 0].all() and not tr.mask[:, 1:].any()
     s = tr.summary()
-    assert set(s) == {"converged_fraction", "mean_steps", "mean_latent_distance",
-                      "mean_pixel_distance", "num_rows"}
+    assert set(s) == {
+        "converged_fraction",
+        "mean_steps",
+        "mean_latent_distance",
+        "mean_pixel_distance",
+        "num_rows",
+    }
     moved = tr.latents[tr.converged.tolist()]
     assert (moved[:, 0] > 0).float().mean() > 0.8
     base = lc.transform(src, "a0", method="baseline")
@@ -92,8 +101,12 @@ def test_checkpoint_errors(fitted, tmp_path):
     lc, _, _ = fitted
     d = lc.save(tmp_path / "c")
     # a model of another latent size
-    other = LatentModel.from_callables(lambda x: (x[:, :3], x[:, :3] * 0), lambda z: torch.cat(
-        [z, z[:, :2]], 1), 3, data_shape=(5,))
+    other = LatentModel.from_callables(
+        lambda x: (x[:, :3], x[:, :3] * 0),
+        lambda z: torch.cat([z, z[:, :2]], 1),
+        3,
+        data_shape=(5,),
+    )
     with pytest.raises(ValueError, match="latent_dim"):
         LatentConstraints.load(d, other)
     # corrupted tensor file
@@ -150,8 +163,12 @@ def test_vocabulary_is_used_and_saved(fitted, tmp_path):
 
     x, att = toy_data(256)
     vocab = RequestVocabulary(negation_aliases={"left": "a0"}, shorthands={"up": "a1"})
-    lc = LatentConstraints(toy_model(), NAMES, vocabulary=vocab,
-                           training=tiny_training(attribute_steps=5, realism_steps=5))
+    lc = LatentConstraints(
+        toy_model(),
+        NAMES,
+        vocabulary=vocab,
+        training=tiny_training(attribute_steps=5, realism_steps=5),
+    )
     lc.fit(x, att, progress=False)
     values, mask = lc.parse("left up")
     assert values.tolist() == [0, 1, 0] and mask.tolist() == [True, True, False]
@@ -168,8 +185,14 @@ def test_evaluate_methods_and_time_optimizer(fitted):
     lc, _, att = fitted
     y = att[:16]
     metrics, samples = evaluate_methods(
-        lc, y, None, measure=lambda out: toy_attributes(out), features=lambda out: out,
-        reference_features=toy_data(64, seed=3)[0], seed=1)
+        lc,
+        y,
+        None,
+        measure=lambda out: toy_attributes(out),
+        features=lambda out: out,
+        reference_features=toy_data(64, seed=3)[0],
+        seed=1,
+    )
     assert set(metrics) == {"prior", "actor", "optimize", "baseline"} == set(samples)
     for m in metrics.values():
         assert 0.0 <= m["overall_accuracy"] <= 1.0 and m["fcd"] >= 0.0

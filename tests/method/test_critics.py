@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Critics and actor: the structure contract of the fused optimizer, gating, validation."""
+
 import pytest
 import torch
 from torch import nn
@@ -17,9 +18,11 @@ from lcengine.reference import activation_ref
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_structure_contract_and_shapes(activation):
     d, a = 5, 3
-    nets = [RealismCritic(d, a, hidden=(16, 8), embed_dim=4, activation=activation),
-            AttributeCritic(d, a, hidden=(16,), activation=activation),
-            Actor(d, a, hidden=(16, 8), embed_dim=4, activation=activation)]
+    nets = [
+        RealismCritic(d, a, hidden=(16, 8), embed_dim=4, activation=activation),
+        AttributeCritic(d, a, hidden=(16,), activation=activation),
+        Actor(d, a, hidden=(16, 8), embed_dim=4, activation=activation),
+    ]
     z, y = torch.randn(7, d), (torch.rand(7, a) > 0.5).float()
     for net in nets:
         # the fused optimizer reads these: ModuleList of nn.Linear + activation string
@@ -71,20 +74,26 @@ def test_stacked_attribute_critic_concatenates():
 
 
 def test_config_rebuilds_the_network():
-    for net in (RealismCritic(4, 3, hidden=(8,), embed_dim=2),
-                AttributeCritic(4, 3, hidden=(8, 8)), Actor(4, 3, hidden=(8,), embed_dim=2)):
+    for net in (
+        RealismCritic(4, 3, hidden=(8,), embed_dim=2),
+        AttributeCritic(4, 3, hidden=(8, 8)),
+        Actor(4, 3, hidden=(8,), embed_dim=2),
+    ):
         twin = type(net)(**net.config())
         assert twin.config() == net.config()
         twin.load_state_dict(net.state_dict())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(latent_dim=0, num_attributes=3), "latent_dim"),
-    (dict(latent_dim=4, num_attributes=0), "num_attributes"),
-    (dict(latent_dim=4, num_attributes=3, hidden=()), "hidden"),
-    (dict(latent_dim=4, num_attributes=3, hidden=(8, -1)), "hidden"),
-    (dict(latent_dim=4, num_attributes=3, activation="tanh"), "activation"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(latent_dim=0, num_attributes=3), "latent_dim"),
+        (dict(latent_dim=4, num_attributes=0), "num_attributes"),
+        (dict(latent_dim=4, num_attributes=3, hidden=()), "hidden"),
+        (dict(latent_dim=4, num_attributes=3, hidden=(8, -1)), "hidden"),
+        (dict(latent_dim=4, num_attributes=3, activation="tanh"), "activation"),
+    ],
+)
 def test_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         AttributeCritic(**kwargs)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Atomic writes and checked reads of the method's files."""
+
 import os
 
 import numpy as np

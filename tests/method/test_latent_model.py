@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bring-your-own-model wrapper and sigma_bar, on models written the way users write theirs."""
+
 import numpy as np
 import pytest
 import torch
@@ -57,8 +58,9 @@ def _callables(latent_dim=3, sigma=0.5):
 
 def test_from_callables_with_scale_encoder(images):
     encode, decode = _callables(sigma=0.5)
-    model = LatentModel.from_callables(encode, decode, 3, data_shape=(28, 28),
-                                       encoder_returns="scale")
+    model = LatentModel.from_callables(
+        encode, decode, 3, data_shape=(28, 28), encoder_returns="scale"
+    )
     mu, logvar = model.encode(torch.from_numpy(images[:4]))
     torch.testing.assert_close(logvar, torch.full((4, 3), 2 * np.log(0.5), dtype=torch.float32))
     torch.testing.assert_close(compute_sigma_bar(model, images[:50]), torch.full((3,), 0.5))
@@ -67,8 +69,9 @@ def test_from_callables_with_scale_encoder(images):
 
 def test_from_callables_rejects_non_positive_scale(images):
     encode, decode = _callables(sigma=0.0)
-    model = LatentModel.from_callables(encode, decode, 3, data_shape=(28, 28),
-                                       encoder_returns="scale")
+    model = LatentModel.from_callables(
+        encode, decode, 3, data_shape=(28, 28), encoder_returns="scale"
+    )
     with pytest.raises(ValueError, match="non-positive scale"):
         model.encode(images[:2])
 
@@ -82,10 +85,12 @@ def test_sigma_bar_is_training_set_mean_of_scale():
 
 def test_decode_shape_is_validated():
     encode, _ = _callables()
-    model = LatentModel.from_callables(encode, lambda z: torch.zeros(z.shape[0], 784), 3,
-                                       data_shape=(28, 28))
-    with pytest.raises(ValueError,
-                       match=r"decode returned \[2, 784\], expected shape \[2, 28, 28\]"):
+    model = LatentModel.from_callables(
+        encode, lambda z: torch.zeros(z.shape[0], 784), 3, data_shape=(28, 28)
+    )
+    with pytest.raises(
+        ValueError, match=r"decode returned \[2, 784\], expected shape \[2, 28, 28\]"
+    ):
         model.decode(torch.zeros(2, 3))
     model = LatentModel.from_callables(encode, lambda z: z.numpy(), 3, data_shape=(28, 28))
     with pytest.raises(ValueError, match="decode returned ndarray"):
@@ -93,18 +98,24 @@ def test_decode_shape_is_validated():
 
 
 def test_encode_output_is_validated(images):
-    model = LatentModel.from_callables(lambda x: x.reshape(x.shape[0], -1)[:, :3],
-                                       lambda z: z, 3, data_shape=(28, 28))
+    model = LatentModel.from_callables(
+        lambda x: x.reshape(x.shape[0], -1)[:, :3], lambda z: z, 3, data_shape=(28, 28)
+    )
     with pytest.raises(ValueError, match="encode must return a pair"):
         model.encode(images[:2])
-    model = LatentModel.from_callables(lambda x: (torch.zeros(2, 4), torch.zeros(2, 4)),
-                                       lambda z: z, 3, data_shape=(28, 28))
-    with pytest.raises(ValueError,
-                       match=r"encode returned mu of shape \[2, 4\], expected \[2, 3\]"):
+    model = LatentModel.from_callables(
+        lambda x: (torch.zeros(2, 4), torch.zeros(2, 4)), lambda z: z, 3, data_shape=(28, 28)
+    )
+    with pytest.raises(
+        ValueError, match=r"encode returned mu of shape \[2, 4\], expected \[2, 3\]"
+    ):
         model.encode(images[:2])
     model = LatentModel.from_callables(
-        lambda x: (torch.zeros(2, 3), torch.full((2, 3), float("inf"))), lambda z: z, 3,
-        data_shape=(28, 28))
+        lambda x: (torch.zeros(2, 3), torch.full((2, 3), float("inf"))),
+        lambda z: z,
+        3,
+        data_shape=(28, 28),
+    )
     with pytest.raises(ValueError, match="logvar with NaN or infinite"):
         model.encode(images[:2])
 

@@ -6,6 +6,7 @@ Checked statically (every import statement of every module, relative imports res
 string constants naming an application module) and at run time (importing the method loads no
 application). The method also names no data set.
 """
+
 import ast
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def _imported_modules(source: str, module: str, is_package: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -55,16 +56,21 @@ def _imported_modules(source: str, module: str, is_package: bool) -> set[str]:
 
 
 def _file_imports(path: Path) -> set[str]:
-    return _imported_modules(path.read_text(encoding="utf-8"), _module_name(path),
-                             path.name == "__init__.py")
+    return _imported_modules(
+        path.read_text(encoding="utf-8"), _module_name(path), path.name == "__init__.py"
+    )
 
 
 def _named_modules(path: Path) -> set[str]:
     """String constants that look like lcengine module paths (``importlib`` targets)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    return {node.value.partition(":")[0] for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and node.value.startswith("lcengine.")}
+    return {
+        node.value.partition(":")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value.startswith("lcengine.")
+    }
 
 
 def _modules(subpackage: str) -> list[Path]:
@@ -93,16 +99,20 @@ def test_the_scan_resolves_relative_imports():
 
 
 def test_importing_the_method_loads_no_application():
-    code = ("import sys, lcengine.method, lcengine.method.run, lcengine.method.commands, "
-            "lcengine.method.metrics, lcengine.method.timing; "
-            "bad = sorted(m for m in sys.modules if m.startswith('lcengine.apps')); "
-            "assert not bad, bad")
+    code = (
+        "import sys, lcengine.method, lcengine.method.run, lcengine.method.commands, "
+        "lcengine.method.metrics, lcengine.method.timing; "
+        "bad = sorted(m for m in sys.modules if m.startswith('lcengine.apps')); "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_the_method_names_no_data_set():
-    hits = [f"{p.relative_to(PACKAGE_ROOT.parent)}:{i}"
-            for p in _modules("method")
-            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-            if "mnist" in line.lower() or "digit" in line.lower()]
+    hits = [
+        f"{p.relative_to(PACKAGE_ROOT.parent)}:{i}"
+        for p in _modules("method")
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if "mnist" in line.lower() or "digit" in line.lower()
+    ]
     assert not hits, hits

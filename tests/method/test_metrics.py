@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Generic metrics: attribute metrics against hand-made answers, Frechet distance closed forms."""
+
 import json
 
 import numpy as np

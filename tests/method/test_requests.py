@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Requests: parsing with a vocabulary, target checks, completion of partial requests."""
+
 import numpy as np
 import pytest
 
@@ -12,9 +13,11 @@ from lcengine.method.requests import (
 )
 
 NAMES = ("class_0", "class_1", "class_2", "big", "round")
-VOCAB = RequestVocabulary(one_hot_groups={"class": NAMES[:3]},
-                          negation_aliases={"small": "big"},
-                          shorthands={"0": "class_0", "1": "class_1", "2": "class_2"})
+VOCAB = RequestVocabulary(
+    one_hot_groups={"class": NAMES[:3]},
+    negation_aliases={"small": "big"},
+    shorthands={"0": "class_0", "1": "class_1", "2": "class_2"},
+)
 
 
 def _req(values_mask, names=NAMES):
@@ -59,14 +62,17 @@ def test_vocabulary_round_trips_through_json():
         RequestVocabulary(one_hot_groups={"empty": ()})
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("", "empty"),
-    ({}, "empty"),
-    ("big sparkly", r"unknown attribute name\(s\) \['sparkly'\].*valid names"),
-    ("big !big", "contradictory"),
-    ({"big": 2}, "0 or 1"),
-    ("big=yes", "0 or 1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("", "empty"),
+        ({}, "empty"),
+        ("big sparkly", r"unknown attribute name\(s\) \['sparkly'\].*valid names"),
+        ("big !big", "contradictory"),
+        ({"big": 2}, "0 or 1"),
+        ("big=yes", "0 or 1"),
+    ],
+)
 def test_parse_request_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         parse_request(bad, NAMES, VOCAB)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Run folders and the fit/sample/transform commands, on a toy application (no data set)."""
+
 import json
 import warnings
 
@@ -26,8 +27,19 @@ def toy_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy") / "run"
     n = torch.get_num_threads()
     try:
-        assert main(["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH,
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "fit",
+                    "--run",
+                    str(folder),
+                    "--application",
+                    TOY_APPLICATION_PATH,
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(n)
     return folder
@@ -44,8 +56,26 @@ def test_fit_creates_a_run_folder_of_the_application(toy_run):
 
 def test_sample_and_transform_commands(toy_run, tmp_path, capsys):
     npz = tmp_path / "s.npz"
-    assert main(["sample", "--run", str(toy_run), "--request", "a0 !a1", "-n", "4", "--method",
-                 "optimize", "--steps", "5", "--out", str(npz)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(toy_run),
+                "--request",
+                "a0 !a1",
+                "-n",
+                "4",
+                "--method",
+                "optimize",
+                "--steps",
+                "5",
+                "--out",
+                str(npz),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 4 and summary["requested"] == ["a0", "a1"]
     assert 0.0 <= summary["measured_accuracy_on_requested"] <= 1.0
@@ -53,33 +83,63 @@ def test_sample_and_transform_commands(toy_run, tmp_path, capsys):
         assert s["images"].shape == (4, 5) and s["measured"].shape == (4, 3)
         assert s["attributes"][:, 0].tolist() == [1] * 4
 
-    assert main(["transform", "--run", str(toy_run), "--changes", "a2", "--heldout", "3",
-                 "--steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "transform",
+                "--run",
+                str(toy_run),
+                "--changes",
+                "a2",
+                "--heldout",
+                "3",
+                "--steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 3 and len(summary["per_row"]) == 3
     assert 0.0 <= summary["measured_success"] <= 1.0
     inp = tmp_path / "in.npy"
     np.save(inp, np.zeros((2, 5), np.float32))
-    assert main(["transform", "--run", str(toy_run), "--changes", "a0", "--input", str(inp),
-                 "--steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "transform",
+                "--run",
+                str(toy_run),
+                "--changes",
+                "a0",
+                "--input",
+                str(inp),
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["rows"] == 2
 
 
 def test_command_errors(toy_run, tmp_path, capsys):
     assert main(["sample", "--run", str(toy_run), "--request", "purple"]) == 2
     assert "unknown attribute name" in capsys.readouterr().err
-    assert main(["sample", "--run", str(toy_run), "--request", "a0", "--png",
-                 str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["sample", "--run", str(toy_run), "--request", "a0", "--png", str(tmp_path / "x.png")])
+        == 2
+    )
     assert "2-D images" in capsys.readouterr().err  # toy outputs are vectors
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((2, 4), np.float32))
-    assert main(["transform", "--run", str(toy_run), "--changes", "a0", "--input",
-                 str(bad)]) == 2
+    assert main(["transform", "--run", str(toy_run), "--changes", "a0", "--input", str(bad)]) == 2
     assert "[N, 5]" in capsys.readouterr().err
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
-    assert main(["fit", "--run", str(tmp_path / "junk"), "--application",
-                 TOY_APPLICATION_PATH]) == 2
+    assert (
+        main(["fit", "--run", str(tmp_path / "junk"), "--application", TOY_APPLICATION_PATH]) == 2
+    )
     assert "refusing" in capsys.readouterr().err
 
 
@@ -90,8 +150,7 @@ def test_fit_continues_and_updates_the_application_config(toy_run, tmp_path):
     shutil.copytree(toy_run, folder)
     n = torch.get_num_threads()
     try:
-        assert main(["fit", "--run", str(folder), "--realism-steps", "50",
-                     "--no-progress"]) == 0
+        assert main(["fit", "--run", str(folder), "--realism-steps", "50", "--no-progress"]) == 0
     finally:
         torch.set_num_threads(n)
     assert load_run(folder).constraints.trainer.realism_step == 50
@@ -104,8 +163,9 @@ def test_zero_shot_rules_come_back_from_the_application(toy_run, tmp_path):
     folder = tmp_path / "zs"
     shutil.copytree(toy_run, folder)
     run = load_run(folder)
-    run.constraints.add_zero_shot_constraint("prod", rule_positive_product, num_samples=200,
-                                             hidden=(8,), steps=5, progress=False)
+    run.constraints.add_zero_shot_constraint(
+        "prod", rule_positive_product, num_samples=200, hidden=(8,), steps=5, progress=False
+    )
     run.constraints.save(folder / "constraints")
     again = load_run(folder)
     assert set(again.constraints.rules()) == {"prod"}
@@ -116,8 +176,7 @@ def test_bad_run_folders(toy_run, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_run(tmp_path / "none")
     (tmp_path / "r").mkdir()
-    (tmp_path / "r" / RUN_FILE).write_text(json.dumps({"format": "lcengine.run/1",
-                                                        "config": {}}))
+    (tmp_path / "r" / RUN_FILE).write_text(json.dumps({"format": "lcengine.run/1", "config": {}}))
     with pytest.raises(ValueError, match="is not an lcengine run file"):
         load_run(tmp_path / "r")
     write_run_file(tmp_path / "r", "no_such_module_xyz:APP", {})

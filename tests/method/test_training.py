@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Training of the critics and the actor: configuration, determinism, learning, resume."""
+
 import pytest
 import torch
 
@@ -35,8 +36,9 @@ def test_training_is_deterministic_and_learns():
     cfg = tiny_training(attribute_steps=150, realism_steps=20)
     runs = []
     for _ in range(2):
-        t = ConstraintTrainer(4, 3, torch.full((4,), 0.1), tiny_training(
-            attribute_steps=150, realism_steps=20))
+        t = ConstraintTrainer(
+            4, 3, torch.full((4,), 0.1), tiny_training(attribute_steps=150, realism_steps=20)
+        )
         t.train_attribute(data, cfg.attribute_steps, progress=False)
         t.train_realism_actor(data, cfg.realism_steps, progress=False)
         runs.append(t)

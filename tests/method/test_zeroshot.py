@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Zero-shot constraints: rules, learning from decoded prior samples, use in the facade."""
+
 import warnings
 
 import numpy as np
@@ -30,29 +31,49 @@ def test_learn_from_prior_samples_without_labels():
     model = toy_model()
     z, labels = label_prior_samples(model, rule_positive_product, 300, seed=1, progress=False)
     assert z.shape == (300, 4) and labels.dtype == bool
-    assert torch.equal(z, label_prior_samples(model, rule_positive_product, 300, seed=1,
-                                              progress=False)[0])
-    c = learn_zero_shot_constraint(model, rule_positive_product, "prod", num_samples=3000,
-                                   hidden=(32, 32), steps=400, seed=0, progress=False)
+    assert torch.equal(
+        z, label_prior_samples(model, rule_positive_product, 300, seed=1, progress=False)[0]
+    )
+    c = learn_zero_shot_constraint(
+        model,
+        rule_positive_product,
+        "prod",
+        num_samples=3000,
+        hidden=(32, 32),
+        steps=400,
+        seed=0,
+        progress=False,
+    )
     assert c.critic.num_attributes == 1 and 0.1 < c.positive_rate < 0.5
     assert c.heldout_accuracy > 0.85
     with pytest.raises(ValueError, match="constant"):
-        learn_zero_shot_constraint(model, lambda x: np.zeros(len(x), bool), "never",
-                                   num_samples=100, steps=5, progress=False)
+        learn_zero_shot_constraint(
+            model,
+            lambda x: np.zeros(len(x), bool),
+            "never",
+            num_samples=100,
+            steps=5,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="name"):
-        learn_zero_shot_constraint(model, rule_positive_product, "bad name", num_samples=100,
-                                   steps=5, progress=False)
+        learn_zero_shot_constraint(
+            model, rule_positive_product, "bad name", num_samples=100, steps=5, progress=False
+        )
 
 
 def test_zero_shot_in_sampling_transform_and_checkpoints(tmp_path):
     x, att = toy_data(512)
-    lc = LatentConstraints(toy_model(), NAMES, training=tiny_training(
-        attribute_steps=200, realism_steps=100),
+    lc = LatentConstraints(
+        toy_model(),
+        NAMES,
+        training=tiny_training(attribute_steps=200, realism_steps=100),
         sampling=SamplingConfig(steps=150, lr=0.1, w_dist=0.001, tau_a=0.9),
-        transform=SamplingConfig(steps=150, lr=0.1, w_dist=0.001, tau_a=0.9))
+        transform=SamplingConfig(steps=150, lr=0.1, w_dist=0.001, tau_a=0.9),
+    )
     lc.fit(x, att, progress=False)
-    lc.add_zero_shot_constraint("prod", rule_positive_product, num_samples=3000,
-                                hidden=(32, 32), steps=400, progress=False)
+    lc.add_zero_shot_constraint(
+        "prod", rule_positive_product, num_samples=3000, hidden=(32, 32), steps=400, progress=False
+    )
     assert lc.attribute_names == NAMES + ("prod",)
     with pytest.raises(ValueError, match="already used"):
         lc.add_zero_shot_constraint("a1", rule_positive_product, progress=False)

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Bad input gets a ValueError/TypeError naming the argument, on every backend."""
+
 import pytest
 import torch
 
 import lcengine
-
 from support.params import backend_device_params
 
 BACKENDS = backend_device_params(("eager", "native", "triton"))
@@ -28,8 +28,12 @@ def test_reparameterize_bad_input(backend, device):
     with pytest.raises(TypeError, match="seed must be an int"):
         lcengine.reparameterize(mu, mu, seed=1.5, backend=backend)
     with pytest.raises(ValueError, match="mu must not be empty"):
-        lcengine.reparameterize(torch.zeros(0, 4, device=device), torch.zeros(0, 4,
-                                device=device), seed=0, backend=backend)
+        lcengine.reparameterize(
+            torch.zeros(0, 4, device=device),
+            torch.zeros(0, 4, device=device),
+            seed=0,
+            backend=backend,
+        )
     with pytest.raises(ValueError, match="at least one dimension"):
         lcengine.reparameterize(torch.tensor(1.0), torch.tensor(1.0), seed=0, backend=backend)
     with pytest.raises(ValueError, match="all tensors must be on one device"):
@@ -41,8 +45,7 @@ def test_standard_normal_bad_input(backend, device):
     with pytest.raises(ValueError, match="shape must be non-empty"):
         lcengine.standard_normal((3, 0), seed=0, device=device, backend=backend)
     with pytest.raises(TypeError, match="dtype must be a floating"):
-        lcengine.standard_normal((3,), seed=0, device=device, dtype=torch.int32,
-                                 backend=backend)
+        lcengine.standard_normal((3,), seed=0, device=device, dtype=torch.int32, backend=backend)
     with pytest.raises(ValueError, match="seed must be in"):
         lcengine.standard_normal((3,), seed=2**63, device=device, backend=backend)
 
@@ -59,8 +62,9 @@ def test_loss_ops_bad_input(backend, device):
     with pytest.raises(ValueError, match=r"sigma_bar must be a scalar or have shape \[5\]"):
         lcengine.distance_penalty(x, x, torch.ones(4, device=device), backend=backend)
     with pytest.raises(ValueError, match="sigma_bar must be finite and > 0 everywhere"):
-        lcengine.distance_penalty(x, x, torch.tensor([1.0, 1, 1, -1, 1], device=device),
-                                  backend=backend)
+        lcengine.distance_penalty(
+            x, x, torch.tensor([1.0, 1, 1, -1, 1], device=device), backend=backend
+        )
     with pytest.raises(ValueError, match="z_ref must have the shape of z"):
         lcengine.distance_penalty(x, x[:, :3], 1.0, backend=backend)
     with pytest.raises(ValueError, match="target must have the shape of logits"):
@@ -82,11 +86,17 @@ def test_latent_adam_bad_input(backend, device):
     with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\)"):
         lcengine.latent_adam_(*state, 1, lr=0.1, betas=(0.9, 1.0), backend=backend)
     with pytest.raises(ValueError, match="active must have shape"):
-        lcengine.latent_adam_(*state, 1, lr=0.1, active=torch.ones(5, dtype=torch.bool,
-                              device=device), backend=backend)
+        lcengine.latent_adam_(
+            *state,
+            1,
+            lr=0.1,
+            active=torch.ones(5, dtype=torch.bool, device=device),
+            backend=backend,
+        )
     with pytest.raises(TypeError, match="active must be a bool tensor"):
-        lcengine.latent_adam_(*state, 1, lr=0.1, active=torch.ones(4, device=device),
-                              backend=backend)
+        lcengine.latent_adam_(
+            *state, 1, lr=0.1, active=torch.ones(4, device=device), backend=backend
+        )
     with pytest.raises(ValueError, match="exp_avg must have the shape of z"):
         lcengine.latent_adam_(z, z, z[:2], z, 1, lr=0.1, backend=backend)
 

@@ -5,7 +5,6 @@ import torch
 import lcengine
 from lcengine.ops.constraint_loss import _constraint_loss_op
 from lcengine.reference import constraint_loss_ref
-
 from support.asserts import assert_reduction_close
 from support.params import DTYPES, backend_device_params, small_shapes
 
@@ -28,27 +27,33 @@ def _weight(kind, shape, device):
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weight_kind", WEIGHTS)
-def test_constraint_loss_matches_reference(backend, device, dtype, atol, rtol, reduction,
-                                           weight_kind):
+def test_constraint_loss_matches_reference(
+    backend, device, dtype, atol, rtol, reduction, weight_kind
+):
     for shape in small_shapes(backend):
         logits = (torch.randn(shape, device=device) * 4).to(dtype)
         target = torch.rand(shape, device=device) > 0.5  # bool targets are accepted
         weight = _weight(weight_kind, shape, device)
-        out = lcengine.constraint_loss(logits, target, weight=weight, reduction=reduction,
-                                       backend=backend)
+        out = lcengine.constraint_loss(
+            logits, target, weight=weight, reduction=reduction, backend=backend
+        )
         w_same = None if weight is None else weight.to(dtype)
         ref = constraint_loss_ref(logits, target, weight=w_same, reduction=reduction)
-        ref64 = constraint_loss_ref(logits.double(), target,
-                                    weight=None if weight is None else w_same.double(),
-                                    reduction=reduction)
+        ref64 = constraint_loss_ref(
+            logits.double(),
+            target,
+            weight=None if weight is None else w_same.double(),
+            reduction=reduction,
+        )
         assert out.dtype == dtype and out.shape == ref.shape
         assert_reduction_close(out, ref, ref64, floor=rtol)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_constraint_loss_extreme_logits_stay_finite(backend, device):
-    logits = torch.tensor([[-1e4, -80.0, -20.0, 0.0, 20.0, 80.0, 1e4]], device=device,
-                          requires_grad=True)
+    logits = torch.tensor(
+        [[-1e4, -80.0, -20.0, 0.0, 20.0, 80.0, 1e4]], device=device, requires_grad=True
+    )
     for t in (0.0, 1.0):
         target = torch.full_like(logits, t)
         loss = lcengine.constraint_loss(logits, target, reduction="none", backend=backend)
@@ -57,8 +62,7 @@ def test_constraint_loss_extreme_logits_stay_finite(backend, device):
         # exact values: a confident right answer costs ~0, a confident wrong one |l|
         expected = torch.clamp_min(logits, 0) - logits * t + torch.log1p(torch.exp(-logits.abs()))
         torch.testing.assert_close(loss, expected.detach(), atol=1e-5, rtol=1e-6)
-        torch.testing.assert_close(grad, (torch.sigmoid(logits) - t).detach(), atol=1e-6,
-                                   rtol=1e-6)
+        torch.testing.assert_close(grad, (torch.sigmoid(logits) - t).detach(), atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -69,8 +73,9 @@ def test_constraint_loss_gradients(backend, device, reduction, weight_kind):
     logits = (torch.randn(shape, device=device) * 3).requires_grad_(True)
     target = (torch.rand(shape, device=device) > 0.5).float()
     weight = _weight(weight_kind, shape, device)
-    out = lcengine.constraint_loss(logits, target, weight=weight, reduction=reduction,
-                                   backend=backend)
+    out = lcengine.constraint_loss(
+        logits, target, weight=weight, reduction=reduction, backend=backend
+    )
     ref = constraint_loss_ref(logits, target, weight=weight, reduction=reduction)
     upstream = torch.randn_like(ref) if reduction == "none" else torch.tensor(2.5)
     (g,) = torch.autograd.grad(out, logits, upstream)
@@ -92,7 +97,8 @@ def test_constraint_loss_reference_gradcheck_float64():
     logits = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     target = (torch.rand(3, 4) > 0.5).double()
     assert torch.autograd.gradcheck(
-        lambda l: constraint_loss_ref(l, target, reduction="none"), (logits,))
+        lambda lg: constraint_loss_ref(lg, target, reduction="none"), (logits,)
+    )
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -101,7 +107,9 @@ def test_constraint_loss_opcheck(backend, device):
     target = (torch.rand(5, 7, device=device) > 0.5).float()
     weight = torch.rand(7, device=device)
     for reduction in REDUCTIONS:
-        torch.library.opcheck(_constraint_loss_op,
-                              (logits, target, None, 0, reduction, True, backend))
-        torch.library.opcheck(_constraint_loss_op,
-                              (logits, target, weight, 1, reduction, True, backend))
+        torch.library.opcheck(
+            _constraint_loss_op, (logits, target, None, 0, reduction, True, backend)
+        )
+        torch.library.opcheck(
+            _constraint_loss_op, (logits, target, weight, 1, reduction, True, backend)
+        )

@@ -5,7 +5,6 @@ import torch
 import lcengine
 from lcengine.ops.distance_penalty import _distance_penalty_op
 from lcengine.reference import distance_penalty_ref
-
 from support.asserts import assert_reduction_close
 from support.params import DTYPES, backend_device_params, small_shapes
 
@@ -16,15 +15,16 @@ REDUCTIONS = ("none", "mean", "sum")
 def _sigma(kind, dim, device):
     if kind == "scalar":
         return 0.37
-    return (torch.rand(dim, device=device) + 0.2)  # [D]
+    return torch.rand(dim, device=device) + 0.2  # [D]
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
 @pytest.mark.parametrize("dtype,atol,rtol", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("sigma_kind", ["scalar", "vector"])
-def test_distance_penalty_matches_reference(backend, device, dtype, atol, rtol, reduction,
-                                            sigma_kind):
+def test_distance_penalty_matches_reference(
+    backend, device, dtype, atol, rtol, reduction, sigma_kind
+):
     for shape in small_shapes(backend):
         z = torch.randn(shape, device=device).to(dtype)
         z_ref = torch.randn(shape, device=device).to(dtype)
@@ -68,7 +68,8 @@ def test_distance_penalty_reference_gradcheck_float64():
     z_ref = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     sigma = torch.rand(4, dtype=torch.float64) + 0.5
     assert torch.autograd.gradcheck(
-        lambda a, b: distance_penalty_ref(a, b, sigma, reduction="none"), (z, z_ref))
+        lambda a, b: distance_penalty_ref(a, b, sigma, reduction="none"), (z, z_ref)
+    )
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)

@@ -5,7 +5,6 @@ import torch
 import lcengine
 from lcengine.ops.gaussian_kl import _gaussian_kl_op
 from lcengine.reference import gaussian_kl_ref
-
 from support.asserts import assert_reduction_close
 from support.params import DTYPES, backend_device_params, small_shapes
 
@@ -68,8 +67,9 @@ def test_gaussian_kl_non_contiguous(backend, device):
 @pytest.mark.slow
 def test_gaussian_kl_reference_gradcheck_float64():
     mu, logvar = _inputs((3, 4), "cpu", torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda m, l: gaussian_kl_ref(m, l, reduction="none"),
-                                    (mu, logvar))
+    assert torch.autograd.gradcheck(
+        lambda m, lv: gaussian_kl_ref(m, lv, reduction="none"), (mu, logvar)
+    )
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -77,8 +77,9 @@ def test_gaussian_kl_reference_gradcheck_float64():
 def test_gaussian_kl_opcheck(backend, device, reduction):
     mu, logvar = _inputs((5, 7), device, torch.float32, requires_grad=True)
     torch.library.opcheck(_gaussian_kl_op, (mu, logvar, reduction, True, backend))
-    torch.library.opcheck(_gaussian_kl_op, (mu.detach(), logvar.detach(), reduction, False,
-                                            backend))
+    torch.library.opcheck(
+        _gaussian_kl_op, (mu.detach(), logvar.detach(), reduction, False, backend)
+    )
 
 
 def test_gaussian_kl_backward_makes_no_extra_pass():

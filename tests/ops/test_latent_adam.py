@@ -5,7 +5,6 @@ import torch
 import lcengine
 from lcengine.ops.latent_adam import _latent_adam_op
 from lcengine.reference import latent_adam_ref_
-
 from support.params import DTYPES, backend_device_params, interpreter_tolerance, small_shapes
 
 BACKENDS = backend_device_params()
@@ -29,10 +28,10 @@ def test_latent_adam_matches_reference(backend, device, dtype, atol, rtol, maske
         ref_state = tuple(t.clone() for t in state)
         active = (torch.rand(shape[:-1], device=device) > 0.4) if masked else None
         for step in (1, 2, 7):
-            lcengine.latent_adam_(*state, step, lr=0.05, betas=(0.9, 0.99), eps=1e-6,
-                                  active=active, backend=backend)
-            latent_adam_ref_(*ref_state, step, lr=0.05, betas=(0.9, 0.99), eps=1e-6,
-                             active=active)
+            lcengine.latent_adam_(
+                *state, step, lr=0.05, betas=(0.9, 0.99), eps=1e-6, active=active, backend=backend
+            )
+            latent_adam_ref_(*ref_state, step, lr=0.05, betas=(0.9, 0.99), eps=1e-6, active=active)
         for t, r in zip(state, ref_state):
             torch.testing.assert_close(t, r, atol=atol, rtol=rtol)
 
@@ -60,8 +59,9 @@ def test_latent_adam_matches_torch_optim_adam(backend, device):
         grad = torch.sin(z * step)  # any deterministic gradient field
         param.grad = torch.sin(param.detach() * step)
         opt.step()
-        lcengine.latent_adam_(z, grad, m, v, step, lr=0.01, betas=(0.8, 0.95), eps=1e-7,
-                              backend=backend)
+        lcengine.latent_adam_(
+            z, grad, m, v, step, lr=0.01, betas=(0.8, 0.95), eps=1e-7, backend=backend
+        )
     torch.testing.assert_close(z, param.detach(), atol=1e-6, rtol=1e-5)
 
 
@@ -95,5 +95,6 @@ def test_latent_adam_non_contiguous_state(backend, device):
 def test_latent_adam_opcheck(backend, device):
     z, grad, m, v = _state((5, 7), device, torch.float32)
     active = torch.tensor([True, False, True, True, False], device=device)
-    torch.library.opcheck(_latent_adam_op, (z, grad, m, v, active, 0.1, 0.9, 0.999, 1e-8,
-                                            0.1, 0.001, backend))
+    torch.library.opcheck(
+        _latent_adam_op, (z, grad, m, v, active, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend)
+    )

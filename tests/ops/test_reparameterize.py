@@ -5,7 +5,6 @@ import torch
 import lcengine
 from lcengine.ops.reparameterize import _reparameterize_op, _standard_normal_op
 from lcengine.reference import philox_normal_ref, reparameterize_ref, standard_normal_ref
-
 from support.params import DTYPES, backend_device_params, small_shapes
 
 BACKENDS = backend_device_params()
@@ -15,12 +14,12 @@ RNG_ATOL = 4e-6
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
-@pytest.mark.parametrize("seed,offset", [(0, 0), (123, 7), (2**40 + 3, 2**33 - 5),
-                                         (2**63 - 1, 2**32 - 1)])
+@pytest.mark.parametrize(
+    "seed,offset", [(0, 0), (123, 7), (2**40 + 3, 2**33 - 5), (2**63 - 1, 2**32 - 1)]
+)
 def test_standard_normal_matches_philox_reference(backend, device, seed, offset):
     n = 4099 if backend != "triton" or device == "cuda" else 515
-    out = lcengine.standard_normal((n,), seed=seed, offset=offset, device=device,
-                                   backend=backend)
+    out = lcengine.standard_normal((n,), seed=seed, offset=offset, device=device, backend=backend)
     ref = philox_normal_ref(n, seed, offset, device)
     torch.testing.assert_close(out, ref, atol=RNG_ATOL, rtol=1e-6)
 
@@ -51,8 +50,9 @@ def test_reference_stream_is_triton_randn():
     for seed, offset in [(1, 0), (2**35 + 11, 2**32 + 17)]:
         out = torch.empty(300, device=device)
         randn_kernel[(3,)](out, seed, offset, 300, BLOCK=128)
-        torch.testing.assert_close(out, philox_normal_ref(300, seed, offset, device),
-                                   atol=RNG_ATOL, rtol=1e-6)
+        torch.testing.assert_close(
+            out, philox_normal_ref(300, seed, offset, device), atol=RNG_ATOL, rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -73,8 +73,9 @@ def test_reparameterize_batch_split_invariance(backend, device):
     mu = torch.randn(rows, dim, device=device)
     logvar = torch.randn(rows, dim, device=device)
     full = lcengine.reparameterize(mu, logvar, seed=3, offset=100, backend=backend)
-    part = lcengine.reparameterize(mu[5:9], logvar[5:9], seed=3, offset=100 + 5 * dim,
-                                   backend=backend)
+    part = lcengine.reparameterize(
+        mu[5:9], logvar[5:9], seed=3, offset=100 + 5 * dim, backend=backend
+    )
     torch.testing.assert_close(part, full[5:9], atol=0, rtol=0)
 
 
@@ -106,7 +107,7 @@ def test_reparameterize_gradients(backend, device):
 def test_reparameterize_reference_gradcheck_float64():
     mu = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda m, l: reparameterize_ref(m, l, seed=4), (mu, logvar))
+    assert torch.autograd.gradcheck(lambda m, lv: reparameterize_ref(m, lv, seed=4), (mu, logvar))
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -114,8 +115,9 @@ def test_reparameterize_opcheck(backend, device):
     mu = torch.randn(5, 7, device=device, requires_grad=True)
     logvar = torch.randn(5, 7, device=device, requires_grad=True)
     torch.library.opcheck(_reparameterize_op, (mu, logvar, 1, 0, backend))
-    torch.library.opcheck(_standard_normal_op, ([4, 3], 1, 0, torch.device(device),
-                                                torch.float32, backend))
+    torch.library.opcheck(
+        _standard_normal_op, ([4, 3], 1, 0, torch.device(device), torch.float32, backend)
+    )
 
 
 def test_standard_normal_eager_float64_and_shapes():

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Assertions shared by the op tests."""
+
 import torch
 
 
@@ -16,8 +17,10 @@ def assert_reduction_close(out, ref_same_dtype, ref_float64, *, floor):
     err_eager = (same64 - ref_float64).abs()
     bound = 2 * err_eager + floor * (1 + ref_float64.abs())
     worst = (err_kernel - bound).max().item()
-    assert worst <= 0, (f"kernel error {err_kernel.max().item():.3e} exceeds 2x eager error "
-                        f"{err_eager.max().item():.3e} + floor")
+    assert worst <= 0, (
+        f"kernel error {err_kernel.max().item():.3e} exceeds 2x eager error "
+        f"{err_eager.max().item():.3e} + floor"
+    )
 
 
 def upcast(t):

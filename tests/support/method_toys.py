@@ -9,6 +9,7 @@ inverts it exactly with a small fixed posterior scale. Real data lives in four c
 (``lcengine.method.run``), so the generic ``fit``/``sample``/``transform`` commands can be
 tested without any real data set.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,9 +60,19 @@ def toy_data(n: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tiny_training(**kw) -> TrainingConfig:
-    base = dict(hidden=(32, 32), attribute_hidden=(32, 32), embed_dim=4, batch_size=32,
-                attribute_batch_size=64, attribute_steps=40, realism_steps=40, log_every=5,
-                realism_lr=1e-3, actor_lr=1e-3, lambda_dist=0.01)
+    base = dict(
+        hidden=(32, 32),
+        attribute_hidden=(32, 32),
+        embed_dim=4,
+        batch_size=32,
+        attribute_batch_size=64,
+        attribute_steps=40,
+        realism_steps=40,
+        log_every=5,
+        realism_lr=1e-3,
+        actor_lr=1e-3,
+        lambda_dist=0.01,
+    )
     base.update(kw)
     return TrainingConfig(**base)
 
@@ -75,19 +86,24 @@ class ToyApplication:
     """The toy model as an application of run folders: attributes are measured exactly on the
     decoded outputs (their first three coordinates), zero-shot rules by name."""
 
-    def default_config(self, *, fast: bool, seed: int,
-                       training_overrides: Mapping[str, Any]) -> dict:
+    def default_config(
+        self, *, fast: bool, seed: int, training_overrides: Mapping[str, Any]
+    ) -> dict:
         steps = {"attribute_steps": 40, "realism_steps": 40, **training_overrides}
         return {"seed": seed, "rows": 256, "training": tiny_training(seed=seed, **steps).to_dict()}
 
-    def prepare_run(self, folder: Path, config: Mapping[str, Any], *, cache_dir, use_cache,
-                    progress: bool, log) -> Run:
+    def prepare_run(
+        self, folder: Path, config: Mapping[str, Any], *, cache_dir, use_cache, progress: bool, log
+    ) -> Run:
         folder = Path(folder)
         x, att = toy_data(int(config["rows"]), seed=int(config["seed"]))
-        lc = LatentConstraints(toy_model(), NAMES,
-                               training=TrainingConfig.from_dict(config["training"]),
-                               sampling=SamplingConfig(steps=20, lr=0.1),
-                               transform=SamplingConfig(steps=20, lr=0.1))
+        lc = LatentConstraints(
+            toy_model(),
+            NAMES,
+            training=TrainingConfig.from_dict(config["training"]),
+            sampling=SamplingConfig(steps=20, lr=0.1),
+            transform=SamplingConfig(steps=20, lr=0.1),
+        )
         write_run_file(folder, TOY_APPLICATION_PATH, config)
         lc.fit(x, att, progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR)
         return Run(folder, self, TOY_APPLICATION_PATH, dict(config), lc, None)

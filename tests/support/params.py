@@ -4,6 +4,7 @@
 Used at collection time (inside ``pytest.mark.parametrize``), so these are functions and
 constants rather than fixtures.
 """
+
 import os
 
 import pytest
@@ -53,8 +54,10 @@ def backend_device_params(backends=FUSED):
                 marks.append(pytest.mark.gpu)
             if reason is not None:
                 if backend in required and device == "cpu":
-                    raise RuntimeError(f"LCENGINE_REQUIRE lists {backend!r} but it is not "
-                                       f"available on {device}: {reason}")
+                    raise RuntimeError(
+                        f"LCENGINE_REQUIRE lists {backend!r} but it is not "
+                        f"available on {device}: {reason}"
+                    )
                 marks.append(pytest.mark.skip(reason=reason))
             params.append(pytest.param(backend, device, marks=marks, id=f"{backend}-{device}"))
     return params

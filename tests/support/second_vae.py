@@ -14,6 +14,7 @@ Usage in tests::
     vae = train_conv_vae(images[:1000], epochs=2)  # ~2-5 s per 1,000 images and epoch (2 cores)
     model = LatentModel.from_module(vae)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,14 +35,20 @@ class ConvVAE(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.enc = nn.Sequential(
-            nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),  # [B, 16, 14, 14]
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),  # [B, 32, 7, 7]
-            nn.Flatten(), nn.Linear(32 * 7 * 7, 2 * latent_dim))
+            nn.Conv2d(1, 16, 4, stride=2, padding=1),
+            nn.ReLU(),  # [B, 16, 14, 14]
+            nn.Conv2d(16, 32, 4, stride=2, padding=1),
+            nn.ReLU(),  # [B, 32, 7, 7]
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 2 * latent_dim),
+        )
         self.dec_fc = nn.Linear(latent_dim, 32 * 7 * 7)
         self.dec = nn.Sequential(
             nn.ReLU(),
-            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1), nn.ReLU(),  # [B, 16, 14, 14]
-            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1))  # [B, 1, 28, 28]
+            nn.ConvTranspose2d(32, 16, 4, stride=2, padding=1),
+            nn.ReLU(),  # [B, 16, 14, 14]
+            nn.ConvTranspose2d(16, 1, 4, stride=2, padding=1),
+        )  # [B, 1, 28, 28]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, 28, 28] -> (mu [B, D], logvar [B, D])``."""
@@ -61,8 +68,16 @@ def make_conv_vae(latent_dim: int = 8, seed: int = 0) -> ConvVAE:
         return ConvVAE(latent_dim).eval()
 
 
-def train_conv_vae(images, latent_dim: int = 8, *, epochs: int = 3, batch_size: int = 64,
-                   lr: float = 2e-3, decoder_scale: float = 0.1, seed: int = 0) -> ConvVAE:
+def train_conv_vae(
+    images,
+    latent_dim: int = 8,
+    *,
+    epochs: int = 3,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    decoder_scale: float = 0.1,
+    seed: int = 0,
+) -> ConvVAE:
     """Quickly trains a :class:`ConvVAE` with lcengine's reparameterize and gaussian_kl.
 
     Args:
@@ -76,10 +91,11 @@ def train_conv_vae(images, latent_dim: int = 8, *, epochs: int = 3, batch_size: 
     for _ in range(epochs):
         for idx in torch.randperm(x.shape[0], generator=gen).split(batch_size):
             mu, logvar = vae.encode(x[idx])  # [b, D]
-            z = lcengine.reparameterize(mu, logvar, seed=seed,
-                                        offset=step * batch_size * latent_dim)  # [b, D]
+            z = lcengine.reparameterize(
+                mu, logvar, seed=seed, offset=step * batch_size * latent_dim
+            )  # [b, D]
             recon = ((vae.decode(z) - x[idx]) ** 2).flatten(1).sum(1).mean()
-            loss = recon / (2 * decoder_scale ** 2) + lcengine.gaussian_kl(mu, logvar)
+            loss = recon / (2 * decoder_scale**2) + lcengine.gaussian_kl(mu, logvar)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -8,6 +8,7 @@ the request vocabulary), :mod:`.vae` (the MLP VAE), :mod:`.classifier` (the eval
 :mod:`.figures`, :mod:`.report`, :mod:`.demo` (``lcengine demo``) and :mod:`.commands` (its
 parser).
 """
+
 from .app import APPLICATION, APPLICATION_PATH, DigitsContext, prepare_run
 from .classifier import PixelClassifier, train_pixel_classifier
 from .config import DemoConfig, demo_config

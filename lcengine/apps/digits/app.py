@@ -9,6 +9,7 @@ names :data:`APPLICATION` and stores a :class:`~lcengine.apps.digits.config.Demo
 The "pretrained" VAE and classifier are trained once and cached (``$LCENGINE_CACHE`` or
 ``~/.cache/lcengine``), keyed by their settings, the seed and the split.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,6 +65,7 @@ class DigitsContext:
 # Cached "pretrained" models
 # --------------------------------------------------------------------------------------------
 
+
 def default_cache_dir() -> Path:
     """``$LCENGINE_CACHE``, else ``~/.cache/lcengine``."""
     env = os.environ.get("LCENGINE_CACHE")
@@ -71,14 +73,28 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(kind: str, cfg: DemoConfig, params: dict) -> str:
-    blob = json.dumps({"v": _CACHE_VERSION, "kind": kind, "seed": cfg.seed,
-                       "heldout_fraction": cfg.heldout_fraction, "params": params},
-                      sort_keys=True, default=list).encode()
+    blob = json.dumps(
+        {
+            "v": _CACHE_VERSION,
+            "kind": kind,
+            "seed": cfg.seed,
+            "heldout_fraction": cfg.heldout_fraction,
+            "params": params,
+        },
+        sort_keys=True,
+        default=list,
+    ).encode()
     return f"{kind}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
-def obtain_vae(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path], *,
-               progress: bool, log: Callable[[str], None]) -> tuple[MnistVAE, bool]:
+def obtain_vae(
+    cfg: DemoConfig,
+    ds: MnistAttributes,
+    cache: Optional[Path],
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[MnistVAE, bool]:
     """The demo's VAE: from the cache if there, else trained (and cached). -> (vae, cached)"""
     params = dict(cfg.vae)
     if cache is not None:
@@ -95,8 +111,14 @@ def obtain_vae(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path], *,
     return vae, False
 
 
-def obtain_classifier(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path], *,
-                      progress: bool, log: Callable[[str], None]) -> tuple[PixelClassifier, bool]:
+def obtain_classifier(
+    cfg: DemoConfig,
+    ds: MnistAttributes,
+    cache: Optional[Path],
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[PixelClassifier, bool]:
     """The evaluation classifier (real training images only), cached like the VAE."""
     params = dict(cfg.classifier)
     if cache is not None:
@@ -107,8 +129,9 @@ def obtain_classifier(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path
             except ValueError as exc:
                 log(f"cached classifier unusable ({exc}); training a new one")
     log(f"training the evaluation classifier ({params.get('epochs', 'default')} epochs)")
-    clf = train_pixel_classifier(ds.train_images, ds.train_digits, seed=cfg.seed,
-                                 progress=progress, **params)
+    clf = train_pixel_classifier(
+        ds.train_images, ds.train_digits, seed=cfg.seed, progress=progress, **params
+    )
     if cache is not None:
         save_classifier(clf, cache / _cache_key("pixel_classifier", cfg, params))
     return clf, False
@@ -117,6 +140,7 @@ def obtain_classifier(cfg: DemoConfig, ds: MnistAttributes, cache: Optional[Path
 # --------------------------------------------------------------------------------------------
 # Run folders
 # --------------------------------------------------------------------------------------------
+
 
 def _same_config(folder: Path, cfg: DemoConfig) -> bool:
     """``folder`` already holds a digits run of exactly these settings (so it can resume)."""
@@ -129,9 +153,15 @@ def _same_config(folder: Path, cfg: DemoConfig) -> bool:
         return False
 
 
-def prepare_run(folder: Union[str, Path], cfg: DemoConfig, *, cache: Optional[Path],
-                progress: bool = True, log: Callable[[str], None] = print,
-                timings: Optional[dict] = None) -> Run:
+def prepare_run(
+    folder: Union[str, Path],
+    cfg: DemoConfig,
+    *,
+    cache: Optional[Path],
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    timings: Optional[dict] = None,
+) -> Run:
     """Creates (or resumes) a run folder: data, VAE, classifier, fitted constraints, zero-shot.
 
     A folder holding a checkpoint of the *same* configuration is resumed: training continues
@@ -169,20 +199,32 @@ def prepare_run(folder: Union[str, Path], cfg: DemoConfig, *, cache: Optional[Pa
     if _same_config(folder, cfg) and (folder / CONSTRAINTS_DIR).is_dir():
         try:
             lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model)
-            log(f"resuming from {folder / CONSTRAINTS_DIR} (attribute step "
-                f"{lc.trainer.attribute_step}, realism step {lc.trainer.realism_step})")
+            log(
+                f"resuming from {folder / CONSTRAINTS_DIR} (attribute step "
+                f"{lc.trainer.attribute_step}, realism step {lc.trainer.realism_step})"
+            )
         except ValueError as exc:
             log(f"not resuming: {exc}")
             lc = None
     write_run_file(folder, APPLICATION_PATH, cfg.to_dict())
     t0 = time.perf_counter()
     if lc is None:
-        lc = LatentConstraints(model, ds.attribute_names, vocabulary=VOCABULARY,
-                               training=cfg.training, sampling=cfg.sampling,
-                               transform=cfg.transform)
+        lc = LatentConstraints(
+            model,
+            ds.attribute_names,
+            vocabulary=VOCABULARY,
+            training=cfg.training,
+            sampling=cfg.sampling,
+            transform=cfg.transform,
+        )
         log("training the critics and the actor")
-        lc.fit(ds.train_images, ds.train_attributes, progress=progress,
-               checkpoint_dir=folder / CONSTRAINTS_DIR, checkpoint_every=1000)
+        lc.fit(
+            ds.train_images,
+            ds.train_attributes,
+            progress=progress,
+            checkpoint_dir=folder / CONSTRAINTS_DIR,
+            checkpoint_every=1000,
+        )
     else:
         lc.fit(progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR, checkpoint_every=1000)
     timings["constraints"] = time.perf_counter() - t0
@@ -190,27 +232,32 @@ def prepare_run(folder: Union[str, Path], cfg: DemoConfig, *, cache: Optional[Pa
     t0 = time.perf_counter()
     rule_name = cfg.zero_shot_rule
     if rule_name not in DIGIT_RULES:
-        raise ValueError(f"zero_shot_rule must be one of {sorted(DIGIT_RULES)}, got "
-                         f"{rule_name!r}")
+        raise ValueError(f"zero_shot_rule must be one of {sorted(DIGIT_RULES)}, got {rule_name!r}")
     if rule_name in [c.name for c in lc.zero_shot]:
         lc.attach_rule(rule_name, DIGIT_RULES[rule_name])
     else:
         log(f"learning the zero-shot constraint {rule_name!r} from decoded prior samples")
-        lc.add_zero_shot_constraint(rule_name, DIGIT_RULES[rule_name],
-                                    num_samples=cfg.zero_shot_samples,
-                                    steps=cfg.zero_shot_steps, seed=cfg.seed,
-                                    progress=progress)
+        lc.add_zero_shot_constraint(
+            rule_name,
+            DIGIT_RULES[rule_name],
+            num_samples=cfg.zero_shot_samples,
+            steps=cfg.zero_shot_steps,
+            seed=cfg.seed,
+            progress=progress,
+        )
         lc.save(folder / CONSTRAINTS_DIR)
     timings["zero_shot"] = time.perf_counter() - t0
-    return Run(folder, APPLICATION, APPLICATION_PATH, cfg.to_dict(), lc,
-               DigitsContext(cfg, ds, vae, clf))
+    return Run(
+        folder, APPLICATION, APPLICATION_PATH, cfg.to_dict(), lc, DigitsContext(cfg, ds, vae, clf)
+    )
 
 
 class DigitsApplication:
     """The digits' side of a run folder (the :class:`lcengine.method.run.Application` hooks)."""
 
-    def default_config(self, *, fast: bool, seed: int,
-                       training_overrides: Mapping[str, Any]) -> dict:
+    def default_config(
+        self, *, fast: bool, seed: int, training_overrides: Mapping[str, Any]
+    ) -> dict:
         """The demo preset (``fast`` or full) with the given training step totals."""
         cfg = demo_config(fast=fast, seed=seed)
         for key, value in training_overrides.items():
@@ -219,18 +266,27 @@ class DigitsApplication:
             setattr(cfg.training, key, value)
         return cfg.to_dict()
 
-    def prepare_run(self, folder: Path, config: Mapping[str, Any], *,
-                    cache_dir: Optional[Path], use_cache: bool, progress: bool,
-                    log: Callable[[str], None]) -> Run:
+    def prepare_run(
+        self,
+        folder: Path,
+        config: Mapping[str, Any],
+        *,
+        cache_dir: Optional[Path],
+        use_cache: bool,
+        progress: bool,
+        log: Callable[[str], None],
+    ) -> Run:
         """:func:`prepare_run` with the cache resolved (``cache_dir`` None: the default)."""
         cache = None
         if use_cache:
             cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        return prepare_run(folder, config_from_dict(config), cache=cache, progress=progress,
-                           log=log)
+        return prepare_run(
+            folder, config_from_dict(config), cache=cache, progress=progress, log=log
+        )
 
-    def load_model(self, folder: Path, config: Mapping[str, Any]
-                   ) -> tuple[LatentModel, DigitsContext]:
+    def load_model(
+        self, folder: Path, config: Mapping[str, Any]
+    ) -> tuple[LatentModel, DigitsContext]:
         """The run's VAE (wrapped) and its context: data split, VAE, classifier."""
         cfg = config_from_dict(config)
         ds = load_mnist(cfg.seed, cfg.heldout_fraction)
@@ -244,8 +300,9 @@ class DigitsApplication:
     def measure(self, run: Run, outputs: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Classifier digits, measured shapes, and rules of zero-shot attributes."""
         ctx = run.context
-        return measure_attributes(outputs, ctx.classifier, ctx.data.shape_thresholds, names,
-                                  run.constraints.rules())
+        return measure_attributes(
+            outputs, ctx.classifier, ctx.data.shape_thresholds, names, run.constraints.rules()
+        )
 
     def example_inputs(self, run: Run, n: int) -> np.ndarray:
         """The first ``n`` held-out digits. # [n, 28, 28]"""
@@ -269,5 +326,13 @@ class DigitsApplication:
 APPLICATION = DigitsApplication()
 
 
-__all__ = ["APPLICATION", "APPLICATION_PATH", "DigitsApplication", "DigitsContext",
-           "default_cache_dir", "obtain_classifier", "obtain_vae", "prepare_run"]
+__all__ = [
+    "APPLICATION",
+    "APPLICATION_PATH",
+    "DigitsApplication",
+    "DigitsContext",
+    "default_cache_dir",
+    "obtain_classifier",
+    "obtain_vae",
+    "prepare_run",
+]

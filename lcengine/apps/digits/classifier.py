@@ -5,6 +5,7 @@ It is trained only on real training images (:func:`train_pixel_classifier`) and 
 train critics, so it is an independent judge of generated images. Its penultimate activations
 (:meth:`PixelClassifier.features`) define the feature space of the Frechet distance (FCD).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ class PixelClassifier(nn.Module):
         super().__init__()
         c1, c2 = (int(c) for c in channels)
         if c1 < 1 or c2 < 1 or int(feature_dim) < 1:
-            raise ValueError(f"channels and feature_dim must be positive, got {channels!r}, "
-                             f"{feature_dim!r}")
+            raise ValueError(
+                f"channels and feature_dim must be positive, got {channels!r}, {feature_dim!r}"
+            )
         self.channels = (c1, c2)
         self.feature_dim = int(feature_dim)
         self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
@@ -85,7 +87,7 @@ class PixelClassifier(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            outs = [fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+            outs = [fn(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
         finally:
             self.train(was_training)
         if not outs:
@@ -102,8 +104,12 @@ class PixelClassifier(nn.Module):
 
     def features(self, images: ArrayLike, batch_size: int = 1000) -> np.ndarray:
         """Penultimate ReLU activations (the FCD feature space), float64. # [N, 28, 28] -> [N, F]"""
-        return self._batched(images, self._trunk, batch_size).numpy().astype(
-            np.float64).reshape(-1, self.feature_dim)
+        return (
+            self._batched(images, self._trunk, batch_size)
+            .numpy()
+            .astype(np.float64)
+            .reshape(-1, self.feature_dim)
+        )
 
     def save(self, path_dir: Union[str, os.PathLike]) -> Path:
         """Same as :func:`save_classifier`."""
@@ -115,10 +121,18 @@ class PixelClassifier(nn.Module):
         return load_classifier(path_dir)
 
 
-def train_pixel_classifier(images: ArrayLike, digits: ArrayLike, *, seed: int = 0,
-                           epochs: int = 8, batch_size: int = 64, lr: float = 2e-3,
-                           channels: Sequence[int] = (16, 32), feature_dim: int = 128,
-                           progress: bool = True) -> PixelClassifier:
+def train_pixel_classifier(
+    images: ArrayLike,
+    digits: ArrayLike,
+    *,
+    seed: int = 0,
+    epochs: int = 8,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    channels: Sequence[int] = (16, 32),
+    feature_dim: int = 128,
+    progress: bool = True,
+) -> PixelClassifier:
     """Trains the evaluation classifier on real training images (Adam, cross-entropy, seeded).
 
     On the 4,000 embedded training digits the defaults take well under a minute on 2 cores. The
@@ -162,7 +176,7 @@ def train_pixel_classifier(images: ArrayLike, digits: ArrayLike, *, seed: int = 
         perm = torch.randperm(n, generator=gen)
         tot, correct = 0.0, 0
         for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             logits = clf(x[idx])  # [b, 10]
             loss = F.cross_entropy(logits, y[idx])
             opt.zero_grad(set_to_none=True)
@@ -172,8 +186,14 @@ def train_pixel_classifier(images: ArrayLike, digits: ArrayLike, *, seed: int = 
             correct += int((logits.argmax(1) == y[idx]).sum())
         if not math.isfinite(tot):
             raise FloatingPointError(f"classifier training diverged at epoch {epoch}; lower lr")
-        clf.history.append({"epoch": epoch, "loss": tot / n, "train_accuracy": correct / n,
-                            "seconds": time.perf_counter() - t0})
+        clf.history.append(
+            {
+                "epoch": epoch,
+                "loss": tot / n,
+                "train_accuracy": correct / n,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         bar.set_postfix(loss=f"{tot / n:.3f}", acc=f"{correct / n:.3f}")
     return clf.eval()
 
@@ -186,11 +206,13 @@ def save_classifier(clf: PixelClassifier, path_dir: Union[str, os.PathLike]) -> 
     if d.exists() and not d.is_dir():
         raise ValueError(f"path_dir {d} exists and is not a folder")
     d.mkdir(parents=True, exist_ok=True)
-    save_tensors_atomic(d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(),
-                        metadata={"format": _CLASSIFIER_FORMAT})
-    atomic_write_json(d / CLASSIFIER_CONFIG_FILE, {"format": _CLASSIFIER_FORMAT,
-                                                   "config": clf.config(),
-                                                   "history": clf.history})
+    save_tensors_atomic(
+        d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(), metadata={"format": _CLASSIFIER_FORMAT}
+    )
+    atomic_write_json(
+        d / CLASSIFIER_CONFIG_FILE,
+        {"format": _CLASSIFIER_FORMAT, "config": clf.config(), "history": clf.history},
+    )
     return d
 
 
@@ -204,18 +226,25 @@ def load_classifier(path_dir: Union[str, os.PathLike]) -> PixelClassifier:
     cfg_path = d / CLASSIFIER_CONFIG_FILE
     meta = read_json_file(cfg_path, "load_classifier")
     if meta.get("format") != _CLASSIFIER_FORMAT or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"load_classifier: {cfg_path} is not an lcengine classifier config "
-                         f"(expected format {_CLASSIFIER_FORMAT!r} and a 'config' object)")
+        raise ValueError(
+            f"load_classifier: {cfg_path} is not an lcengine classifier config "
+            f"(expected format {_CLASSIFIER_FORMAT!r} and a 'config' object)"
+        )
     try:
         clf = PixelClassifier(**meta["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"load_classifier: invalid architecture in {cfg_path}: {e}") from e
-    tensors = load_tensors_checked(d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(),
-                                   "load_classifier")
+    tensors = load_tensors_checked(d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(), "load_classifier")
     clf.load_state_dict(tensors)
     clf.history = list(meta.get("history", []))
     return clf.eval()
 
 
-__all__ = ["CLASSIFIER_CONFIG_FILE", "CLASSIFIER_WEIGHTS_FILE", "PixelClassifier",
-           "load_classifier", "save_classifier", "train_pixel_classifier"]
+__all__ = [
+    "CLASSIFIER_CONFIG_FILE",
+    "CLASSIFIER_WEIGHTS_FILE",
+    "PixelClassifier",
+    "load_classifier",
+    "save_classifier",
+    "train_pixel_classifier",
+]

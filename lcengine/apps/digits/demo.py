@@ -16,6 +16,7 @@ Stages (each timed in ``metrics.json``):
 The output folder is also a run folder (:mod:`lcengine.method.run`) for ``lcengine fit``,
 ``sample`` and ``transform``: ``run.json`` + ``constraints/`` + ``vae/`` + ``classifier/``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -72,8 +73,10 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
         "accepted": np.concatenate(accepted),
     }
     write_npz(folder / "samples.npz", **out)
-    return {"rows": int(out["images"].shape[0]),
-            "methods": {m: int((out["method"] == m).sum()) for m in METHODS}}
+    return {
+        "rows": int(out["images"].shape[0]),
+        "methods": {m: int((out["method"] == m).sum()) for m in METHODS},
+    }
 
 
 def _json_clean(obj: Any) -> Any:
@@ -92,10 +95,17 @@ def _json_clean(obj: Any) -> Any:
     return obj
 
 
-def run_demo(out: Union[str, Path] = "lcengine_out", *, fast: bool = False, seed: int = 0,
-             cache_dir: Union[str, Path, None] = None, use_cache: bool = True,
-             progress: bool = True, log: Optional[Callable[[str], None]] = None,
-             threads: Optional[int] = 1) -> dict:
+def run_demo(
+    out: Union[str, Path] = "lcengine_out",
+    *,
+    fast: bool = False,
+    seed: int = 0,
+    cache_dir: Union[str, Path, None] = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+    threads: Optional[int] = 1,
+) -> dict:
     """Runs the demo end to end and writes its outputs to ``out``.
 
     Args:
@@ -116,15 +126,25 @@ def run_demo(out: Union[str, Path] = "lcengine_out", *, fast: bool = False, seed
         The metrics dict written to ``metrics.json``.
     """
     if log is None:
+
         def log(msg: str) -> None:
             print(f"[lcengine demo] {msg}", file=sys.stderr, flush=True)
+
     if threads is not None:
         check_int("threads", threads, minimum=1)
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return run_demo(out, fast=fast, seed=seed, cache_dir=cache_dir, use_cache=use_cache,
-                            progress=progress, log=log, threads=None)
+            return run_demo(
+                out,
+                fast=fast,
+                seed=seed,
+                cache_dir=cache_dir,
+                use_cache=use_cache,
+                progress=progress,
+                log=log,
+                threads=None,
+            )
         finally:
             torch.set_num_threads(previous)
     t_start = time.perf_counter()
@@ -151,30 +171,45 @@ def run_demo(out: Union[str, Path] = "lcengine_out", *, fast: bool = False, seed
     timings["total"] = time.perf_counter() - t_start
 
     lc, ctx = run.constraints, run.context
-    metrics.update({
-        "config": cfg.to_dict(),
-        "command": f"lcengine demo --out {folder}" + (" --fast" if fast else ""),
-        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "python": sys.version.split()[0], "platform": sys.platform},
-        "timings_seconds": timings,
-        "data": {"train_rows": int(len(ctx.data.train_images)),
-                 "heldout_rows": int(len(ctx.data.heldout_images)),
-                 "attribute_names": list(lc.attribute_names),
-                 "shape_thresholds": ctx.data.shape_thresholds},
-        "vae": {"config": ctx.vae.config(),
-                "final_epoch": (ctx.vae.history[-1] if getattr(ctx.vae, "history", None)
-                                else None)},
-        "classifier": {"config": ctx.classifier.config(),
-                       "heldout_digit_accuracy": float(
-                           (ctx.classifier.predict(ctx.data.heldout_images)
-                            == ctx.data.heldout_digits).mean())},
-        "training": {"attribute_steps": lc.trainer.attribute_step,
-                     "realism_steps": lc.trainer.realism_step,
-                     "actor_steps": lc.trainer.actor_step,
-                     "sigma_bar_mean": float(lc.sigma_bar.mean())},
-        "figures": figures,
-        "samples": samples_info,
-    })
+    metrics.update(
+        {
+            "config": cfg.to_dict(),
+            "command": f"lcengine demo --out {folder}" + (" --fast" if fast else ""),
+            "environment": {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "python": sys.version.split()[0],
+                "platform": sys.platform,
+            },
+            "timings_seconds": timings,
+            "data": {
+                "train_rows": int(len(ctx.data.train_images)),
+                "heldout_rows": int(len(ctx.data.heldout_images)),
+                "attribute_names": list(lc.attribute_names),
+                "shape_thresholds": ctx.data.shape_thresholds,
+            },
+            "vae": {
+                "config": ctx.vae.config(),
+                "final_epoch": (ctx.vae.history[-1] if getattr(ctx.vae, "history", None) else None),
+            },
+            "classifier": {
+                "config": ctx.classifier.config(),
+                "heldout_digit_accuracy": float(
+                    (
+                        ctx.classifier.predict(ctx.data.heldout_images) == ctx.data.heldout_digits
+                    ).mean()
+                ),
+            },
+            "training": {
+                "attribute_steps": lc.trainer.attribute_step,
+                "realism_steps": lc.trainer.realism_step,
+                "actor_steps": lc.trainer.actor_step,
+                "sigma_bar_mean": float(lc.sigma_bar.mean()),
+            },
+            "figures": figures,
+            "samples": samples_info,
+        }
+    )
     try:
         metrics["environment"]["lcengine_backend"] = lcengine.build_info().get("auto_cpu")
     except Exception:  # build_info is informative only

@@ -9,6 +9,7 @@
   preserving transforms, the zero-shot constraint, and the optimizer's speed.
 * :func:`quality_goals` states the demo's targets against those figures.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,10 +29,13 @@ from .config import DemoConfig
 from .data import ATTRIBUTE_NAMES, check_images, digit_one_hot, shape_attributes
 
 
-def measure_attributes(images: np.ndarray, classifier: PixelClassifier,
-                       thresholds: Mapping[str, float],
-                       names: Sequence[str] = ATTRIBUTE_NAMES,
-                       rules: Optional[Mapping[str, Rule]] = None) -> np.ndarray:
+def measure_attributes(
+    images: np.ndarray,
+    classifier: PixelClassifier,
+    thresholds: Mapping[str, float],
+    names: Sequence[str] = ATTRIBUTE_NAMES,
+    rules: Optional[Mapping[str, Rule]] = None,
+) -> np.ndarray:
     """Attributes measured on images, without the method's models.
 
     Built-in attributes (:data:`~lcengine.apps.digits.data.ATTRIBUTE_NAMES`): the digit one-hot
@@ -54,8 +58,9 @@ def measure_attributes(images: np.ndarray, classifier: PixelClassifier,
     if not isinstance(classifier, PixelClassifier):
         raise TypeError(f"classifier must be a PixelClassifier, got {type(classifier).__name__}")
     x = check_images(images)  # [N, 28, 28] float64
-    builtin = np.concatenate([digit_one_hot(classifier.predict(x)),
-                              shape_attributes(x, thresholds)], axis=1).astype(np.int8)  # [N, 15]
+    builtin = np.concatenate(
+        [digit_one_hot(classifier.predict(x)), shape_attributes(x, thresholds)], axis=1
+    ).astype(np.int8)  # [N, 15]
     names = tuple(names)
     if names == ATTRIBUTE_NAMES:
         return builtin
@@ -67,9 +72,11 @@ def measure_attributes(images: np.ndarray, classifier: PixelClassifier,
         elif name in rules:
             cols.append(apply_rule(rules[name], images).astype(np.int8))
         else:
-            raise ValueError(f"cannot measure attribute {name!r}: it is not built in "
-                             f"({list(ATTRIBUTE_NAMES)}) and has no rule; pass "
-                             "rules={name: predicate}")
+            raise ValueError(
+                f"cannot measure attribute {name!r}: it is not built in "
+                f"({list(ATTRIBUTE_NAMES)}) and has no rule; pass "
+                "rules={name: predicate}"
+            )
     return np.stack(cols, axis=1).astype(np.int8).reshape(x.shape[0], len(names))
 
 
@@ -77,15 +84,16 @@ def _eval_split(cfg: DemoConfig, n_heldout: int) -> tuple[np.ndarray, np.ndarray
     """Disjoint evaluation and FCD-reference halves of the held-out set."""
     perm = np.random.default_rng(cfg.seed + 12345).permutation(n_heldout)
     k = min(cfg.eval_rows, n_heldout // 2)
-    return np.sort(perm[:k]), np.sort(perm[k:2 * k])
+    return np.sort(perm[:k]), np.sort(perm[k : 2 * k])
 
 
 def _fcd(clf: PixelClassifier, images: np.ndarray, ref: np.ndarray) -> float:
     return frechet_distance(clf.features(images), ref)
 
 
-def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] = print
-                 ) -> tuple[dict, dict]:
+def evaluate_run(
+    run: Run, *, progress: bool = True, log: Callable[[str], None] = print
+) -> tuple[dict, dict]:
     """All the demo's measurements. -> (metrics, artifacts for figures and samples.npz)
 
     Args:
@@ -122,13 +130,24 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
     mask_full = np.zeros_like(y_full, dtype=bool)
     mask_full[:, :15] = True
     gen_metrics, gen_samples = evaluate_methods(
-        lc, y_full, mask_full, measure=lambda im: run.measure(im), features=clf.features,
-        reference_features=ref, methods=METHODS, seed=cfg.seed + 1, progress=progress)
+        lc,
+        y_full,
+        mask_full,
+        measure=lambda im: run.measure(im),
+        features=clf.features,
+        reference_features=ref,
+        methods=METHODS,
+        seed=cfg.seed + 1,
+        progress=progress,
+    )
     for k, v in gen_metrics.items():
         table[k] = v
     metrics["conditional"] = table
-    metrics["conditional_info"] = {"rows": int(len(eval_idx)), "reference_rows": int(len(ref_idx)),
-                                   "seconds": time.perf_counter() - t0}
+    metrics["conditional_info"] = {
+        "rows": int(len(eval_idx)),
+        "reference_rows": int(len(ref_idx)),
+        "seconds": time.perf_counter() - t0,
+    }
     art["conditional"] = gen_samples
     art["conditional_targets"] = y_full
     art["conditional_mask"] = mask_full
@@ -139,18 +158,23 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
     # 2. attribute requests (grids)
     log(f"sampling {len(cfg.requests)} attribute requests")
     req_metrics: dict[str, dict] = {}
-    for i, request in enumerate(tqdm(cfg.requests, desc="attribute requests",
-                                     disable=None if progress else True, leave=False)):
+    for i, request in enumerate(
+        tqdm(
+            cfg.requests, desc="attribute requests", disable=None if progress else True, leave=False
+        )
+    ):
         per_method = {}
         art["requests"][request] = {}
         for method in METHODS:
             res = lc.sample(request, cfg.request_samples, method=method, seed=cfg.seed + 100 + i)
             meas = run.measure(res.images)
             m = attribute_metrics(res.attributes, meas, res.mask, lc.attribute_names)
-            per_method[method] = {"overall_accuracy": m["overall_accuracy"],
-                                  "row_accuracy": m["row_accuracy"],
-                                  "accepted_fraction": float(res.converged.mean()),
-                                  "mean_steps": float(res.steps.mean())}
+            per_method[method] = {
+                "overall_accuracy": m["overall_accuracy"],
+                "row_accuracy": m["row_accuracy"],
+                "accepted_fraction": float(res.converged.mean()),
+                "mean_steps": float(res.steps.mean()),
+            }
             art["requests"][request][method] = (res, meas)
         req_metrics[request] = per_method
     metrics["requests"] = req_metrics
@@ -159,8 +183,12 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
     log(f"transforming held-out images ({len(cfg.transform_changes)} edits)")
     tr_metrics: dict[str, dict] = {}
     all_conv, all_steps = [], []
-    for change in tqdm(list(cfg.transform_changes) + [cfg.zero_shot_rule], desc="transforms",
-                       disable=None if progress else True, leave=False):
+    for change in tqdm(
+        list(cfg.transform_changes) + [cfg.zero_shot_rule],
+        desc="transforms",
+        disable=None if progress else True,
+        leave=False,
+    ):
         values, mask = lc.parse(change)
         base_cols = np.flatnonzero(mask[:15])
         if change == cfg.zero_shot_rule:
@@ -168,7 +196,7 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
             needs = truth != values[15:][mask[15:]][0]
         else:
             needs = ~(y_eval[:, base_cols] == values[base_cols]).all(axis=1)
-        src = np.flatnonzero(needs)[:cfg.transform_rows]
+        src = np.flatnonzero(needs)[: cfg.transform_rows]
         if src.size == 0:
             continue
         x_src = x_eval[src]
@@ -184,10 +212,15 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
             unreq = ~req
             kept = ((meas_edit == meas_src) | ~unreq).all(axis=1)
             s = tr.summary()
-            s.update({"measured_success": float(success.mean()),
-                      "unrequested_preserved": float(kept.mean()),
-                      "digit_preserved": float((meas_edit[:, :10].argmax(1)
-                                                == meas_src[:, :10].argmax(1)).mean())})
+            s.update(
+                {
+                    "measured_success": float(success.mean()),
+                    "unrequested_preserved": float(kept.mean()),
+                    "digit_preserved": float(
+                        (meas_edit[:, :10].argmax(1) == meas_src[:, :10].argmax(1)).mean()
+                    ),
+                }
+            )
             entry[method] = s
             if method == "optimize":
                 art["transforms"][change] = (x_src, tr)
@@ -200,16 +233,20 @@ def evaluate_run(run: Run, *, progress: bool = True, log: Callable[[str], None] 
     metrics["transforms_overall"] = {
         "converged_fraction": float(conv.mean()) if conv.size else None,
         "mean_steps": float(np.concatenate(all_steps).mean()) if all_steps else None,
-        "rows": int(conv.size), "step_limit": int(lc.transform_config.steps)}
+        "rows": int(conv.size),
+        "step_limit": int(lc.transform_config.steps),
+    }
 
     # 4. zero-shot
     zs = next(c for c in lc.zero_shot if c.name == cfg.zero_shot_rule)
     rule = lc.rules()[zs.name]
     n = cfg.request_samples * 4
-    zs_m = {"critic_heldout_balanced_accuracy": zs.heldout_accuracy,
-            "rule_positive_rate_on_labelled_prior": zs.positive_rate,
-            "labelled_prior_samples": zs.num_samples,
-            "real_heldout_positive_rate": float(np.mean(rule(x_eval)))}
+    zs_m = {
+        "critic_heldout_balanced_accuracy": zs.heldout_accuracy,
+        "rule_positive_rate_on_labelled_prior": zs.positive_rate,
+        "labelled_prior_samples": zs.num_samples,
+        "real_heldout_positive_rate": float(np.mean(rule(x_eval))),
+    }
     art["zero_shot"] = {}
     for value in (1, 0):
         request = zs.name if value else f"!{zs.name}"
@@ -232,22 +269,33 @@ def quality_goals(metrics: dict) -> dict:
     for method in ("actor", "optimize"):
         acc, fcd = t[method]["overall_accuracy"], t[method]["fcd"]
         goals[f"{method}_accuracy_at_least_real"] = {
-            "target": f">= {real_acc:.4f} (real held-out)", "value": acc,
-            "met": bool(acc >= real_acc)}
+            "target": f">= {real_acc:.4f} (real held-out)",
+            "value": acc,
+            "met": bool(acc >= real_acc),
+        }
         goals[f"{method}_fcd_at_most_0.7x_prior"] = {
             "target": f"<= {0.7 * prior_fcd:.2f} (0.7 x prior {prior_fcd:.2f})",
-            "value": fcd, "ratio_to_prior": fcd / prior_fcd, "met": bool(fcd <= 0.7 * prior_fcd)}
+            "value": fcd,
+            "ratio_to_prior": fcd / prior_fcd,
+            "met": bool(fcd <= 0.7 * prior_fcd),
+        }
         b = t["baseline"]
         goals[f"{method}_beats_baseline"] = {
             "target": f"accuracy > {b['overall_accuracy']:.4f} and FCD < {b['fcd']:.2f}",
             "value": {"accuracy": acc, "fcd": fcd},
-            "met": bool(acc > b["overall_accuracy"] and fcd < b["fcd"])}
+            "met": bool(acc > b["overall_accuracy"] and fcd < b["fcd"]),
+        }
     tr = metrics["transforms_overall"]
     goals["transforms_converge_95pct_within_300_steps"] = {
-        "target": ">= 0.95 within 300 steps", "value": tr["converged_fraction"],
+        "target": ">= 0.95 within 300 steps",
+        "value": tr["converged_fraction"],
         "step_limit": tr["step_limit"],
-        "met": bool(tr["converged_fraction"] is not None and tr["converged_fraction"] >= 0.95
-                    and tr["step_limit"] <= 300)}
+        "met": bool(
+            tr["converged_fraction"] is not None
+            and tr["converged_fraction"] >= 0.95
+            and tr["step_limit"] <= 300
+        ),
+    }
     return goals
 
 

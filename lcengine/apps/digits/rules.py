@@ -5,6 +5,7 @@ A rule is a black-box predicate ``rule(images [N, 28, 28]) -> bool [N]``:
 :meth:`lcengine.method.constraints.LatentConstraints.add_zero_shot_constraint` labels decoded
 prior samples with it and learns a critic, with no data labels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,8 +61,11 @@ def has_loop(x: np.ndarray) -> np.ndarray:
     return (bg & ~reach).sum(axis=(1, 2)) >= 4
 
 
-DIGIT_RULES: dict[str, Rule] = {"top_heavy": top_heavy, "left_heavy": left_heavy,
-                                "has_loop": has_loop}
+DIGIT_RULES: dict[str, Rule] = {
+    "top_heavy": top_heavy,
+    "left_heavy": left_heavy,
+    "has_loop": has_loop,
+}
 
 
 __all__ = ["DIGIT_RULES", "has_loop", "left_heavy", "top_heavy"]

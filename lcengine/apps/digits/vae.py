@@ -6,6 +6,7 @@ default): reconstructions are sharp and prior samples are poor, the setting in w
 constraints help most (Engel et al., 2018, section 5.1). Its checkpoint is
 ``vae.safetensors`` + ``vae.json`` in a folder (:func:`save_vae`, :func:`load_vae`).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ class MnistVAE(nn.Module):
 
     data_shape = (28, 28)
 
-    def __init__(self, latent_dim: int = 16, hidden: Sequence[int] = (512, 512),
-                 decoder_scale: float = 0.1):
+    def __init__(
+        self, latent_dim: int = 16, hidden: Sequence[int] = (512, 512), decoder_scale: float = 0.1
+    ):
         super().__init__()
         check_int("latent_dim", as_int(latent_dim), minimum=1)
         hidden = tuple(int(h) for h in hidden)
@@ -79,8 +81,11 @@ class MnistVAE(nn.Module):
 
     def config(self) -> dict:
         """Architecture hyper-parameters, enough to rebuild the module."""
-        return {"latent_dim": self.latent_dim, "hidden": list(self.hidden),
-                "decoder_scale": self.decoder_scale}
+        return {
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "decoder_scale": self.decoder_scale,
+        }
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, 28, 28] -> (mu [B, D], logvar [B, D])``."""
@@ -101,8 +106,9 @@ class MnistVAE(nn.Module):
         return self.decode(self.encode(x)[0])
 
 
-def vae_loss(vae: MnistVAE, x: torch.Tensor, *, seed: int, offset: int
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def vae_loss(
+    vae: MnistVAE, x: torch.Tensor, *, seed: int, offset: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negative ELBO per image (up to the decoder's constant), averaged over the batch.
 
     ``sum_pixels (x - x_hat)^2 / (2 s^2) + KL(q(z|x) || N(0, I))`` with the decoder scale ``s``;
@@ -117,7 +123,7 @@ def vae_loss(vae: MnistVAE, x: torch.Tensor, *, seed: int, offset: int
     mu, logvar = vae.encode(x)  # [B, D], [B, D]
     z = lcengine.reparameterize(mu, logvar, seed=seed, offset=offset)  # [B, D]
     x_hat = vae.decode(z)  # [B, 28, 28]
-    recon = ((x_hat - x) ** 2).flatten(1).sum(1).mean() / (2.0 * vae.decoder_scale ** 2)
+    recon = ((x_hat - x) ** 2).flatten(1).sum(1).mean() / (2.0 * vae.decoder_scale**2)
     kl = lcengine.gaussian_kl(mu, logvar, reduction="mean")
     return recon + kl, recon, kl
 
@@ -131,14 +137,25 @@ def _images_tensor(images: ArrayLike, name: str = "images") -> torch.Tensor:
         raise ValueError(f"{name} must hold at least one image")
     check_finite_tensor(name, x)
     if x.min() < -1e-6 or x.max() > 1 + 1e-6:
-        raise ValueError(f"{name} must have values in [0, 1], got range "
-                         f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
+        raise ValueError(
+            f"{name} must have values in [0, 1], got range "
+            f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
+        )
     return x
 
 
-def train_vae(images: ArrayLike, *, latent_dim: int = 16, epochs: int = 40,
-              batch_size: int = 128, lr: float = 1e-3, hidden: Sequence[int] = (512, 512),
-              decoder_scale: float = 0.1, seed: int = 0, progress: bool = True) -> MnistVAE:
+def train_vae(
+    images: ArrayLike,
+    *,
+    latent_dim: int = 16,
+    epochs: int = 40,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    hidden: Sequence[int] = (512, 512),
+    decoder_scale: float = 0.1,
+    seed: int = 0,
+    progress: bool = True,
+) -> MnistVAE:
     """Trains the default VAE on 28x28 images (Adam, shuffled minibatches, all seeded).
 
     Noise comes from ``lcengine.reparameterize`` at Philox offset ``step * batch_size *
@@ -190,7 +207,7 @@ def train_vae(images: ArrayLike, *, latent_dim: int = 16, epochs: int = 40,
         perm = torch.randperm(n, generator=gen)
         tot = rec = kl_sum = 0.0
         for i in range(0, n, batch_size):
-            xb = x[perm[i:i + batch_size]]  # [b, 28, 28]
+            xb = x[perm[i : i + batch_size]]  # [b, 28, 28]
             loss, recon, kl = vae_loss(vae, xb, seed=seed, offset=step * batch_size * latent_dim)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -201,10 +218,18 @@ def train_vae(images: ArrayLike, *, latent_dim: int = 16, epochs: int = 40,
             rec += float(recon.detach()) * b
             kl_sum += float(kl.detach()) * b
         if not math.isfinite(tot):
-            raise FloatingPointError(f"VAE training diverged at epoch {epoch} (loss {tot}); "
-                                     "lower lr")
-        history.append({"epoch": epoch, "loss": tot / n, "recon": rec / n, "kl": kl_sum / n,
-                        "seconds": time.perf_counter() - t0})
+            raise FloatingPointError(
+                f"VAE training diverged at epoch {epoch} (loss {tot}); lower lr"
+            )
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": tot / n,
+                "recon": rec / n,
+                "kl": kl_sum / n,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         bar.set_postfix(loss=f"{tot / n:.1f}", kl=f"{kl_sum / n:.1f}")
     vae.eval()
     vae.history = history
@@ -228,15 +253,21 @@ def save_vae(vae: MnistVAE, path_dir: Union[str, os.PathLike]) -> Path:
         raise ValueError(f"path_dir {d} exists and is not a folder")
     d.mkdir(parents=True, exist_ok=True)
     cfg = vae.config()
-    save_tensors_atomic(d / VAE_WEIGHTS_FILE, vae.state_dict(),
-                        metadata={"format": _VAE_FORMAT, "config": json.dumps(cfg, sort_keys=True)})
-    atomic_write_json(d / VAE_CONFIG_FILE, {"format": _VAE_FORMAT, "config": cfg,
-                                            "history": getattr(vae, "history", [])})
+    save_tensors_atomic(
+        d / VAE_WEIGHTS_FILE,
+        vae.state_dict(),
+        metadata={"format": _VAE_FORMAT, "config": json.dumps(cfg, sort_keys=True)},
+    )
+    atomic_write_json(
+        d / VAE_CONFIG_FILE,
+        {"format": _VAE_FORMAT, "config": cfg, "history": getattr(vae, "history", [])},
+    )
     return d
 
 
-def load_vae(path_dir: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
-             ) -> MnistVAE:
+def load_vae(
+    path_dir: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
+) -> MnistVAE:
     """Loads a :class:`MnistVAE` saved by :func:`save_vae`, validating both files.
 
     Raises:
@@ -248,12 +279,15 @@ def load_vae(path_dir: Union[str, os.PathLike], device: Union[str, torch.device]
     cfg_path, w_path = d / VAE_CONFIG_FILE, d / VAE_WEIGHTS_FILE
     meta = read_json_file(cfg_path, "load_vae")
     if meta.get("format") != _VAE_FORMAT or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"load_vae: {cfg_path} is not an lcengine VAE config (expected "
-                         f"format {_VAE_FORMAT!r} and a 'config' object)")
+        raise ValueError(
+            f"load_vae: {cfg_path} is not an lcengine VAE config (expected "
+            f"format {_VAE_FORMAT!r} and a 'config' object)"
+        )
     cfg = meta["config"]
     try:
-        vae = MnistVAE(latent_dim=cfg["latent_dim"], hidden=cfg["hidden"],
-                       decoder_scale=cfg["decoder_scale"])
+        vae = MnistVAE(
+            latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], decoder_scale=cfg["decoder_scale"]
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"load_vae: invalid architecture in {cfg_path}: {e}") from e
     tensors = load_tensors_checked(w_path, vae.state_dict(), "load_vae")
@@ -263,12 +297,21 @@ def load_vae(path_dir: Union[str, os.PathLike], device: Union[str, torch.device]
     except Exception as e:
         raise ValueError(f"load_vae: corrupted safetensors file {w_path}: {e}") from e
     if header_cfg is not None and json.loads(header_cfg) != json.loads(json.dumps(cfg)):
-        raise ValueError(f"load_vae: {w_path} was saved for architecture {header_cfg}, but "
-                         f"{cfg_path} describes {cfg}")
+        raise ValueError(
+            f"load_vae: {w_path} was saved for architecture {header_cfg}, but "
+            f"{cfg_path} describes {cfg}"
+        )
     vae.load_state_dict(tensors)
     vae.history = meta.get("history", [])
     return vae.to(device).eval()
 
 
-__all__ = ["MnistVAE", "VAE_CONFIG_FILE", "VAE_WEIGHTS_FILE", "load_vae", "save_vae", "train_vae",
-           "vae_loss"]
+__all__ = [
+    "MnistVAE",
+    "VAE_CONFIG_FILE",
+    "VAE_WEIGHTS_FILE",
+    "load_vae",
+    "save_vae",
+    "train_vae",
+    "vae_loss",
+]

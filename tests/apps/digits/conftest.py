@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fixtures of the digits application's tests."""
+
 import pytest
 import torch
 
@@ -26,5 +27,6 @@ def mnist():
 @pytest.fixture(scope="session")
 def classifier(mnist):
     # 1,000 images x 2 epochs: a few seconds; the full 4,000 x 8 reaches ~98% (see report).
-    return train_pixel_classifier(mnist.train_images[:1000], mnist.train_digits[:1000],
-                                  epochs=2, progress=False)
+    return train_pixel_classifier(
+        mnist.train_images[:1000], mnist.train_digits[:1000], epochs=2, progress=False
+    )

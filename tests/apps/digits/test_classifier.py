@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits' evaluation classifier: accuracy, features, bad input, checkpoints."""
+
 import json
 import os
 
@@ -43,8 +44,7 @@ def test_classifier_rejects_bad_input(classifier):
 
 def test_classifier_save_load_round_trip(tmp_path, classifier, mnist):
     save_classifier(classifier, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([CLASSIFIER_CONFIG_FILE,
-                                                   CLASSIFIER_WEIGHTS_FILE])
+    assert sorted(os.listdir(tmp_path)) == sorted([CLASSIFIER_CONFIG_FILE, CLASSIFIER_WEIGHTS_FILE])
     loaded = PixelClassifier.load(tmp_path)
     x = mnist.heldout_images[:20]
     np.testing.assert_array_equal(loaded.logits(x), classifier.logits(x))

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits data set: measured shape attributes and the fixed-seed split."""
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +33,7 @@ def _slanted_bar(shift_per_row: float, width: int = 3, rows=(4, 24)):
     y0, y1 = rows
     for y in range(y0, y1):
         x = int(round(12 + shift_per_row * ((y1 - 1 - y) - (y1 - y0) / 2)))
-        img[0, y, x:x + width] = 1.0
+        img[0, y, x : x + width] = 1.0
     return img
 
 
@@ -59,7 +60,8 @@ def test_thickness_keeps_blurred_strokes_near_their_width():
     blurred = sharp.copy()
     blurred[0, 4:24, 11] = blurred[0, 4:24, 16] = 0.3  # gray edges below the 0.5 level
     assert shape_features(blurred)["thickness"][0] == pytest.approx(
-        shape_features(sharp)["thickness"][0])
+        shape_features(sharp)["thickness"][0]
+    )
 
 
 def test_slant_sign_and_value():
@@ -149,7 +151,8 @@ def test_thresholds_are_training_medians(mnist):
     np.testing.assert_allclose(mnist.heldout_attributes[:, 10:].mean(0), 0.5, atol=0.06)
     np.testing.assert_array_equal(
         mnist.heldout_attributes[:, 10:],
-        shape_attributes(mnist.heldout_images, mnist.shape_thresholds))
+        shape_attributes(mnist.heldout_images, mnist.shape_thresholds),
+    )
 
 
 def test_split_is_deterministic_and_seed_dependent(mnist):

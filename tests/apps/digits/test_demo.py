@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lcengine demo --fast`` end to end, its outputs, and the run-folder commands on it."""
+
 import json
 import warnings
 
@@ -25,8 +26,19 @@ def demo_run(tmp_path_factory):
     out, cache = root / "out", root / "cache"
     n = torch.get_num_threads()  # the commands set torch's thread count; keep the session's
     try:
-        rc = main(["demo", "--fast", "--out", str(out), "--cache-dir", str(cache),
-                   "--no-progress", "--threads", "1"])
+        rc = main(
+            [
+                "demo",
+                "--fast",
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(cache),
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
     finally:
         torch.set_num_threads(n)
     assert rc == 0
@@ -36,8 +48,19 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_every_output(demo_run):
     out, _ = demo_run
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("conditional", "requests", "transforms", "transforms_overall", "zero_shot",
-                "goals", "config", "timings_seconds", "figures", "samples", "training"):
+    for key in (
+        "conditional",
+        "requests",
+        "transforms",
+        "transforms_overall",
+        "zero_shot",
+        "goals",
+        "config",
+        "timings_seconds",
+        "figures",
+        "samples",
+        "training",
+    ):
         assert key in m, key
     for row in ("real", "reconstruction") + METHODS:
         r = m["conditional"][row]
@@ -49,8 +72,12 @@ def test_demo_writes_every_output(demo_run):
     t = m["transforms_overall"]
     assert 0.0 <= t["converged_fraction"] <= 1.0
     for change in m["transforms"].values():
-        assert {"converged_fraction", "mean_steps", "mean_latent_distance",
-                "mean_pixel_distance"} <= set(change["optimize"])
+        assert {
+            "converged_fraction",
+            "mean_steps",
+            "mean_latent_distance",
+            "mean_pixel_distance",
+        } <= set(change["optimize"])
 
     report = (out / "report.md").read_text()
     assert "Quality goals" in report and "FCD" in report and "--fast" in report
@@ -85,28 +112,89 @@ def test_demo_writes_every_output(demo_run):
 def test_run_folder_commands(demo_run, tmp_path, capsys):
     out, cache = demo_run
     npz, png = tmp_path / "s.npz", tmp_path / "s.png"
-    assert main(["sample", "--run", str(out), "--request", "7 thick", "-n", "4", "--method",
-                 "optimize", "--steps", "5", "--out", str(npz), "--png", str(png)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(out),
+                "--request",
+                "7 thick",
+                "-n",
+                "4",
+                "--method",
+                "optimize",
+                "--steps",
+                "5",
+                "--out",
+                str(npz),
+                "--png",
+                str(png),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 4 and "digit_7" in summary["requested"]
     with np.load(npz) as s:
         assert s["images"].shape == (4, 28, 28) and s["attributes"][:, 7].tolist() == [1] * 4
     assert png.read_bytes()[:8] == PNG_MAGIC
 
-    assert main(["transform", "--run", str(out), "--changes", "slant_right", "--heldout", "3",
-                 "--steps", "5", "--out", str(tmp_path / "t.npz")]) == 0
+    assert (
+        main(
+            [
+                "transform",
+                "--run",
+                str(out),
+                "--changes",
+                "slant_right",
+                "--heldout",
+                "3",
+                "--steps",
+                "5",
+                "--out",
+                str(tmp_path / "t.npz"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 3 and len(summary["per_row"]) == 3
     inp = tmp_path / "in.npy"
     np.save(inp, np.zeros((2, 28, 28), np.float32))
-    assert main(["transform", "--run", str(out), "--changes", "top_heavy", "--input", str(inp),
-                 "--steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "transform",
+                "--run",
+                str(out),
+                "--changes",
+                "top_heavy",
+                "--input",
+                str(inp),
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     # fit continues from the saved step count
     before = json.loads((out / "constraints" / "constraints.json").read_text())["state"]
-    assert main(["fit", "--run", str(out), "--realism-steps",
-                 str(before["realism_step"] + 10), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--run",
+                str(out),
+                "--realism-steps",
+                str(before["realism_step"] + 10),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     after = json.loads((out / "constraints" / "constraints.json").read_text())["state"]
     assert after["realism_step"] == before["realism_step"] + 10
     assert after["attribute_step"] == before["attribute_step"]

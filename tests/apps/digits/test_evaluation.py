@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Attribute measurement on images (classifier digits, measured shapes, rules) and FCD."""
+
 import json
 
 import numpy as np
@@ -23,14 +24,18 @@ def test_measure_attributes_on_real_images(classifier, mnist):
 def test_measured_real_images_score_high_and_fcd_ranks_them(classifier, mnist):
     ref = classifier.features(mnist.heldout_images[500:])
     x = mnist.heldout_images[:300]
-    real = attribute_metrics(mnist.heldout_attributes[:300],
-                             measure_attributes(x, classifier, mnist.shape_thresholds), None,
-                             ATTRIBUTE_NAMES)
+    real = attribute_metrics(
+        mnist.heldout_attributes[:300],
+        measure_attributes(x, classifier, mnist.shape_thresholds),
+        None,
+        ATTRIBUTE_NAMES,
+    )
     assert real["overall_accuracy"] > 0.9  # shape columns are exact; digits from classifier
     assert real["per_attribute"]["thick"]["accuracy"] == 1.0
     blank = np.zeros((300, 28, 28))
-    assert (frechet_distance(classifier.features(x), ref)
-            < frechet_distance(classifier.features(blank), ref))
+    assert frechet_distance(classifier.features(x), ref) < frechet_distance(
+        classifier.features(blank), ref
+    )
     json.dumps(real, allow_nan=False)
 
 
@@ -47,7 +52,8 @@ def test_measure_attributes_with_rules(classifier, mnist):
     with pytest.raises(ValueError, match="pass rules"):
         measure_attributes(x, classifier, mnist.shape_thresholds, ("sparkly",))
     with pytest.raises(ValueError, match="one bool per item"):
-        measure_attributes(x, classifier, mnist.shape_thresholds, ("odd",),
-                           {"odd": lambda imgs: np.ones(3, bool)})
+        measure_attributes(
+            x, classifier, mnist.shape_thresholds, ("odd",), {"odd": lambda imgs: np.ones(3, bool)}
+        )
     with pytest.raises(TypeError, match="PixelClassifier"):
         measure_attributes(x, object(), mnist.shape_thresholds)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Requests over the digits' attributes: the vocabulary (digit group, bare digits, negation
 aliases) with the method's parser, and with the attribute-vector baseline."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,8 +22,7 @@ def _req(values_mask):
 
 
 def test_parse_request_forms_agree():
-    expected = {**{f"digit_{k}": 0 for k in range(10)}, "digit_7": 1, "thick": 1,
-                "slant_right": 1}
+    expected = {**{f"digit_{k}": 0 for k in range(10)}, "digit_7": 1, "thick": 1, "slant_right": 1}
     assert _req(parse_request("digit_7,thick,slant_right")) == expected
     assert _req(parse_request("7 thick slant_right")) == expected
     assert _req(parse_request(["7", "THICK", "slant_right=1"])) == expected
@@ -34,8 +34,11 @@ def test_parse_request_negations_and_aliases():
     assert values.dtype == np.int8 and mask.dtype == np.bool_ and values.shape == (15,)
     r = _req((values, mask))
     assert r["slant_right"] == 0 and r["thick"] == 0 and r["digit_7"] == 1
-    assert _req(parse_request("not_wide,-tall,large_ink=0")) == {"wide": 0, "tall": 0,
-                                                                 "large_ink": 0}
+    assert _req(parse_request("not_wide,-tall,large_ink=0")) == {
+        "wide": 0,
+        "tall": 0,
+        "large_ink": 0,
+    }
     # A digit asked to be 0 constrains only that digit.
     assert _req(parse_request("!digit_3")) == {"digit_3": 0}
     assert _req(parse_request({"thick": 0})) == {"thick": 0}
@@ -47,17 +50,20 @@ def test_parse_request_custom_vocabulary():
     assert values.shape == (16,) and values[-1] == 1 and mask[-1]
 
 
-@pytest.mark.parametrize("bad, match", [
-    ("", "empty"),
-    ("  , ", "empty"),
-    ({}, "empty"),
-    ("digit_7 sparkly", r"unknown attribute name\(s\) \['sparkly'\].*valid names"),
-    ("12", "unknown"),
-    ("thick !thick", "contradictory"),
-    ("3 7", "more than one digit"),
-    ({"thick": 2}, "0 or 1"),
-    ("thick=yes", "0 or 1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("", "empty"),
+        ("  , ", "empty"),
+        ({}, "empty"),
+        ("digit_7 sparkly", r"unknown attribute name\(s\) \['sparkly'\].*valid names"),
+        ("12", "unknown"),
+        ("thick !thick", "contradictory"),
+        ("3 7", "more than one digit"),
+        ({"thick": 2}, "0 or 1"),
+        ("thick=yes", "0 or 1"),
+    ],
+)
 def test_parse_request_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         parse_request(bad)
@@ -76,11 +82,11 @@ def test_works_with_parse_request_vocabulary():
     att = rng.integers(0, 2, size=(300, 15)).astype(np.int8)
     att[:, :10] = 0
     att[np.arange(300), np.arange(300) % 10] = 1
-    b = AttributeVectorBaseline(
-        ATTRIBUTE_NAMES, one_hot_groups=VOCABULARY.one_hot_groups).fit(torch.from_numpy(z), att)
+    b = AttributeVectorBaseline(ATTRIBUTE_NAMES, one_hot_groups=VOCABULARY.one_hot_groups).fit(
+        torch.from_numpy(z), att
+    )
     values, mask = parse_request("7 thick")
     out = b.apply(np.zeros((5, 4)), values, mask)
-    expected = (b.pos_centroids[7] - b.global_centroid
-                + (1 - b.frequencies[10]) * b.vectors[10])
+    expected = b.pos_centroids[7] - b.global_centroid + (1 - b.frequencies[10]) * b.vectors[10]
     np.testing.assert_allclose(out, np.tile(expected, (5, 1)), atol=1e-6)
     assert b.attribute_names == ATTRIBUTE_NAMES

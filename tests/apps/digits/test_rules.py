@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits' zero-shot rules on drawn images."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits with a model of another architecture: the method does not care which VAE."""
+
 import warnings
 
 from lcengine.apps.digits.data import ATTRIBUTE_NAMES, VOCABULARY
@@ -15,9 +16,14 @@ def test_second_vae_architecture_works(mnist):
     """A conv VAE written like a user's own (tests/support/second_vae.py) plugs in unchanged."""
     ds = mnist
     model = LatentModel.from_module(make_conv_vae(latent_dim=6))
-    lc = LatentConstraints(model, ATTRIBUTE_NAMES, vocabulary=VOCABULARY, training=tiny_training(
-        attribute_steps=10, realism_steps=10), sampling=SamplingConfig(steps=5),
-        transform=SamplingConfig(steps=5))
+    lc = LatentConstraints(
+        model,
+        ATTRIBUTE_NAMES,
+        vocabulary=VOCABULARY,
+        training=tiny_training(attribute_steps=10, realism_steps=10),
+        sampling=SamplingConfig(steps=5),
+        transform=SamplingConfig(steps=5),
+    )
     lc.fit(ds.train_images[:300], ds.train_attributes[:300], progress=False)
     assert lc.sigma_bar.shape == (6,)
     for method in ("actor", "optimize", "baseline"):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits' MLP VAE: through LatentModel, training with lcengine's ops, checkpoints."""
+
 import json
 import os
 
@@ -45,9 +46,11 @@ def _reconstruction_error(vae, images):
     model = LatentModel.from_module(vae)
     x = torch.from_numpy(images)  # [N, 28, 28]
     x_hat = model.decode_batched(model.encode_dataset(x)[0])  # [N, 28, 28]
-    return {"mse": float(((x_hat - x) ** 2).mean()),
-            "mae": float((x_hat - x).abs().mean()),
-            "binary_flip_rate": float(((x_hat >= 0.5) != (x >= 0.5)).float().mean())}
+    return {
+        "mse": float(((x_hat - x) ** 2).mean()),
+        "mae": float((x_hat - x).abs().mean()),
+        "binary_flip_rate": float(((x_hat >= 0.5) != (x >= 0.5)).float().mean()),
+    }
 
 
 def test_vae_save_load_round_trip(tmp_path, images):
@@ -132,8 +135,9 @@ def trained_small_vae(images):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(lcengine, "reparameterize", rep)
         mp.setattr(lcengine, "gaussian_kl", kl)
-        vae = train_vae(images, latent_dim=8, hidden=(128,), epochs=12, batch_size=64,
-                        progress=False)
+        vae = train_vae(
+            images, latent_dim=8, hidden=(128,), epochs=12, batch_size=64, progress=False
+        )
     return vae, calls
 
 
