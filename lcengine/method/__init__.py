@@ -13,10 +13,11 @@ The one object to use is :class:`LatentConstraints`::
     lc.add_zero_shot_constraint("c", rule)             # a rule on decoded samples, no labels
     lc.save("run/constraints")
 
-Modules: :mod:`.constraints` (the facade), :mod:`.config`, :mod:`.latent_model`,
-:mod:`.critics`, :mod:`.training`, :mod:`.sampling`, :mod:`.requests`, :mod:`.zeroshot`,
-:mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.checkpoint`, :mod:`.io`, and run
-folders with their commands in :mod:`.run` and :mod:`.commands`. Applications (data sets,
+Modules: :mod:`.constraints` (the facade; its generate and transform in
+:mod:`.generation`), :mod:`.config`, :mod:`.latent_model`, :mod:`.critics`, :mod:`.training`,
+:mod:`.sampling`, :mod:`.requests`, :mod:`.zeroshot`, :mod:`.baseline`, :mod:`.metrics`,
+:mod:`.timing`, :mod:`.checkpoint`, :mod:`.io`, and run folders with their commands in
+:mod:`.run` and :mod:`.commands`. Applications (data sets,
 models, evaluators) live outside this package, under ``lcengine.apps``.
 """
 

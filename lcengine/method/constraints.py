@@ -18,7 +18,6 @@ realistic data with the requested attributes. Checkpoints are written and read b
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -29,7 +28,7 @@ from torch import nn
 import lcengine
 from lcengine.validation import check_int
 
-from . import checkpoint
+from . import checkpoint, generation
 from .baseline import AttributeVectorBaseline
 from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
 from .critics import StackedAttributeCritic
@@ -45,7 +44,6 @@ from .sampling import (
     METHODS,
     SampleResult,
     TransformResult,
-    actor_latents,
     constraint_satisfied,
     optimize_latents_eager,
 )
@@ -147,7 +145,7 @@ class LatentConstraints:
             and t.realism_step >= self.training.realism_steps
         )
 
-    def _require_trainer(self, what: str) -> ConstraintTrainer:
+    def require_trainer(self, what: str) -> ConstraintTrainer:
         if self.trainer is None:
             raise RuntimeError(f"{what} needs trained critics: call fit() (or load()) first")
         return self.trainer
@@ -158,7 +156,7 @@ class LatentConstraints:
 
         The stack is built once per set of critics, not on every call.
         """
-        t = self._require_trainer("attribute_critic")
+        t = self.require_trainer("attribute_critic")
         if not self.zero_shot:
             return t.attribute
         critics = [t.attribute] + [c.critic for c in self.zero_shot]
@@ -339,16 +337,16 @@ class LatentConstraints:
             (n, self.latent_dim), seed=derive_seed(seed, "sample/prior")
         )
 
-    def _decode(self, z: torch.Tensor) -> np.ndarray:
+    def decode(self, z: torch.Tensor) -> np.ndarray:
         if z.shape[0] == 0:
             return np.zeros((0,) + self.model.data_shape, dtype=np.float32)
         return self.model.decode_batched(z).detach().cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
-    def _accepted(
+    def accepted(
         self, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, cfg: SamplingConfig
     ) -> torch.Tensor:
-        t = self._require_trainer("sampling")
+        t = self.require_trainer("sampling")
         r = t.realism(z, y[:, : len(self.base_attribute_names)])  # [B]
         a = self.attribute_critic(z)  # [B, A]
         return constraint_satisfied(r, a, y, mask, tau_r=cfg.tau_r, tau_a=cfg.tau_a)
@@ -366,7 +364,7 @@ class LatentConstraints:
             realism_attributes=len(self.base_attribute_names),
         )
 
-    def _optimize(
+    def run_optimizer(
         self,
         z0: torch.Tensor,
         y: torch.Tensor,
@@ -381,7 +379,7 @@ class LatentConstraints:
         shows no per-step bar there; it takes ``steps >= 1``, so ``steps == 0`` (evaluate the
         start, no update) goes through :func:`~lcengine.method.sampling.optimize_latents_eager`.
         """
-        t = self._require_trainer("optimize")
+        t = self.require_trainer("optimize")
         kwargs = self.optimizer_arguments(cfg)
         if cfg.steps == 0:
             return optimize_latents_eager(
@@ -483,53 +481,16 @@ class LatentConstraints:
         Returns:
             :class:`~lcengine.method.sampling.SampleResult`.
         """
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        self._require_trainer(f"sample(method={method!r})")
-        cfg = dataclasses.replace(self.sampling, **overrides) if overrides else self.sampling
-        yy, mm = self.check_targets(y, mask)  # [N, A], [N, A]
-        n = yy.shape[0]
-        if complete:
-            yy = self.complete(yy, mm, seed=seed)
-        t0 = time.perf_counter()
-        if z_start is None:
-            z0 = self.prior_latents(n, seed)  # [N, D]
-        else:
-            z0 = self.model.check_latents(z_start, "z_start").detach().cpu().to(torch.float32)
-            if z0.shape[0] != n:
-                raise ValueError(f"z_start has {z0.shape[0]} rows, y has {n}")
-        y_t = torch.from_numpy(yy.astype(np.float32))  # [N, A]
-        m_t = torch.from_numpy(mm)  # [N, A]
-        steps = np.zeros(n, dtype=np.int64)
-        a_base = len(self.base_attribute_names)
-        res = None
-        if method == "prior":
-            z = z0
-        elif method == "actor":
-            z = actor_latents(self.trainer.actor, z0, y_t)  # [N, D]
-        elif method == "baseline":
-            z = torch.as_tensor(
-                self.baseline.apply(z0.numpy(), yy[:, :a_base], mm[:, :a_base]), dtype=torch.float32
-            )
-        else:
-            res = self._optimize(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
-            z, steps = res.latents, res.steps.numpy()
-        if not torch.isfinite(z).all():
-            raise FloatingPointError(f"method {method!r} produced non-finite latents")
-        if res is not None:
-            converged = res.converged.numpy()
-        else:
-            converged = self._accepted(z, y_t, m_t, cfg).numpy()
-        images = self._decode(z)  # [N, *data_shape]
-        return SampleResult(
-            latents=z,
-            images=images,
-            attributes=yy,
-            mask=mm,
-            converged=converged,
-            steps=steps,
+        return generation.generate(
+            self,
+            y,
+            mask,
             method=method,
-            seconds=time.perf_counter() - t0,
+            seed=seed,
+            z_start=z_start,
+            complete=complete,
+            progress=progress,
+            **overrides,
         )
 
     @torch.no_grad()
@@ -539,7 +500,7 @@ class LatentConstraints:
         one-hot): the training combination of highest likelihood under the critic's
         probabilities. # [B, D] -> [B, A_data] int8
         """
-        t = self._require_trainer("source_attributes")
+        t = self.require_trainer("source_attributes")
         assert self._valid_rows is not None
         logp = torch.nn.functional.logsigmoid(t.attribute(z))  # [B, A]
         log1mp = torch.nn.functional.logsigmoid(-t.attribute(z))  # [B, A]
@@ -578,72 +539,14 @@ class LatentConstraints:
         Returns:
             :class:`~lcengine.method.sampling.TransformResult`.
         """
-        if method not in ("optimize", "actor", "baseline"):
-            raise ValueError(
-                f"method must be 'optimize', 'actor' or 'baseline' for a transform, got {method!r}"
-            )
-        t = self._require_trainer("transform")
-        cfg = (
-            dataclasses.replace(self.transform_config, **overrides)
-            if overrides
-            else self.transform_config
-        )
-        mu, _ = self.model.encode_dataset(x)  # [B, D]
-        mu = mu.detach().cpu().to(torch.float32)
-        b = mu.shape[0]
-        a_base = len(self.base_attribute_names)
-        if (
-            isinstance(changes, tuple)
-            and len(changes) == 2
-            and all(isinstance(c, (np.ndarray, torch.Tensor)) for c in changes)
-        ):
-            values, mask = self.check_targets(changes[0], changes[1], b)  # [B, A] x2
-        else:
-            v, m = self.parse(changes)  # [A], [A]
-            values, mask = np.broadcast_to(v, (b, v.size)), np.broadcast_to(m, (b, m.size))
-        if source_attributes is None:
-            src = self.source_attributes(mu)  # [B, A_data]
-        else:
-            src = as_binary_array(source_attributes, "source_attributes")
-            if src.shape != (b, a_base):
-                raise ValueError(
-                    f"source_attributes must have shape [{b}, {a_base}], got {list(src.shape)}"
-                )
-        full = np.zeros((b, self.num_attributes), dtype=np.int8)  # [B, A]
-        full[:, :a_base] = src
-        y = np.where(mask, values, full).astype(np.int8)  # [B, A]
-        y_t, m_t = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(np.array(mask))
-        steps = np.zeros(b, dtype=np.int64)
-        if method == "optimize":
-            res = self._optimize(mu, y_t, m_t, cfg, progress=progress, desc="transform")
-            z, converged, steps = res.latents, res.converged.numpy(), res.steps.numpy()
-        else:
-            if method == "actor":
-                z = actor_latents(t.actor, mu, y_t)  # [B, D]
-            else:
-                z = torch.as_tensor(
-                    self.baseline.apply(
-                        mu.numpy(), y[:, :a_base], np.array(mask[:, :a_base]), source_attributes=src
-                    ),
-                    dtype=torch.float32,
-                )  # [B, D]
-            converged = self._accepted(z, y_t, m_t, cfg).numpy()
-        images = self._decode(z)  # [B, *data_shape]
-        source_images = self._decode(mu)  # [B, *data_shape]
-        lat = (z - mu).norm(dim=1).numpy()  # [B]
-        pix = np.abs(images - source_images).reshape(b, -1).mean(axis=1)  # [B]
-        return TransformResult(
-            latents=z,
-            images=images,
-            source_latents=mu,
-            source_images=source_images,
-            attributes=y,
-            mask=np.array(mask),
-            converged=converged,
-            steps=steps,
-            latent_distance=lat,
-            pixel_distance=pix,
+        return generation.transform(
+            self,
+            x,
+            changes,
+            source_attributes=source_attributes,
             method=method,
+            progress=progress,
+            **overrides,
         )
 
     # ------------------------------------------------------------------ zero-shot
@@ -705,7 +608,7 @@ class LatentConstraints:
     def save(self, path: Union[str, Path]) -> Path:
         """Saves critics, actor, optimizer state, training encodings and zero-shot critics
         (see :func:`lcengine.method.checkpoint.save_constraints`). Returns the folder."""
-        self._require_trainer("save")
+        self.require_trainer("save")
         return checkpoint.save_constraints(self, path)
 
     @classmethod

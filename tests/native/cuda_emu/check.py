@@ -82,7 +82,17 @@ def run_emulated(
     return lcengine.OptimizeResult(z_out, conv.bool(), st, probs[:, 0], probs[:, 1:])
 
 
-def case(mod, name, problem, sigma, knobs, *, expect=None, **kw):
+# The cases main() declares, run after they are all declared: the first line printed is
+# "planned N", so the test knows how many "ok" lines to expect without a count of its own.
+PLAN: list = []
+
+
+def case(*args, **kw):
+    """Declares one case (see :func:`run_case`)."""
+    PLAN.append(lambda: run_case(*args, **kw))
+
+
+def run_case(mod, name, problem, sigma, knobs, *, expect=None, **kw):
     """One run against the reference with the tuning ``OptimizeTuning(**knobs)``; ``expect``:
     exact deltas of some emulator counters."""
     tuning = OptimizeTuning(**knobs)
@@ -145,29 +155,37 @@ def main(path: str) -> None:
     case(mod, "wide", p, 1.0, {}, steps=10)
     # bf16 weights: exactly the fp32 loop on bf16-rounded weights
     for knobs in ({"cuda_path": "tile"}, {"cuda_path": "generic"}):
-        z, y, mask, real, attr = make_problem(37, 13, (32, 24), "relu", seed=9)
-        rounded = (
-            z,
-            y,
-            mask,
-            _bf16_weights_of(copy.deepcopy(real), 13),
-            _bf16_weights_of(copy.deepcopy(attr)),
-        )
-        ref = lcengine.optimize_latents(*rounded, 1.0, backend="eager", steps=8)
-        out = run_emulated(
-            mod,
-            z,
-            y,
-            mask,
-            real,
-            attr,
-            1.0,
-            OptimizeTuning(**knobs),
-            steps=8,
-            weight_dtype=torch.bfloat16,
-        )
-        assert_same_run(out, ref, y, mask)
-        print(f"ok bf16 weights {knobs}", flush=True)
+        PLAN.append(lambda knobs=knobs: bf16_case(mod, knobs))
+    print(f"planned {len(PLAN)}", flush=True)
+    for run in PLAN:
+        run()
+
+
+def bf16_case(mod, knobs):
+    """bf16 weights: exactly the fp32 loop on bf16-rounded weights."""
+    z, y, mask, real, attr = make_problem(37, 13, (32, 24), "relu", seed=9)
+    rounded = (
+        z,
+        y,
+        mask,
+        _bf16_weights_of(copy.deepcopy(real), 13),
+        _bf16_weights_of(copy.deepcopy(attr)),
+    )
+    ref = lcengine.optimize_latents(*rounded, 1.0, backend="eager", steps=8)
+    out = run_emulated(
+        mod,
+        z,
+        y,
+        mask,
+        real,
+        attr,
+        1.0,
+        OptimizeTuning(**knobs),
+        steps=8,
+        weight_dtype=torch.bfloat16,
+    )
+    assert_same_run(out, ref, y, mask)
+    print(f"ok bf16 weights {knobs}", flush=True)
 
 
 if __name__ == "__main__":
