@@ -18,9 +18,33 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
+from ._guard import check_op_backend, check_op_like, check_op_tensor
 from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 WEIGHT_NONE, WEIGHT_LAST_DIM, WEIGHT_FULL = 0, 1, 2
+
+
+def _check_op_weight(logits: torch.Tensor, weight: Optional[torch.Tensor], mode: int) -> None:
+    """The weight layout that ``mode`` announces: none, ``[A]``, or the logits' shape."""
+    if mode not in (WEIGHT_NONE, WEIGHT_LAST_DIM, WEIGHT_FULL):
+        raise ValueError(f"lcengine::constraint_loss: weight_mode must be 0, 1 or 2, got {mode}")
+    if mode == WEIGHT_NONE:
+        if weight is not None:
+            raise ValueError("lcengine::constraint_loss: weight must be None with weight_mode 0")
+        return
+    expected = (logits.shape[-1],) if mode == WEIGHT_LAST_DIM else tuple(logits.shape)
+    if weight is None:
+        raise ValueError(f"lcengine::constraint_loss: weight_mode {mode} needs a weight")
+    check_op_tensor("constraint_loss", "weight", weight)
+    if tuple(weight.shape) != expected or weight.dtype != logits.dtype:
+        raise ValueError(
+            f"lcengine::constraint_loss: weight must have shape {expected} and dtype "
+            f"{logits.dtype} for weight_mode {mode}, got {tuple(weight.shape)} {weight.dtype}"
+        )
+    if weight.device != logits.device:
+        raise ValueError(
+            f"lcengine::constraint_loss: weight is on {weight.device} but logits on {logits.device}"
+        )
 
 
 @torch.library.custom_op("lcengine::constraint_loss", mutates_args=())
@@ -33,6 +57,11 @@ def _constraint_loss_op(
     need_grad: bool,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_op_backend("constraint_loss", backend)
+    check_op_tensor("constraint_loss", "logits", logits)
+    check_op_like("constraint_loss", "target", target, "logits", logits)
+    check_reduction(reduction)
+    _check_op_weight(logits, weight, weight_mode)
     logits, target = logits.contiguous(), target.contiguous()  # [..., A]
     weight = weight.contiguous() if weight is not None else None  # [A] or [..., A]
     rows, dim = rows_and_dim(logits)

@@ -20,6 +20,7 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
+from ._guard import check_op_backend, check_op_like, check_op_tensor
 from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 
@@ -32,6 +33,21 @@ def _distance_penalty_op(
     need_grad: bool,
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    check_op_backend("distance_penalty", backend)
+    check_op_tensor("distance_penalty", "z", z)
+    check_op_like("distance_penalty", "z_ref", z_ref, "z", z)
+    check_reduction(reduction)
+    if (
+        not isinstance(inv_sigma_sq, torch.Tensor)
+        or inv_sigma_sq.dtype != torch.float32
+        or inv_sigma_sq.dim() != 1
+        or inv_sigma_sq.numel() not in (1, z.shape[-1])
+        or inv_sigma_sq.device != z.device
+    ):
+        raise ValueError(
+            f"lcengine::distance_penalty: inv_sigma_sq must be a float32 tensor of shape [1] or "
+            f"[{z.shape[-1]}] on {z.device}"
+        )
     z, z_ref = z.contiguous(), z_ref.contiguous()  # [..., D]
     inv_sigma_sq = inv_sigma_sq.contiguous()  # [D] or [1] float32
     rows, dim = rows_and_dim(z)

@@ -19,6 +19,7 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
+from ._guard import check_op_backend, check_op_like, check_op_tensor
 from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scaled_saved_grads
 
 
@@ -26,6 +27,10 @@ from ._reduce import finish_row_reduction, grad_scale_for, save_unit_grads, scal
 def _gaussian_kl_op(
     mu: torch.Tensor, logvar: torch.Tensor, reduction: str, need_grad: bool, backend: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_op_backend("gaussian_kl", backend)
+    check_op_tensor("gaussian_kl", "mu", mu)
+    check_op_like("gaussian_kl", "logvar", logvar, "mu", mu)
+    check_reduction(reduction)
     mu, logvar = mu.contiguous(), logvar.contiguous()  # [..., D]
     rows, dim = rows_and_dim(mu)
     kl_rows = torch.empty(rows, device=mu.device, dtype=torch.float32)  # [R]

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from ..reference import latent_adam_ref_
+from ..validation import check_float, check_positive_float, check_probability
 from ._common import (
     DTYPE_CODES,
     check_adam,
@@ -19,6 +20,41 @@ from ._common import (
     rows_and_dim,
     triton_fn,
 )
+from ._guard import (
+    check_op_backend,
+    check_op_contiguous,
+    check_op_disjoint,
+    check_op_like,
+    check_op_tensor,
+)
+
+
+def _check_op_args(
+    z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias_c2, backend
+) -> None:
+    """What the kernels rely on: four distinct contiguous buffers of one shape, dtype and
+    device, a bool row mask, and hyper-parameters that give finite updates."""
+    op = "latent_adam_"
+    check_op_backend(op, backend)
+    check_op_tensor(op, "z", z)
+    for name, t in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        check_op_like(op, name, t, "z", z)
+    for name, t in (("z", z), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        check_op_contiguous(op, name, t)
+    if active is not None:
+        if active.dtype != torch.bool or active.shape != z.shape[:-1] or active.device != z.device:
+            raise ValueError(
+                f"lcengine::latent_adam_: active must be a bool tensor of shape "
+                f"{tuple(z.shape[:-1])} on {z.device}, got {active.dtype} "
+                f"{tuple(active.shape)} on {active.device}"
+            )
+    check_op_disjoint(op, z=z, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, active=active)
+    check_positive_float("lr", lr)
+    check_probability("beta1", beta1)
+    check_probability("beta2", beta2)
+    check_positive_float("eps", eps)
+    check_float("bias_c1", bias_c1, low=0.0, high=1.0, low_open=True)
+    check_float("bias_c2", bias_c2, low=0.0, high=1.0, low_open=True)
 
 
 @torch.library.custom_op("lcengine::latent_adam_", mutates_args=("z", "exp_avg", "exp_avg_sq"))
@@ -36,6 +72,9 @@ def _latent_adam_op(
     bias_c2: float,
     backend: str,
 ) -> None:
+    _check_op_args(
+        z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias_c2, backend
+    )
     rows, dim = rows_and_dim(z)
     active_u8 = None if active is None else active.contiguous().view(torch.uint8)  # [R]
     if backend == "triton":
@@ -117,6 +156,8 @@ def latent_adam_(
             check_same(name, t, "z", z)
     check_int("step", step, minimum=1)
     lr, beta1, beta2, eps = check_adam(lr, betas, eps)
+    # aliased state would be read after being written (a different result per backend)
+    check_op_disjoint("latent_adam_", z=z, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     if active is not None:
         if not isinstance(active, torch.Tensor) or active.dtype != torch.bool:
             raise TypeError(

@@ -19,6 +19,7 @@ from ._common import (
     pick_backend,
     triton_fn,
 )
+from ._guard import check_op_backend, check_op_int, check_op_like, check_op_tensor
 
 
 def _check_seed_offset(seed, offset, numel: int) -> None:
@@ -26,10 +27,20 @@ def _check_seed_offset(seed, offset, numel: int) -> None:
     check_int("offset", offset, maximum=MAX_INT64 - numel)
 
 
+def _check_op_stream(op: str, backend, seed, offset, numel: int) -> None:
+    """The registered ops' own checks of the backend and the stream's key and position."""
+    check_op_backend(op, backend)
+    check_op_int(op, "seed", seed, minimum=0, maximum=MAX_INT64)
+    check_op_int(op, "offset", offset, minimum=0, maximum=MAX_INT64 - numel)
+
+
 @torch.library.custom_op("lcengine::reparameterize", mutates_args=())
 def _reparameterize_op(
     mu: torch.Tensor, logvar: torch.Tensor, seed: int, offset: int, backend: str
 ) -> torch.Tensor:
+    check_op_tensor("reparameterize", "mu", mu)
+    check_op_like("reparameterize", "logvar", logvar, "mu", mu)
+    _check_op_stream("reparameterize", backend, seed, offset, mu.numel())
     mu, logvar = mu.contiguous(), logvar.contiguous()  # [..., D]
     z = torch.empty_like(mu)
     if backend == "triton":
@@ -56,6 +67,9 @@ def _(mu, logvar, seed, offset, backend):
 def _reparameterize_backward_op(
     grad_z: torch.Tensor, logvar: torch.Tensor, seed: int, offset: int, backend: str
 ) -> torch.Tensor:
+    check_op_tensor("reparameterize_backward", "logvar", logvar)
+    check_op_like("reparameterize_backward", "grad_z", grad_z, "logvar", logvar)
+    _check_op_stream("reparameterize_backward", backend, seed, offset, logvar.numel())
     grad_z, logvar = grad_z.contiguous(), logvar.contiguous()  # [..., D]
     grad_logvar = torch.empty_like(logvar)
     if backend == "triton":
@@ -185,6 +199,16 @@ def _standard_normal_op(
     dtype: torch.dtype,
     backend: str,
 ) -> torch.Tensor:
+    if dtype not in DTYPE_CODES:
+        raise TypeError(
+            f"lcengine::standard_normal: dtype must be float32, float16 or bfloat16, got {dtype}"
+        )
+    if any(s < 0 for s in shape):
+        raise ValueError(f"lcengine::standard_normal: shape must not be negative, got {shape}")
+    numel = 1
+    for s in shape:
+        numel *= s
+    _check_op_stream("standard_normal", backend, seed, offset, numel)
     out = torch.empty(shape, device=device, dtype=dtype)
     if backend == "triton":
         triton_fn("standard_normal")(out, seed, offset)
