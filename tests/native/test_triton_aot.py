@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The fused optimizer's Triton kernels compile to sm_80 and sm_90 cubins with no spills.
+"""The fused optimizer's Triton kernels compile to sm_80 and sm_90 cubins.
 
 The interpreter tests check what the kernels compute; this checks that the GPU compiler accepts
-every configuration the optimizer launches (tests/native/triton_aot.py), without a GPU.
+every configuration the optimizer launches (tests/native/triton_aot.py), without a GPU. Register
+spills are printed, not judged: they depend on the Triton release (`python
+tests/native/triton_aot.py --strict-spills` fails on any).
 """
 
 import os

@@ -6,8 +6,9 @@ subprocess without TRITON_INTERPRET (the interpreter replaces the kernels with P
 configuration the optimizer launches on a GPU (float32 at FP32_PRECISION and bfloat16 weights,
 each activation, both skip modes, check and final) goes through Triton's full pipeline down to
 a cubin with Triton's bundled ptxas; registers and spills are read from the cubin. Prints one
-line per kernel and exits non-zero on any failure or spill. Importing it (the test does, for
-``expected_count``) compiles nothing.
+line per kernel with its registers and spill bytes and exits non-zero on any compile failure (and,
+with ``--strict-spills``, on any spill: spills depend on the Triton release). Importing it (the
+test does, for ``expected_count``) compiles nothing.
 """
 
 import os
@@ -153,7 +154,7 @@ def resources(cubin: bytes) -> tuple[int, int]:
     return regs, int(spills.group(1)) if spills else 0
 
 
-def main() -> int:
+def main(strict_spills: bool = False) -> int:
     failures = 0
     for arch in ARCHS:
         target = GPUTarget("cuda", arch, 32)
@@ -177,8 +178,11 @@ def main() -> int:
                 failures += 1
                 print(f"FAIL {label}: {type(exc).__name__}: {str(exc)[:400]}")
                 continue
-            status = "ok" if stack == 0 else "SPILL"
-            failures += stack != 0
+            # Spills depend on the Triton release's register allocation: reported (and fatal
+            # only with --strict-spills), never a failure of the default check.
+            spilled = stack != 0 and strict_spills
+            failures += spilled
+            status = "SPILL" if spilled else "ok"
             print(f"{status} {label} regs={regs} stack={stack} smem={compiled.metadata.shared}")
     return 1 if failures else 0
 
@@ -186,4 +190,4 @@ def main() -> int:
 if __name__ == "__main__":
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         sys.exit("run without TRITON_INTERPRET: the interpreter does not compile kernels")
-    sys.exit(main())
+    sys.exit(main(strict_spills="--strict-spills" in sys.argv[1:]))
