@@ -255,9 +255,12 @@ def _measured_summary(run, res, measured) -> dict:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .io import write_image_grid, write_npz
+    from .io import check_output_path, write_image_grid, write_npz
     from .run import load_run
 
+    for option in ("out", "png"):
+        if getattr(args, option):
+            check_output_path(f"--{option}", getattr(args, option))
     set_threads(args.threads)
     run = load_run(args.run)
     lc = run.constraints
@@ -325,9 +328,12 @@ def load_input_file(path: str, data_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:
-    from .io import write_image_grid, write_npz
+    from .io import check_output_path, write_image_grid, write_npz
     from .run import load_run
 
+    for option in ("out", "png"):
+        if getattr(args, option, None):
+            check_output_path(f"--{option}", getattr(args, option))
     set_threads(args.threads)
     run = load_run(args.run)
     lc = run.constraints

@@ -24,6 +24,39 @@ from lcengine.validation import check_finite_tensor
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux exposes it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
+def check_output_path(option: str, path: PathLike) -> Path:
+    """Checks, before any work, that a file can be written at ``path``.
+
+    Raises ``ValueError`` naming ``option`` when ``path`` is a folder, lies under a file, or its
+    nearest existing folder is not writable; missing folders are created when writing.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {p} is a folder; give a file path")
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{option} {p}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {p}: the folder {folder} is not writable")
+    return p
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
 
@@ -33,6 +66,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; a new file follows the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -66,3 +66,21 @@ def test_npz_and_image_grid(tmp_path):
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="2-D images"):
         io.write_image_grid(tmp_path / "h.png", [("row", np.zeros((3, 5)))], "title")
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        io.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_output_paths_that_cannot_be_files_are_named(tmp_path):
+    (tmp_path / "a_file").write_bytes(b"")
+    with pytest.raises(ValueError, match="--out .* is a folder"):
+        io.check_output_path("--out", tmp_path)
+    with pytest.raises(ValueError, match="--png .*a_file is a file, not a folder"):
+        io.check_output_path("--png", tmp_path / "a_file" / "x.png")
+    assert io.check_output_path("--out", tmp_path / "new" / "deeper" / "x.npz").name == "x.npz"

@@ -186,3 +186,13 @@ def test_bad_run_folders(toy_run, tmp_path):
         resolve_application("support.method_toys:NAMES")
     with pytest.raises(ValueError, match="module:attribute"):
         resolve_application("support.method_toys")
+
+
+def test_sample_and_transform_refuse_bad_output_paths_before_the_work(tmp_path, capsys):
+    missing_run = str(tmp_path / "no_run")  # the output check comes first: no run is read
+    assert main(["sample", "--run", missing_run, "--request", "a0", "--out", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
+    (tmp_path / "f").write_bytes(b"")
+    png = str(tmp_path / "f" / "x.png")
+    assert main(["transform", "--run", missing_run, "--changes", "a0", "--png", png]) == 2
+    assert "--png" in capsys.readouterr().err
