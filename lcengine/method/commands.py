@@ -193,6 +193,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
             progress=progress,
             log=log,
+            checkpoint_every=args.checkpoint_every,
         )
 
     if (folder / RUN_FILE).is_file() and not has_checkpoint(folder):

@@ -60,11 +60,13 @@ class Application(Protocol):
         use_cache: bool,
         progress: bool,
         log: Log,
+        checkpoint_every: int,
     ) -> "Run":
         """Creates (or completes) a run folder: the model, the fitted constraints, run.json.
 
         ``cache_dir`` (None: the application's default) caches pretrained models the
-        application would otherwise train; ``use_cache=False`` trains them afresh.
+        application would otherwise train; ``use_cache=False`` trains them afresh. The
+        constraints are saved every ``checkpoint_every`` realism updates (0: at the end only).
         """
 
     def load_model(self, folder: Path, config: Mapping[str, Any]) -> tuple[LatentModel, Any]:

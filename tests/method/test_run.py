@@ -196,3 +196,18 @@ def test_sample_and_transform_refuse_bad_output_paths_before_the_work(tmp_path, 
     png = str(tmp_path / "f" / "x.png")
     assert main(["transform", "--run", missing_run, "--changes", "a0", "--png", png]) == 2
     assert "--png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("every,saves", [(10, 5), (0, 1)])
+def test_fit_honours_checkpoint_every_on_a_new_run(tmp_path, monkeypatch, every, saves):
+    from lcengine.method import checkpoint
+
+    calls = []
+    real_save = checkpoint.save_constraints
+    monkeypatch.setattr(
+        checkpoint, "save_constraints", lambda *a, **k: calls.append(1) or real_save(*a, **k)
+    )
+    args = ["fit", "--run", str(tmp_path / "r"), "--application", TOY_APPLICATION_PATH]
+    assert main(args + ["--checkpoint-every", str(every), "--no-progress"]) == 0
+    # 40 realism updates: every 10 (4 saves) and once at the end, or at the end only
+    assert len(calls) == saves

@@ -93,7 +93,15 @@ class ToyApplication:
         return {"seed": seed, "rows": 256, "training": tiny_training(seed=seed, **steps).to_dict()}
 
     def prepare_run(
-        self, folder: Path, config: Mapping[str, Any], *, cache_dir, use_cache, progress: bool, log
+        self,
+        folder: Path,
+        config: Mapping[str, Any],
+        *,
+        cache_dir,
+        use_cache,
+        progress: bool,
+        log,
+        checkpoint_every: int = 0,
     ) -> Run:
         folder = Path(folder)
         x, att = toy_data(int(config["rows"]), seed=int(config["seed"]))
@@ -105,7 +113,13 @@ class ToyApplication:
             transform=SamplingConfig(steps=20, lr=0.1),
         )
         write_run_file(folder, TOY_APPLICATION_PATH, config)
-        lc.fit(x, att, progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR)
+        lc.fit(
+            x,
+            att,
+            progress=progress,
+            checkpoint_dir=folder / CONSTRAINTS_DIR,
+            checkpoint_every=checkpoint_every,
+        )
         return Run(folder, self, TOY_APPLICATION_PATH, dict(config), lc, None)
 
     def load_model(self, folder: Path, config: Mapping[str, Any]) -> tuple[LatentModel, Any]:

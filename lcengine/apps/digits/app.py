@@ -161,6 +161,7 @@ def prepare_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     timings: Optional[dict] = None,
+    checkpoint_every: int = 1000,
 ) -> Run:
     """Creates (or resumes) a run folder: data, VAE, classifier, fitted constraints, zero-shot.
 
@@ -174,6 +175,7 @@ def prepare_run(
         progress: tqdm bars.
         log: stage messages.
         timings: filled with the seconds of each stage (and whether models came from the cache).
+        checkpoint_every: save the constraints every this many realism updates (0: at the end).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,10 +225,14 @@ def prepare_run(
             ds.train_attributes,
             progress=progress,
             checkpoint_dir=folder / CONSTRAINTS_DIR,
-            checkpoint_every=1000,
+            checkpoint_every=checkpoint_every,
         )
     else:
-        lc.fit(progress=progress, checkpoint_dir=folder / CONSTRAINTS_DIR, checkpoint_every=1000)
+        lc.fit(
+            progress=progress,
+            checkpoint_dir=folder / CONSTRAINTS_DIR,
+            checkpoint_every=checkpoint_every,
+        )
     timings["constraints"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -275,13 +281,19 @@ class DigitsApplication:
         use_cache: bool,
         progress: bool,
         log: Callable[[str], None],
+        checkpoint_every: int = 1000,
     ) -> Run:
         """:func:`prepare_run` with the cache resolved (``cache_dir`` None: the default)."""
         cache = None
         if use_cache:
             cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         return prepare_run(
-            folder, config_from_dict(config), cache=cache, progress=progress, log=log
+            folder,
+            config_from_dict(config),
+            cache=cache,
+            progress=progress,
+            log=log,
+            checkpoint_every=checkpoint_every,
         )
 
     def load_model(
