@@ -110,6 +110,9 @@ class RealismCritic(_MLP):
         activation: "relu" | "softplus" | "leaky_relu".
     """
 
+    # forward computes exactly the MLP of `layers` (the fused optimizer's contract)
+    lcengine_contract_forward = True
+
     def __init__(
         self,
         latent_dim: int,
@@ -156,6 +159,9 @@ class AttributeCritic(_MLP):
         activation: "relu" | "softplus" | "leaky_relu".
     """
 
+    # forward computes exactly the MLP of `layers` (the fused optimizer's contract)
+    lcengine_contract_forward = True
+
     def __init__(
         self,
         latent_dim: int,
@@ -199,6 +205,9 @@ class StackedAttributeCritic(nn.Module):
     Args:
         critics: attribute critics over the same latent space.
     """
+
+    # forward concatenates its critics' logits in order (the fused optimizer's contract)
+    lcengine_contract_forward = True
 
     def __init__(self, critics: Sequence[AttributeCritic]) -> None:
         super().__init__()

@@ -47,6 +47,9 @@ class CriticMLP(nn.Module):
         embed_dim: width of the attribute embedding (0: unconditional).
     """
 
+    # forward computes exactly the MLP of `layers` (the fused optimizer's contract)
+    lcengine_contract_forward = True
+
     def __init__(
         self,
         dim: int,

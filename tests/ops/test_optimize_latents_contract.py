@@ -310,3 +310,49 @@ def test_native_binding_rejects_inconsistent_fields():
     ):
         with pytest.raises(ValueError):
             mod.optimize_latents_cpu(mod.OptimizeLatentsArgs(**{**base, "sgemm": 1, **change}))
+
+
+class _Calibrated(CriticMLP):
+    """Temperature-scaled logits: a forward that is not the MLP of its layers."""
+
+    def forward(self, z, y=None):
+        return super().forward(z, y) / 2.0
+
+
+class _Delegating(CriticMLP):
+    """Overrides forward but computes the same function: proven by the probe, not the type."""
+
+    def forward(self, z, y=None):
+        return super().forward(z, y) * 1.0
+
+
+def _critics(attr_cls=CriticMLP):
+    torch.manual_seed(3)
+    real = CriticMLP(6, (16, 16), 1, "relu", num_attributes=3, embed_dim=4).requires_grad_(False)
+    attr = attr_cls(6, (16, 16), 3, "relu").requires_grad_(False)
+    z = torch.randn(10, 6)
+    y = (torch.rand(10, 3) > 0.5).float()
+    return z, y, torch.ones(10, 3, dtype=torch.bool), real, attr
+
+
+def test_fused_optimizer_refuses_a_critic_whose_forward_is_not_its_layers():
+    z, y, mask, real, attr = _critics(_Calibrated)
+    with pytest.raises(TypeError, match="does not compute the MLP of its layers"):
+        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=3, backend="native")
+    with pytest.warns(RuntimeWarning, match="does not compute the MLP"):
+        res = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=3, backend="auto")
+    ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=3, backend="eager")
+    assert res.backend == "eager" and torch.equal(res.latents, ref.latents)
+
+
+def test_fused_optimizer_refuses_a_critic_changed_by_a_forward_hook():
+    z, y, mask, real, attr = _critics()
+    attr.register_forward_hook(lambda module, args, out: out * 3.0)
+    with pytest.raises(TypeError, match="attribute_critic's forward does not compute"):
+        lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=3, backend="native")
+
+
+def test_fused_optimizer_accepts_an_override_that_computes_the_same_function():
+    z, y, mask, real, attr = _critics(_Delegating)
+    res = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, steps=3, backend="native")
+    assert res.backend == "native"

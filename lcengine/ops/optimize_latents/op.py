@@ -24,7 +24,7 @@ from ...backend import AUTO_ORDER, native_module, requested_backend, unavailable
 from ...reference import optimize_latents_ref
 from ...validation import check_int, check_positive_float
 from .config import OptimizeHyperParams, OptimizeTuning, resolve_tuning
-from .prepare import Critics, parse_critics, prepare
+from .prepare import Critics, forward_mismatch, parse_critics, prepare
 
 # Critic weight precisions: float32 everywhere; bfloat16 (fp32 latents, Adam state and
 # accumulation) on the GPU backends, and on eager as bf16 autocast.
@@ -270,6 +270,14 @@ def optimize_latents(
         raise structure_error
     if isinstance(structure_error, ValueError) and requested == "auto":
         raise structure_error  # critics that claim the contract but break it: say so, not fall back
+    if critics is not None and requested != "eager" and b > 0 and z_start.dtype != torch.float64:
+        mismatch = forward_mismatch(
+            critics, realism_critic, attribute_critic, z_start, yf[:, :realism_attributes]
+        )
+        if mismatch is not None:  # a fused path would optimize a different function
+            critics, structure_error = None, TypeError(mismatch)
+            if requested in ("native", "triton"):
+                raise structure_error
 
     chosen = _choose_backend(
         requested, device, z_start.dtype, critics, structure_error, weight_dtype, rows=b

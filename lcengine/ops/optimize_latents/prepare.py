@@ -26,8 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
+from ...reference import activation_ref
 from .config import OptimizeHyperParams, OptimizeTuning
 
 ACTIVATION_CODES = {"relu": 0, "softplus": 1, "leaky_relu": 2}  # csrc: enum Activation
@@ -211,6 +214,101 @@ def parse_critics(
             f"attribute_critic outputs {outputs} logits but y has A={num_attr} columns"
         )
     return Critics(real, emb, attrs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Is the critic the function the fused optimizer computes?
+# ---------------------------------------------------------------------------------------------
+
+# A class attribute: the class that defines a critic's ``forward`` sets it to True to declare
+# that its forward computes exactly the contract's MLP of ``layers`` (and ``y_embedding``).
+CONTRACT_FORWARD = "lcengine_contract_forward"
+PROBE_ROWS = 8  # rows on which an undeclared critic's own forward is compared with the MLP
+
+
+def _declares_contract_forward(module: Any) -> bool:
+    """True when the class that defines ``module``'s forward (or ``__call__``) declares
+    :data:`CONTRACT_FORWARD` and no forward hook can change the result."""
+    if not isinstance(module, nn.Module):
+        return False
+    if module._forward_hooks or module._forward_pre_hooks:
+        return False
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
+        return False
+    for cls in type(module).__mro__:
+        if cls is nn.Module:
+            return False
+        if "forward" in vars(cls) or "__call__" in vars(cls):
+            return vars(cls).get(CONTRACT_FORWARD) is True
+    return False
+
+
+def _mlp_forward(net: Net, h: torch.Tensor) -> torch.Tensor:
+    act = activation_ref(net.activation)
+    for i, (w, b) in enumerate(net.layers):
+        h = F.linear(h, w, b)
+        if i < len(net.layers) - 1:
+            h = act(h)
+    return h
+
+
+def contract_logits(
+    critics: Critics, z: torch.Tensor, y_real: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the fused optimizer computes from the parsed critics: ``(realism [B],
+    attribute [B, A])`` logits, eager. # z [B, D], y_real [B, A_r]"""
+    h = z if critics.embedding is None else torch.cat([z, critics.embedding(y_real)], 1)
+    realism = _mlp_forward(critics.realism, h).reshape(-1)  # [B]
+    attributes = torch.cat([_mlp_forward(n, z) for n in critics.attributes], 1)  # [B, A]
+    return realism, attributes
+
+
+def forward_mismatch(
+    critics: Critics,
+    realism_critic: Any,
+    attribute_critic: Any,
+    z: torch.Tensor,
+    y_real: torch.Tensor,
+) -> Optional[str]:
+    """Why the critics' own calls are not the function the fused optimizer computes, or None.
+
+    Critics whose classes declare :data:`CONTRACT_FORWARD` (with no forward hooks) are taken at
+    their word; any other critic (a subclass that overrides ``forward``, a hook, a duck-typed
+    module) is called on the first :data:`PROBE_ROWS` rows and compared with the MLP of its
+    layers.
+
+    Args:
+        z: latents the call starts from. # [B, D]
+        y_real: the columns the realism critic reads. # [B, A_r]
+    """
+    modules = [realism_critic, attribute_critic]
+    modules += list(getattr(attribute_critic, "critics", None) or [])
+    if all(_declares_contract_forward(m) for m in modules):
+        return None
+    rows = z[:PROBE_ROWS].detach().to(torch.float32)  # [P, D]
+    y_rows = y_real[:PROBE_ROWS].to(torch.float32)  # [P, A_r]
+    with torch.no_grad():
+        want_r, want_a = contract_logits(critics, rows, y_rows)
+        got = {
+            "realism_critic": (realism_critic(rows, y_rows), want_r),
+            "attribute_critic": (attribute_critic(rows), want_a),
+        }
+    for name, (own, want) in got.items():
+        own = own.reshape(want.shape) if own.numel() == want.numel() else own
+        if own.shape != want.shape:
+            return (
+                f"{name}(...) returns shape {tuple(own.shape)}, its layers compute "
+                f"{tuple(want.shape)}"
+            )
+        diff = (own.to(torch.float32) - want).abs()  # [P] or [P, A]
+        if not bool((diff <= 1e-4 + 1e-4 * want.abs()).all()):  # NaN fails too
+            return (
+                f"{name}'s forward does not compute the MLP of its layers (largest difference "
+                f"{diff.max().item():.3g} on {rows.shape[0]} rows): the fused optimizer would "
+                f"optimize another function; set {CONTRACT_FORWARD} = True on a class whose "
+                "forward is exactly that MLP"
+            )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
