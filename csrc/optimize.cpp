@@ -62,13 +62,13 @@ LC_INLINE void bias_act_body(float* __restrict x, int64_t ldx, const float* __re
 #pragma omp simd
       for (int64_t c = 0; c < cols; ++c) {
         const float v = xi[c] + bi[c];
-        xi[c] = v > 0.f ? v : 0.f;
+        xi[c] = v < 0.f ? 0.f : v;  // NaN passes through, as in torch
       }
     } else if (act == static_cast<int>(Activation::kLeakyReLU)) {
 #pragma omp simd
       for (int64_t c = 0; c < cols; ++c) {
         const float v = xi[c] + bi[c];
-        xi[c] = v > 0.f ? v : v * kLeakySlope;
+        xi[c] = v < 0.f ? v * kLeakySlope : v;  // NaN passes through
       }
     } else {  // softplus(v) = log(1 + exp(v)), v above the threshold passes through
 #pragma omp simd

@@ -51,13 +51,16 @@ INTERPRETER_TILE = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32}
 
 @triton.jit
 def _activate(x, ACT: tl.constexpr):
+    # NaN passes through every branch (as in torch): a diverged critic is never "satisfied"
     if ACT == 0:
-        y = tl.maximum(x, 0.0)
+        y = tl.where(x < 0.0, 0.0, x)
     elif ACT == 2:
-        y = tl.where(x > 0.0, x, x * LEAKY_SLOPE)
-    else:  # softplus: log1p(exp(x)) below the threshold, x above
+        y = tl.where(x < 0.0, x * LEAKY_SLOPE, x)
+    else:  # softplus: log1p(exp(x)) below the threshold, x above (and NaN)
         y = tl.where(
-            x > SOFTPLUS_THRESHOLD, x, _log1p_nonneg(tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD)))
+            (x > SOFTPLUS_THRESHOLD) | (x != x),
+            x,
+            _log1p_nonneg(tl.exp(tl.minimum(x, SOFTPLUS_THRESHOLD))),
         )
     return y
 

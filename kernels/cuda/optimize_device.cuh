@@ -21,10 +21,11 @@ constexpr int kActLeaky = 2;     // Activation::kLeakyReLU
 constexpr float kLeakySlope = 0.2f;
 constexpr float kSoftplusThreshold = 20.0f;  // torch's default: softplus(x) = x above it
 
-// act(x): relu max(x, 0); leaky_relu x > 0 ? x : 0.2 x; softplus x > 20 ? x : log1p(exp(x)).
+// act(x): relu max(x, 0); leaky_relu x < 0 ? 0.2 x : x; softplus x > 20 ? x : log1p(exp(x)).
+// Written so that NaN passes through (as in torch): a diverged critic is never "satisfied".
 __device__ __forceinline__ float activate(float x, int act) {
-  if (act == kActReLU) return x > 0.f ? x : 0.f;
-  if (act == kActLeaky) return x > 0.f ? x : x * kLeakySlope;
+  if (act == kActReLU) return x < 0.f ? 0.f : x;
+  if (act == kActLeaky) return x < 0.f ? x * kLeakySlope : x;
   return x > kSoftplusThreshold ? x : log1pf(expf(x));
 }
 
