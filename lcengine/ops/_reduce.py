@@ -64,8 +64,19 @@ def save_unit_grads(ctx, need_grad: bool, *grads: torch.Tensor) -> None:
     ctx.set_materialize_grads(False)
 
 
+def refuse_double_backward(op: str) -> None:
+    """Raises when a backward runs with ``create_graph=True``: the fused kernels' gradients are
+    plain tensors, so a second derivative through them would be silently wrong."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"lcengine.{op}: double backward (create_graph=True) is not supported by the fused "
+            "kernels; use backend='eager' for higher-order gradients"
+        )
+
+
 def scaled_saved_grads(ctx, grad_out: torch.Tensor, op: str) -> list:
     """backward of such an op: each saved gradient times ``grad_out``."""
+    refuse_double_backward(op)
     if not ctx.need_grad:
         raise RuntimeError(
             f"lcengine.{op}: backward called on a forward that was run without gradient tracking"

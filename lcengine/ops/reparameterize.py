@@ -20,6 +20,7 @@ from ._common import (
     triton_fn,
 )
 from ._guard import check_op_backend, check_op_int, check_op_like, check_op_tensor
+from ._reduce import refuse_double_backward
 
 
 def _check_seed_offset(seed, offset, numel: int) -> None:
@@ -99,6 +100,7 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_z):
+    refuse_double_backward("reparameterize")
     (logvar,) = ctx.saved_tensors
     # The noise is regenerated from (seed, offset) instead of being stored.
     grad_logvar = _reparameterize_backward_op(
