@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -255,6 +256,26 @@ def _measured_summary(run, res, measured) -> dict:
     }
 
 
+def check_sample_count(n: int, latent_dim: int, data_shape: Sequence[int]) -> None:
+    """Refuses, before any work, a sample count whose arrays would not fit in half of this
+    machine's memory (latents with their Adam state and a copy, images twice: the decoded
+    batch and the written array)."""
+    item = 1
+    for s in data_shape:
+        item *= int(s)
+    need = n * (6 * latent_dim + 2 * item) * 4  # bytes, float32
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not exposed here: no limit known
+        return
+    if need > memory // 2:
+        raise ValueError(
+            f"-n {n} needs about {need / 2**30:.1f} GiB for latents and outputs, more than half "
+            f"of this machine's {memory / 2**30:.1f} GiB; sample in batches of at most "
+            f"{max(1, (memory // 2) // max(1, need // n))} (different --seed per batch)"
+        )
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .io import check_output_path, write_image_grid, write_npz
     from .run import load_run
@@ -265,6 +286,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     run = load_run(args.run)
     lc = run.constraints
+    check_sample_count(args.num, run.model.latent_dim, run.model.data_shape)
     overrides = {"steps": args.steps} if args.steps is not None else {}
     res = lc.sample(args.request, args.num, method=args.method, seed=args.seed, **overrides)
     measured = run.measure(res.images)  # [N, A] or None

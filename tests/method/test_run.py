@@ -211,3 +211,9 @@ def test_fit_honours_checkpoint_every_on_a_new_run(tmp_path, monkeypatch, every,
     assert main(args + ["--checkpoint-every", str(every), "--no-progress"]) == 0
     # 40 realism updates: every 10 (4 saves) and once at the end, or at the end only
     assert len(calls) == saves
+
+
+def test_sample_refuses_a_count_beyond_memory_before_the_work(toy_run, capsys):
+    assert main(["sample", "--run", str(toy_run), "--request", "a0", "-n", str(10**12)]) == 2
+    err = capsys.readouterr().err
+    assert "-n 1000000000000 needs about" in err and "sample in batches" in err
