@@ -2,11 +2,18 @@
 """Timing machinery shared by every benchmark: the timer, interleaved measurement, the probes.
 
 A figure from these shared machines is only trusted as a ratio of contenders measured side by
-side in one process: :func:`measure_stats` warms every contender up, then times them round-robin
-(one call of each per round) and keeps every sample, so a report can state both the median and
-the run-to-run spread (quartiles, min and max) of each row. The probes give the same run's
-physical reference: :func:`copy_probe` (``dst.copy_(src)`` bandwidth) for memory-bound ops and
-:func:`gemm_probe` (a large square ``torch.mm``) for the critic-bound optimizer.
+side in one process: :func:`measure_stats` warms every contender up, then times them in
+alternating blocks (a few consecutive calls of each, after one untimed call that brings the
+process back to that contender's own state) and keeps every sample, so a report can state both
+the median and the run-to-run spread (quartiles, min and max) of each row. Blocks, not single
+calls, because a call's time depends on what ran just before it: on CPU, a 256 MB eager
+expression timed right after a ``torch.compile`` contender took 2x its time alone (its fresh
+outputs lost the transparent huge pages that ``THP_MEM_ALLOC_ENABLE=1`` gives a steady loop), so
+a round-robin figure was not what a user timing that expression measures.
+
+The probes give the same run's physical reference: :func:`copy_probe` (``dst.copy_(src)``
+bandwidth) for memory-bound ops and :func:`gemm_probe` (a large square ``torch.mm``) for the
+critic-bound optimizer.
 """
 
 from __future__ import annotations
@@ -101,21 +108,32 @@ def summarize(samples: list[float]) -> Stats:
     return Stats(med, q1, q3, min(samples), max(samples), len(samples))
 
 
+BLOCK_ROUNDS = 3  # rounds of per-contender blocks in measure_samples
+
+
 def measure_samples(
     contenders: dict[str, Callable[[], object]], timer: Timer, *, warmup: int, reps: int
 ) -> dict[str, list[float]]:
     """Seconds per call of every contender, ``reps`` samples each.
 
-    Each contender is first called ``warmup`` times; then the contenders are interleaved
-    round-robin, so a slow phase of the machine hits all of them alike.
+    Each contender is first called ``warmup`` times. Then come up to :data:`BLOCK_ROUNDS`
+    rounds; in each, every contender in turn gets one untimed call (which restores its own
+    steady state: allocator and page state, caches) and a block of consecutive timed calls. So
+    each figure is what that contender measures timed alone, and a slow phase of the machine
+    still hits every contender alike.
     """
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(reps):
+    rounds = max(1, min(BLOCK_ROUNDS, reps))
+    for r in range(rounds):
+        block = reps // rounds + (1 if r < reps % rounds else 0)
         for name, fn in contenders.items():
-            samples[name].append(timer(fn))
+            if len(contenders) > 1:
+                fn()  # untimed: back to this contender's steady state
+            for _ in range(block):
+                samples[name].append(timer(fn))
     return samples
 
 
