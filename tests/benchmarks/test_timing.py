@@ -20,11 +20,16 @@ def test_summarize_quartiles_and_range():
         summarize([])
 
 
-def test_contenders_are_interleaved_after_warmup():
+def test_contenders_are_timed_in_alternating_blocks_after_warmup():
     calls = []
     contenders = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    stats = measure_stats(contenders, Timer(torch.device("cpu")), warmup=2, reps=3)
-    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
-    assert {k: s.reps for k, s in stats.items()} == {"a": 3, "b": 3}
+    stats = measure_stats(contenders, Timer(torch.device("cpu")), warmup=2, reps=7)
+    # warm-up; then 3 rounds of blocks (3, 2, 2 timed calls), each after one untimed call
+    rounds = [["a"] * (1 + n) + ["b"] * (1 + n) for n in (3, 2, 2)]
+    assert calls == ["a", "a", "b", "b"] + [c for r in rounds for c in r]
+    assert {k: s.reps for k, s in stats.items()} == {"a": 7, "b": 7}
+    calls.clear()
+    measure_stats({"a": contenders["a"]}, Timer(torch.device("cpu")), warmup=0, reps=2)
+    assert calls == ["a", "a"]  # one contender: no untimed call between blocks
     medians = measure(contenders, Timer(torch.device("cpu")), warmup=0, reps=1)
     assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
