@@ -26,7 +26,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmarks import run_from_args
+    from .benchmarks.cli import run_from_args
 
     return run_from_args(args)
 
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_cmd_info)
 
-    from .benchmarks import add_arguments as add_bench_arguments
+    # Building the parser loads no torch, numpy or matplotlib (`lcengine --help` is instant):
+    # each command module imports its heavy dependencies inside its handler.
+    from .benchmarks.cli_args import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="time the kernels against eager PyTorch and torch.compile")
     add_bench_arguments(bench)
@@ -52,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The embedded digits supply `lcengine demo` and the application that `lcengine fit`
     # creates new runs with; fit/sample/transform themselves work on any run folder.
-    from .apps.digits.app import APPLICATION_PATH
-    from .apps.digits.commands import add_demo_command
+    from .apps.digits.commands import APPLICATION_PATH, add_demo_command
     from .method.commands import add_commands
 
     add_demo_command(sub)

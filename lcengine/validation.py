@@ -2,18 +2,33 @@
 """Scalar validation shared by the ops, the method and its configurations.
 
 Every check names the argument and what was expected, and raises ``TypeError`` for a value of
-the wrong type and ``ValueError`` for a value out of range. This module imports only torch, so
-every layer may use it.
+the wrong type and ``ValueError`` for a value out of range. Configurations read from JSON files
+(:meth:`lcengine.method.config.TrainingConfig.from_dict` and the like) check each key with these
+functions inside :func:`config_errors`, which turns both into a ``ValueError`` that names the
+file and the key. This module imports only the standard library (it looks for ``torch.SymInt``
+only once torch is loaded), so every layer may use it, the argument parsers included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional
+import sys
+from typing import TYPE_CHECKING, Any, Collection, Iterator, Mapping, Optional
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+# Limits of configurations read from files: a tampered value must not allocate a network (or a
+# batch) of any size it likes. Widths are a network layer's units (or a latent dimension or an
+# embedding width); MAX_PARAMETERS bounds a whole network (4 GiB of float32 weights).
+MAX_WIDTH = 65536
+MAX_LAYERS = 64
+MAX_PARAMETERS = 2**30
+MAX_ROWS = 2**20  # batch sizes and sample counts
+MAX_STEPS = MAX_INT32  # step counts, epochs and logging intervals
 
 
 def _expected(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> str:
@@ -69,7 +84,8 @@ def check_probability(name: str, value: Any, *, low_open: bool = False) -> float
 def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
     """An int (not bool) in ``[minimum, maximum]``; a ``torch.SymInt`` passes unchecked."""
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, torch.SymInt):
+        torch = sys.modules.get("torch")  # not imported yet: value cannot be a SymInt
+        if torch is not None and isinstance(value, torch.SymInt):
             return value
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum or value > maximum:
@@ -92,8 +108,98 @@ def check_adam(lr: Any, betas: Any, eps: Any) -> tuple[float, float, float, floa
     return lr, beta1, beta2, eps
 
 
-def check_finite_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
+def check_finite_tensor(name: str, t: "torch.Tensor") -> "torch.Tensor":
     """Raises ``ValueError`` if a floating tensor holds NaN or infinity (reads every element)."""
-    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() and t.numel() and not bool(t.isfinite().all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t
+
+
+def check_width(name: str, value: Any, *, maximum: int = MAX_WIDTH) -> int:
+    """A layer width (or latent or embedding dimension): an int in ``[1, maximum]``."""
+    return check_int(name, value, minimum=1, maximum=maximum)
+
+
+def check_widths(
+    name: str, value: Any, *, max_layers: int = MAX_LAYERS, max_width: int = MAX_WIDTH
+) -> tuple[int, ...]:
+    """Hidden-layer widths: a non-empty list or tuple of at most ``max_layers`` widths (each
+    checked by :func:`check_width`, named ``name[i]``), returned as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a list of layer widths, got {type(value).__name__} {value!r}"
+        )
+    if not 1 <= len(value) <= max_layers:
+        raise ValueError(f"{name} must hold 1 to {max_layers} layer widths, got {len(value)}")
+    return tuple(check_width(f"{name}[{i}]", w, maximum=max_width) for i, w in enumerate(value))
+
+
+def check_parameter_count(
+    name: str, widths: Collection[int], *, extra: int = 0, limit: int = MAX_PARAMETERS
+) -> int:
+    """The weights and biases of dense layers ``widths[0] -> widths[1] -> ...`` plus ``extra``
+    parameters, refused above ``limit`` (a ``ValueError``, before anything is allocated)."""
+    w = list(widths)
+    count = extra + sum((a + 1) * b for a, b in zip(w[:-1], w[1:]))
+    if count > limit:
+        raise ValueError(
+            f"{name}: layers {w} have {count:,} parameters, more than the limit of {limit:,}"
+        )
+    return count
+
+
+def check_str(name: str, value: Any, *, choices: Optional[Collection[str]] = None) -> str:
+    """A non-empty string, one of ``choices`` when given."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def check_str_list(name: str, value: Any, *, allow_empty: bool = True) -> tuple[str, ...]:
+    """A list or tuple of non-empty strings (a lone string is refused), returned as a tuple."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of strings, got {type(value).__name__} {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must hold at least one string")
+    return tuple(check_str(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def check_mapping(name: str, value: Any) -> dict:
+    """A mapping (a JSON object), returned as a dict."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a JSON object, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+def check_keys(name: str, value: Any, known: Collection[str], *, what: str = "keys") -> dict:
+    """A mapping with keys among ``known`` (an unknown key is refused: a typo must not pass
+    silently), returned as a dict."""
+    value = check_mapping(name, value)
+    unknown = sorted(str(k) for k in value if k not in known)
+    if unknown:
+        raise ValueError(f"{name}: unknown {what} {unknown}; expected some of {sorted(known)}")
+    return dict(value)
+
+
+@contextlib.contextmanager
+def config_errors(source: Optional[str] = None) -> Iterator[None]:
+    """Turns the ``TypeError`` / ``ValueError`` of the checks inside into a ``ValueError`` whose
+    message starts with ``source`` (the file a configuration was read from), when given::
+
+        with config_errors("run/constraints/constraints.json"):
+            check_width("training.embed_dim", d["embed_dim"])
+        # ValueError: run/constraints/constraints.json: training.embed_dim must be in [1, 65536]
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValueError) and getattr(exc, "_lcengine_source", False):
+            raise  # already located by an inner config_errors
+        message = f"{source}: {exc}" if source else str(exc)
+        err = ValueError(message)
+        err._lcengine_source = bool(source)  # type: ignore[attr-defined]
+        raise err from exc

@@ -15,45 +15,56 @@ Modules:
     optimizer: whole ``optimize_latents`` calls (:data:`OPTIMIZER_CASES`), the compiled
         contender built from ``lcengine.reference.dense_step_ref``, :func:`run_optimizer`.
     plots: the PNG of a report. compare: two saved reports side by side.
-    cli: ``lcengine bench``'s arguments, run and tables.
+    cli: ``lcengine bench``'s run and tables; cli_args: its arguments (torch-free).
 
 ``bench/`` (pytest-benchmark) times the same cases through fixtures in ``bench/conftest.py``.
+
+The names are imported on first access (PEP 562): ``lcengine --help`` builds ``lcengine bench``'s
+parser from :mod:`.cli_args` without loading torch.
 """
 
-from .cli import add_arguments, format_optimizer_table, format_table, run_from_args
-from .compare import REPORT_FORMAT, REPORT_KIND, compare_files, compare_reports, load_report
-from .optimizer import (
-    OPTIMIZER_CASES,
-    OPTIMIZER_OP,
-    OptimizerCase,
-    compiled_dense_loop,
-    default_optimizer_cases,
-    dense_loop,
-    optimizer_flops_per_step,
-    optimizer_inputs,
-    run_optimizer,
-)
-from .row_ops import (
-    CASES,
-    DEFAULT_SHAPES,
-    DTYPES,
-    LARGE_SHAPES,
-    Case,
-    parse_shape,
-    run,
-    timed_call,
-)
-from .timing import (
-    GEMM_PROBES,
-    Stats,
-    Timer,
-    copy_probe,
-    environment,
-    gemm_probe,
-    measure,
-    measure_stats,
-    summarize,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lcengine._lazy import lazy_package
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
+    from .cli import format_optimizer_table, format_table, run_from_args
+    from .cli_args import add_arguments
+    from .compare import REPORT_FORMAT, REPORT_KIND, compare_files, compare_reports, load_report
+    from .optimizer import (
+        OPTIMIZER_CASES,
+        OPTIMIZER_OP,
+        OptimizerCase,
+        compiled_dense_loop,
+        default_optimizer_cases,
+        dense_loop,
+        optimizer_flops_per_step,
+        optimizer_inputs,
+        run_optimizer,
+    )
+    from .row_ops import (
+        CASES,
+        DEFAULT_SHAPES,
+        DTYPES,
+        LARGE_SHAPES,
+        Case,
+        parse_shape,
+        run,
+        timed_call,
+    )
+    from .timing import (
+        GEMM_PROBES,
+        Stats,
+        Timer,
+        copy_probe,
+        environment,
+        gemm_probe,
+        measure,
+        measure_stats,
+        summarize,
+    )
 
 __all__ = [
     "CASES",
@@ -92,3 +103,43 @@ __all__ = [
     "summarize",
     "timed_call",
 ]
+
+_EXPORTS = {
+    "add_arguments": ".cli_args",
+    "format_optimizer_table": ".cli",
+    "format_table": ".cli",
+    "run_from_args": ".cli",
+    "REPORT_FORMAT": ".compare",
+    "REPORT_KIND": ".compare",
+    "compare_files": ".compare",
+    "compare_reports": ".compare",
+    "load_report": ".compare",
+    "OPTIMIZER_CASES": ".optimizer",
+    "OPTIMIZER_OP": ".optimizer",
+    "OptimizerCase": ".optimizer",
+    "compiled_dense_loop": ".optimizer",
+    "default_optimizer_cases": ".optimizer",
+    "dense_loop": ".optimizer",
+    "optimizer_flops_per_step": ".optimizer",
+    "optimizer_inputs": ".optimizer",
+    "run_optimizer": ".optimizer",
+    "CASES": ".row_ops",
+    "DEFAULT_SHAPES": ".row_ops",
+    "DTYPES": ".row_ops",
+    "LARGE_SHAPES": ".row_ops",
+    "Case": ".row_ops",
+    "parse_shape": ".row_ops",
+    "run": ".row_ops",
+    "timed_call": ".row_ops",
+    "GEMM_PROBES": ".timing",
+    "Stats": ".timing",
+    "Timer": ".timing",
+    "copy_probe": ".timing",
+    "environment": ".timing",
+    "gemm_probe": ".timing",
+    "measure": ".timing",
+    "measure_stats": ".timing",
+    "summarize": ".timing",
+}
+_SUBMODULES = ("cli", "cli_args", "compare", "optimizer", "plots", "row_ops", "timing")
+__getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS, _SUBMODULES)

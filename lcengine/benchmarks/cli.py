@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``lcengine bench``: its arguments, the run they select, the printed tables."""
+"""``lcengine bench``: the run its arguments select, the printed tables (the arguments
+themselves, torch-free, are in :mod:`.cli_args`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 import torch
 
 from ..backend import unavailable_reason
+from .cli_args import add_arguments
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files
 from .optimizer import OPTIMIZER_CASES, OPTIMIZER_OP, default_optimizer_cases, run_optimizer
 from .row_ops import CASES, DEFAULT_SHAPES, DTYPES, LARGE_SHAPES, parse_shape, run
@@ -90,93 +92,6 @@ def format_optimizer_table(report: dict) -> str:
     for case, label in oom:
         lines.append(f"note: {label} ran out of GPU memory on {case} (not timed)")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``lcengine bench``."""
-    parser.add_argument(
-        "--ops",
-        default=",".join(CASES),
-        help=f"comma-separated ops (default: all of {', '.join(CASES)}); "
-        f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
-        "table, the cases of --optimizer-cases)",
-    )
-    parser.add_argument(
-        "--optimizer-cases",
-        default=None,
-        help="comma-separated optimize_latents cases (default: those sized for "
-        f"the device; all: {', '.join(OPTIMIZER_CASES)})",
-    )
-    parser.add_argument(
-        "--weight-dtypes",
-        default=None,
-        help="optimize_latents critic weight precisions to time: float32, "
-        "bfloat16 (default: float32 on CPU, both on GPU)",
-    )
-    parser.add_argument(
-        "--shapes",
-        default=None,
-        help="comma-separated ROWSxDIM for the row ops (default: CPU "
-        f"{','.join(DEFAULT_SHAPES['cpu'])}, GPU "
-        f"{','.join(DEFAULT_SHAPES['cuda'])}; see --large)",
-    )
-    parser.add_argument(
-        "--large",
-        action="store_true",
-        help="row ops at 2^20 rows: CPU "
-        f"{','.join(LARGE_SHAPES['cpu'])}, GPU "
-        f"{','.join(LARGE_SHAPES['cuda'])}",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=list(DTYPES),
-        help="element type of the row ops' inputs (default: float32)",
-    )
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument(
-        "--backends",
-        default="auto",
-        help="comma-separated lcengine backends to time (auto, native, triton)",
-    )
-    parser.add_argument(
-        "--compile-modes",
-        default=None,
-        help="comma-separated torch.compile modes, or 'none' (default: 'default' "
-        "on CPU; 'default,max-autotune-no-cudagraphs' on GPU)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=3,
-        help="untimed calls per contender before timing (optimize_latents: at most 1)",
-    )
-    parser.add_argument(
-        "--reps",
-        type=int,
-        default=15,
-        help="timed calls per contender (optimize_latents: at most 5); the "
-        "report keeps their quartiles, min and max",
-    )
-    parser.add_argument(
-        "--json", dest="json_path", default=None, help="also save the report here (JSON)"
-    )
-    parser.add_argument(
-        "--plot",
-        dest="plot_path",
-        default=None,
-        help="draw the measured GB/s and GFLOP/s against the probes into this "
-        "PNG (default: next to --json, same name with .png)",
-    )
-    parser.add_argument("--no-plot", action="store_true", help="draw no plot")
-    parser.add_argument(
-        "--compare",
-        nargs=2,
-        metavar=("OLD.json", "NEW.json"),
-        default=None,
-        help="compare two saved reports instead of running: time per row, "
-        "NEW/OLD, and whether the change exceeds the measured spread",
-    )
 
 
 def _plot(report: dict, path: str) -> None:
@@ -284,3 +199,6 @@ def run_from_args(args: argparse.Namespace) -> int:
     if plot_path:
         _plot(report, plot_path)
     return 0
+
+
+__all__ = ["add_arguments", "format_optimizer_table", "format_table", "run_from_args"]

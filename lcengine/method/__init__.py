@@ -15,27 +15,38 @@ The one object to use is :class:`LatentConstraints`::
 
 Modules: :mod:`.constraints` (the facade; its generate and transform in
 :mod:`.generation`), :mod:`.config`, :mod:`.latent_model`, :mod:`.critics`, :mod:`.training`,
-:mod:`.sampling`, :mod:`.requests`, :mod:`.zeroshot`, :mod:`.baseline`, :mod:`.metrics`,
-:mod:`.timing`, :mod:`.checkpoint`, :mod:`.io`, and run folders with their commands in
-:mod:`.run` and :mod:`.commands`. Applications (data sets,
-models, evaluators) live outside this package, under ``lcengine.apps``.
+:mod:`.sampling` (its method names, torch-free, in :mod:`.methods`), :mod:`.requests`,
+:mod:`.zeroshot`, :mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.checkpoint`,
+:mod:`.io`, and run folders with their commands in :mod:`.run` and :mod:`.commands`.
+Applications (data sets, models, evaluators) live outside this package, under
+``lcengine.apps``.
+
+The names are imported on first access (PEP 562): ``import lcengine.method`` alone (what the
+command parsers in :mod:`.commands` need) loads no torch.
 """
 
-from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
-from .constraints import LatentConstraints
-from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic
-from .latent_model import LatentModel, compute_sigma_bar
-from .requests import RequestVocabulary, complete_requests, parse_request
-from .sampling import (
-    METHODS,
-    OptimizeResult,
-    SampleResult,
-    TransformResult,
-    constraint_satisfied,
-    optimize_latents_eager,
-)
-from .training import ConstraintTrainer, TrainingData
-from .zeroshot import ZeroShotConstraint, learn_zero_shot_constraint
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lcengine._lazy import lazy_package
+
+if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
+    from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
+    from .constraints import LatentConstraints
+    from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic
+    from .latent_model import LatentModel, compute_sigma_bar
+    from .requests import RequestVocabulary, complete_requests, parse_request
+    from .sampling import (
+        METHODS,
+        OptimizeResult,
+        SampleResult,
+        TransformResult,
+        constraint_satisfied,
+        optimize_latents_eager,
+    )
+    from .training import ConstraintTrainer, TrainingData
+    from .zeroshot import ZeroShotConstraint, learn_zero_shot_constraint
 
 __all__ = [
     "Actor",
@@ -62,3 +73,49 @@ __all__ = [
     "optimize_latents_eager",
     "parse_request",
 ]
+
+_EXPORTS = {
+    "DEFAULT_TRANSFORM": ".config",
+    "SamplingConfig": ".config",
+    "TrainingConfig": ".config",
+    "LatentConstraints": ".constraints",
+    "Actor": ".critics",
+    "AttributeCritic": ".critics",
+    "RealismCritic": ".critics",
+    "StackedAttributeCritic": ".critics",
+    "LatentModel": ".latent_model",
+    "compute_sigma_bar": ".latent_model",
+    "RequestVocabulary": ".requests",
+    "complete_requests": ".requests",
+    "parse_request": ".requests",
+    "METHODS": ".sampling",
+    "OptimizeResult": ".sampling",
+    "SampleResult": ".sampling",
+    "TransformResult": ".sampling",
+    "constraint_satisfied": ".sampling",
+    "optimize_latents_eager": ".sampling",
+    "ConstraintTrainer": ".training",
+    "TrainingData": ".training",
+    "ZeroShotConstraint": ".zeroshot",
+    "learn_zero_shot_constraint": ".zeroshot",
+}
+_SUBMODULES = (
+    "baseline",
+    "checkpoint",
+    "commands",
+    "config",
+    "constraints",
+    "critics",
+    "generation",
+    "io",
+    "latent_model",
+    "methods",
+    "metrics",
+    "requests",
+    "run",
+    "sampling",
+    "timing",
+    "training",
+    "zeroshot",
+)
+__getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS, _SUBMODULES)

@@ -4,28 +4,93 @@
 
 Both are dataclasses validated on construction (through :mod:`lcengine.validation`) and
 round-trip through JSON with ``to_dict`` / ``from_dict``, which is how checkpoints store them.
+``from_dict`` checks every key it is given (type and range; widths at most
+:data:`~lcengine.validation.MAX_WIDTH` in at most :data:`~lcengine.validation.MAX_LAYERS` layers,
+batch sizes at most :data:`~lcengine.validation.MAX_ROWS`) and refuses unknown keys, raising a
+``ValueError`` that names the file (``source``) and the key (``training.hidden[0]``); keys left
+out take their defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
-from lcengine.validation import check_float, check_int, check_positive_float, check_probability
+from lcengine.reference import ACTIVATIONS
+from lcengine.validation import (
+    MAX_INT64,
+    MAX_ROWS,
+    MAX_STEPS,
+    check_float,
+    check_int,
+    check_keys,
+    check_positive_float,
+    check_probability,
+    check_str,
+    check_width,
+    check_widths,
+    config_errors,
+)
 
 from .critics import DEFAULT_EMBED_DIM, DEFAULT_HIDDEN
 
 _Config = TypeVar("_Config")
+Check = Callable[[str, Any], Any]  # (name, value) -> the value, normalized; raises if bad
 
 
-def _from_dict(cls: type[_Config], d: Mapping[str, Any]) -> _Config:
-    """``cls(**d)``, rejecting keys that are not fields (a typo must not pass silently)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {unknown}; expected some of {sorted(known)}")
-    return cls(**dict(d))
+def _steps(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=0, maximum=MAX_STEPS)
+
+
+def _every(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=1, maximum=MAX_STEPS)
+
+
+def _rows(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=1, maximum=MAX_ROWS)
+
+
+def _seed(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=0, maximum=MAX_INT64)
+
+
+def _lr(name: str, v: Any) -> float:
+    return check_positive_float(name, v)
+
+
+def _weight(name: str, v: Any) -> float:
+    return check_positive_float(name, v, allow_zero=True)
+
+
+def _activation(name: str, v: Any) -> str:
+    return check_str(name, v, choices=ACTIVATIONS)
+
+
+def _betas(name: str, v: Any) -> tuple[float, float]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise TypeError(f"{name} must be a pair of floats in [0, 1), got {v!r}")
+    return (check_probability(f"{name}[0]", v[0]), check_probability(f"{name}[1]", v[1]))
+
+
+def _check_fields(obj: Any, checks: Mapping[str, Check], prefix: str) -> None:
+    """Checks (and normalizes in place) every field of a config dataclass."""
+    for name, check in checks.items():
+        setattr(obj, name, check(f"{prefix}{name}", getattr(obj, name)))
+
+
+def _from_dict(
+    cls: type[_Config],
+    checks: Mapping[str, Check],
+    d: Any,
+    source: Optional[str],
+    key: str,
+) -> _Config:
+    """``cls(**d)`` with every key checked under the name ``key.<field>`` and unknown keys
+    refused; a bad value raises ``ValueError`` naming ``source`` (when given) and the key."""
+    with config_errors(source):
+        d = check_keys(key, d, checks, what=f"{cls.__name__} keys")
+        return cls(**{k: checks[k](f"{key}.{k}", v) for k, v in d.items()})
 
 
 @dataclass
@@ -56,19 +121,38 @@ class SamplingConfig:
     tau_a: float = 0.5
 
     def __post_init__(self) -> None:
-        check_int("steps", self.steps)
-        self.lr = check_positive_float("lr", self.lr)
-        for name in ("w_realism", "w_attr", "w_dist"):
-            setattr(self, name, check_positive_float(name, getattr(self, name), allow_zero=True))
-        self.tau_r = check_probability("tau_r", self.tau_r, low_open=True)
-        self.tau_a = check_float("tau_a", self.tau_a, low=0.5, high=1.0, high_open=True)
+        _check_fields(self, _SAMPLING_CHECKS, "SamplingConfig.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SamplingConfig":
-        return _from_dict(cls, d)
+    def from_dict(
+        cls, d: Mapping[str, Any], *, source: Optional[str] = None, key: str = "sampling"
+    ) -> "SamplingConfig":
+        """Inverse of :meth:`to_dict`, every key checked; missing keys take their defaults.
+
+        Args:
+            d: the JSON object.
+            source: where ``d`` was read from (a file path), put first in error messages.
+            key: the name of ``d`` in that file (``"sampling"``, ``"transform"``), for messages.
+
+        Raises:
+            ValueError: not an object, an unknown key, or a value of the wrong type or out of
+                range; the message names ``source`` and the key (``sampling.lr``).
+        """
+        return _from_dict(cls, _SAMPLING_CHECKS, d, source, key)
+
+
+_SAMPLING_CHECKS: dict[str, Check] = {
+    "steps": _steps,
+    "lr": _lr,
+    "w_realism": _weight,
+    "w_attr": _weight,
+    "w_dist": _weight,
+    "tau_r": lambda n, v: check_probability(n, v, low_open=True),
+    "tau_a": lambda n, v: check_float(n, v, low=0.5, high=1.0, high_open=True),
+}
 
 
 # Transforms stay closer to the input (10x the distance weight, smaller steps), stop as soon as
@@ -132,26 +216,7 @@ class TrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.attribute_hidden = tuple(int(h) for h in self.attribute_hidden)
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        for name in ("batch_size", "attribute_batch_size", "actor_every", "log_every"):
-            check_int(f"TrainingConfig.{name}", getattr(self, name), minimum=1)
-        for name in ("attribute_steps", "realism_steps", "seed"):
-            check_int(f"TrainingConfig.{name}", getattr(self, name))
-        for name in ("attribute_lr", "realism_lr", "actor_lr"):
-            setattr(self, name, check_positive_float(f"TrainingConfig.{name}", getattr(self, name)))
-        for name in ("gp_weight", "lambda_dist", "actor_attribute_weight"):
-            setattr(
-                self,
-                name,
-                check_positive_float(
-                    f"TrainingConfig.{name}", getattr(self, name), allow_zero=True
-                ),
-            )
-        self.prior_fake_prob = check_float(
-            "TrainingConfig.prior_fake_prob", self.prior_fake_prob, low=0.0, high=1.0
-        )
+        _check_fields(self, _TRAINING_CHECKS, "TrainingConfig.")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -160,8 +225,44 @@ class TrainingConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingConfig":
-        return _from_dict(cls, d)
+    def from_dict(
+        cls, d: Mapping[str, Any], *, source: Optional[str] = None, key: str = "training"
+    ) -> "TrainingConfig":
+        """Inverse of :meth:`to_dict`, every key checked; missing keys take their defaults.
+
+        Args:
+            d: the JSON object.
+            source: where ``d`` was read from (a file path), put first in error messages.
+            key: the name of ``d`` in that file, for messages.
+
+        Raises:
+            ValueError: not an object, an unknown key, or a value of the wrong type or out of
+                range; the message names ``source`` and the key (``training.hidden[0]``).
+        """
+        return _from_dict(cls, _TRAINING_CHECKS, d, source, key)
+
+
+_TRAINING_CHECKS: dict[str, Check] = {
+    "hidden": check_widths,
+    "embed_dim": check_width,
+    "activation": _activation,
+    "attribute_hidden": check_widths,
+    "batch_size": _rows,
+    "attribute_batch_size": _rows,
+    "attribute_steps": _steps,
+    "attribute_lr": _lr,
+    "realism_steps": _steps,
+    "realism_lr": _lr,
+    "actor_lr": _lr,
+    "betas": _betas,
+    "gp_weight": _weight,
+    "prior_fake_prob": lambda n, v: check_float(n, v, low=0.0, high=1.0),
+    "actor_every": _every,
+    "lambda_dist": _weight,
+    "actor_attribute_weight": _weight,
+    "log_every": _every,
+    "seed": _seed,
+}
 
 
 __all__ = ["DEFAULT_TRANSFORM", "SamplingConfig", "TrainingConfig"]

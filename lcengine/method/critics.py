@@ -18,29 +18,54 @@ from 4 x 2048 to 4 x 256 so the whole demo trains in minutes on two CPU cores.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import inspect
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 import torch
 from torch import nn
 
 from lcengine.reference import ACTIVATIONS, LEAKY_SLOPE, activation_ref
-from lcengine.validation import check_int
+from lcengine.validation import (
+    check_keys,
+    check_parameter_count,
+    check_str,
+    check_width,
+    check_widths,
+    config_errors,
+)
 
 DEFAULT_HIDDEN: tuple[int, ...] = (256, 256, 256, 256)
 DEFAULT_EMBED_DIM = 32
 
+_Net = TypeVar("_Net", bound="_MLP")
 
-def _check_dims(
-    latent_dim: Any, num_attributes: Any, hidden: Any, activation: Any
+
+def _check_network(
+    module: str,
+    latent_dim: Any,
+    num_attributes: Any,
+    hidden: Any,
+    activation: Any,
+    *,
+    embed_dim: Optional[Any] = None,
+    out_dim: Optional[int] = None,
+    prefix: str = "",
+    count: bool = True,
 ) -> tuple[int, int, tuple[int, ...], str]:
-    check_int("latent_dim", latent_dim, minimum=1)
-    check_int("num_attributes", num_attributes, minimum=1)
-    if isinstance(hidden, int) or not isinstance(hidden, Sequence) or not hidden:
-        raise ValueError(f"hidden must be a non-empty sequence of layer widths, got {hidden!r}")
-    widths = tuple(hidden)
-    for i, h in enumerate(widths):
-        check_int(f"hidden[{i}]", h, minimum=1)
-    activation_ref(activation)  # validates the name
+    """Checks a network's shape before anything is allocated: every width in
+    ``[1, MAX_WIDTH]``, at most ``MAX_LAYERS`` hidden layers, at most ``MAX_PARAMETERS``
+    parameters (``lcengine.validation``). ``out_dim`` None: ``num_attributes`` logits."""
+    latent_dim = check_width(f"{prefix}latent_dim", latent_dim)
+    num_attributes = check_width(f"{prefix}num_attributes", num_attributes)
+    widths = check_widths(f"{prefix}hidden", hidden)
+    check_str(f"{prefix}activation", activation, choices=ACTIVATIONS)
+    in_dim, extra = latent_dim, 0
+    if embed_dim is not None:
+        embed_dim = check_width(f"{prefix}embed_dim", embed_dim)
+        in_dim, extra = latent_dim + embed_dim, (num_attributes + 1) * embed_dim
+    if count:
+        out = num_attributes if out_dim is None else out_dim
+        check_parameter_count(module, (in_dim,) + widths + (out,), extra=extra)
     return latent_dim, num_attributes, widths, activation
 
 
@@ -73,12 +98,61 @@ class _MLP(nn.Module):
         out_dim: int,
     ) -> None:
         """``y_embedding`` plus ``layers`` over ``[z, embedding]``: the conditional networks."""
-        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_network(
+            type(self).__name__,
+            latent_dim,
+            num_attributes,
+            hidden,
+            activation,
+            embed_dim=embed_dim,
+            out_dim=out_dim,
         )
-        self.embed_dim = check_int("embed_dim", embed_dim, minimum=1)
+        self.embed_dim = embed_dim
         self.y_embedding = nn.Linear(num_attributes, embed_dim)
         self._build_layers(latent_dim + embed_dim, self.hidden, out_dim)
+
+    @classmethod
+    def from_config(
+        cls: type[_Net],
+        d: Mapping[str, Any],
+        *,
+        source: Optional[str] = None,
+        key: str = "critic",
+    ) -> _Net:
+        """``cls(**d)`` for ``d`` read from a file (the inverse of :meth:`config`), every key
+        checked before anything is allocated.
+
+        Args:
+            d: the JSON object of constructor arguments.
+            source: where ``d`` was read from (a file path), put first in error messages.
+            key: the name of ``d`` in that file (``zero_shot[0].critic``), for messages.
+
+        Raises:
+            ValueError: not an object, an unknown or missing key, or a width of the wrong type
+                or out of range; the message names ``source`` and the key.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        known = [n for n in params if n != "self"]
+        required = [n for n in known if params[n].default is inspect.Parameter.empty]
+        with config_errors(source):
+            args = check_keys(key, d, known, what=f"{cls.__name__} keys")
+            missing = [n for n in required if n not in args]
+            if missing:
+                raise ValueError(f"{key}: missing {cls.__name__} keys {missing}")
+            _check_network(  # the widths, named by key; the constructor counts parameters
+                cls.__name__,
+                args["latent_dim"],
+                args["num_attributes"],
+                args.get("hidden", params["hidden"].default),
+                args.get("activation", params["activation"].default),
+                embed_dim=args.get("embed_dim") if "embed_dim" in known else None,
+                prefix=f"{key}.",
+                count=False,
+            )
+            try:
+                return cls(**args)
+            except ValueError as exc:  # the parameter count (the widths passed above)
+                raise ValueError(f"{key}: {exc}") from exc
 
     def _trunk(self, h: torch.Tensor) -> torch.Tensor:
         act = activation_ref(self.activation)
@@ -170,8 +244,8 @@ class AttributeCritic(_MLP):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_dims(
-            latent_dim, num_attributes, hidden, activation
+        self.latent_dim, self.num_attributes, self.hidden, self.activation = _check_network(
+            "AttributeCritic", latent_dim, num_attributes, hidden, activation
         )
         self._build_layers(latent_dim, self.hidden, num_attributes)
 

@@ -22,6 +22,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from lcengine.validation import (
+    check_keys,
+    check_mapping,
+    check_str,
+    check_str_list,
+    config_errors,
+)
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Request = Union[str, Mapping[str, int], Sequence[str]]
 
@@ -65,11 +73,40 @@ class RequestVocabulary:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "RequestVocabulary":
-        unknown = sorted(set(d) - {"one_hot_groups", "negation_aliases", "shorthands"})
-        if unknown:
-            raise ValueError(f"unknown RequestVocabulary keys {unknown}")
-        return cls(**dict(d))
+    def from_dict(
+        cls, d: Mapping[str, Any], *, source: Optional[str] = None, key: str = "vocabulary"
+    ) -> "RequestVocabulary":
+        """Inverse of :meth:`to_dict`, every key checked; missing keys are empty.
+
+        Args:
+            d: the JSON object.
+            source: where ``d`` was read from (a file path), put first in error messages.
+            key: the name of ``d`` in that file, for messages.
+
+        Raises:
+            ValueError: not an object, an unknown key, a group that is not a non-empty list of
+                names, or a word or name that is not a non-empty string; the message names
+                ``source`` and the key (``vocabulary.one_hot_groups['class'][0]``).
+        """
+        fields = ("one_hot_groups", "negation_aliases", "shorthands")
+        with config_errors(source):
+            d = check_keys(key, d, fields, what="RequestVocabulary keys")
+            groups = check_mapping(f"{key}.one_hot_groups", d.get("one_hot_groups", {}))
+            args: dict[str, Any] = {
+                "one_hot_groups": {
+                    check_str(f"{key}.one_hot_groups key", label): check_str_list(
+                        f"{key}.one_hot_groups[{label!r}]", members, allow_empty=False
+                    )
+                    for label, members in groups.items()
+                }
+            }
+            for name in fields[1:]:
+                table = check_mapping(f"{key}.{name}", d.get(name, {}))
+                args[name] = {
+                    check_str(f"{key}.{name} key", word): check_str(f"{key}.{name}[{word!r}]", v)
+                    for word, v in table.items()
+                }
+            return cls(**args)
 
     def group_columns(self, names: Sequence[str]) -> dict[str, list[int]]:
         """Columns of each one-hot group's members among ``names`` (groups absent: left out)."""

@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lcengine demo``: its argument parser and the summary it prints.
 
+Building the parser loads no torch or numpy (the digits package's modules are imported by the
+handler).
+
 ``lcengine/cli.py`` calls :func:`add_demo_command` on its subparsers. The run-folder commands
 (``fit``, ``sample``, ``transform``) are the method's (:mod:`lcengine.method.commands`).
 """
@@ -11,6 +14,10 @@ import argparse
 from typing import Any
 
 from lcengine.method.commands import nonneg_int
+
+# The import path of the digits application (`lcengine.apps.digits.app.APPLICATION_PATH`, the
+# same string; a test keeps them equal), here so that building the parser imports no torch.
+APPLICATION_PATH = "lcengine.apps.digits.app:APPLICATION"
 
 
 def add_demo_command(subparsers: Any) -> None:
@@ -74,4 +81,4 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_demo_command"]
+__all__ = ["APPLICATION_PATH", "add_demo_command"]

@@ -1,16 +1,36 @@
 # SPDX-License-Identifier: Apache-2.0
 """The demo's settings: :class:`DemoConfig` and its two presets (:func:`demo_config`).
 
-A run folder's ``run.json`` stores ``DemoConfig.to_dict()`` as its application config.
+A run folder's ``run.json`` stores ``DemoConfig.to_dict()`` as its application config;
+:func:`config_from_dict` reads it back, checking every key (type and range, widths at most
+:data:`~lcengine.validation.MAX_WIDTH`, unknown keys refused) with a ``ValueError`` that names
+the file and the key (``run.json: config.vae.hidden[0] must be ...``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from lcengine.method.config import SamplingConfig, TrainingConfig
+from lcengine.validation import (
+    MAX_INT64,
+    MAX_ROWS,
+    MAX_STEPS,
+    check_float,
+    check_int,
+    check_keys,
+    check_parameter_count,
+    check_positive_float,
+    check_str,
+    check_str_list,
+    check_width,
+    check_widths,
+    config_errors,
+)
+
+IMAGE_PIXELS = 28 * 28  # the digits' images (lcengine.apps.digits.data.IMAGE_SIDE squared)
 
 
 @dataclass
@@ -52,6 +72,10 @@ class DemoConfig:
     zero_shot_rule: str = "top_heavy"
     zero_shot_samples: int = 20000
     zero_shot_steps: int = 1500
+
+    def __post_init__(self) -> None:
+        for name, check in _CHECKS.items():
+            setattr(self, name, check(f"DemoConfig.{name}", getattr(self, name)))
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -137,22 +161,124 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     )
 
 
-def config_from_dict(d: Mapping[str, Any]) -> DemoConfig:
-    """Inverse of :meth:`DemoConfig.to_dict` (the ``config`` of run.json)."""
-    try:
-        d = dict(d)
-        d["training"] = TrainingConfig.from_dict(d["training"])
-        d["sampling"] = SamplingConfig.from_dict(d["sampling"])
-        d["transform"] = SamplingConfig.from_dict(d["transform"])
-        d["requests"] = tuple(d.get("requests", ()))
-        d["transform_changes"] = tuple(d.get("transform_changes", ()))
-        known = {f.name for f in dataclasses.fields(DemoConfig)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown keys {unknown}")
-        return DemoConfig(**d)
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"bad run configuration: {exc}") from exc
+def _rows(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=1, maximum=MAX_ROWS)
+
+
+def _steps(name: str, v: Any) -> int:
+    return check_int(name, v, minimum=0, maximum=MAX_STEPS)
+
+
+def _check_vae(name: str, v: Any) -> dict:
+    """Keyword arguments of ``train_vae`` (its ``seed`` and ``progress`` come from elsewhere)."""
+    d = check_keys(name, v, _VAE_CHECKS, what="vae keys")
+    out = {k: _VAE_CHECKS[k](f"{name}.{k}", x) for k, x in d.items()}
+    # encoder 784 -> hidden -> 2 D, decoder D -> reversed(hidden) -> 784
+    hidden, latent = out.get("hidden", (512, 512)), out.get("latent_dim", 16)
+    enc = check_parameter_count(name, (IMAGE_PIXELS, *hidden, 2 * latent))
+    check_parameter_count(name, (latent, *reversed(hidden), IMAGE_PIXELS), extra=enc)
+    return out
+
+
+def _check_classifier(name: str, v: Any) -> dict:
+    """Keyword arguments of ``train_pixel_classifier`` (``seed``, ``progress``: elsewhere)."""
+    d = check_keys(name, v, _CLASSIFIER_CHECKS, what="classifier keys")
+    out = {k: _CLASSIFIER_CHECKS[k](f"{name}.{k}", x) for k, x in d.items()}
+    c1, c2 = out.get("channels", (16, 32))
+    feature = out.get("feature_dim", 128)
+    # conv3x3 (1 -> c1), conv3x3 (c1 -> c2), linear (c2 * 7 * 7 -> feature), linear (-> 10)
+    convs = 10 * c1 + (9 * c1 + 1) * c2
+    check_parameter_count(name, (c2 * 7 * 7, feature, 10), extra=convs)
+    return out
+
+
+def _check_channels(name: str, v: Any) -> tuple[int, int]:
+    widths = check_widths(name, v, max_layers=2)
+    if len(widths) != 2:
+        raise ValueError(f"{name} must hold the channels of the two conv layers, got {list(v)}")
+    return widths
+
+
+def _instance(cls: type) -> Callable[[str, Any], Any]:
+    def check(name: str, v: Any) -> Any:
+        if isinstance(v, cls):
+            return v
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(v).__name__} {v!r}")
+
+    return check
+
+
+_VAE_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "latent_dim": check_width,
+    "epochs": _steps,
+    "batch_size": _rows,
+    "lr": check_positive_float,
+    "hidden": check_widths,
+    "decoder_scale": check_positive_float,
+}
+_CLASSIFIER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "epochs": _steps,
+    "batch_size": _rows,
+    "lr": check_positive_float,
+    "channels": _check_channels,
+    "feature_dim": check_width,
+}
+_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "name": check_str,
+    "seed": lambda n, v: check_int(n, v, minimum=0, maximum=MAX_INT64),
+    "heldout_fraction": lambda n, v: check_float(
+        n, v, low=0.0, high=1.0, low_open=True, high_open=True
+    ),
+    "vae": _check_vae,
+    "classifier": _check_classifier,
+    "training": _instance(TrainingConfig),
+    "sampling": _instance(SamplingConfig),
+    "transform": _instance(SamplingConfig),
+    "eval_rows": _rows,
+    "requests": check_str_list,
+    "request_samples": _rows,
+    "transform_changes": check_str_list,
+    "transform_rows": _rows,
+    "zero_shot_rule": check_str,
+    "zero_shot_samples": _rows,
+    "zero_shot_steps": _steps,
+}
+_METHOD_CONFIGS = {
+    "training": TrainingConfig,
+    "sampling": SamplingConfig,
+    "transform": SamplingConfig,
+}
+
+
+def config_from_dict(
+    d: Mapping[str, Any], *, source: Optional[str] = None, key: str = "config"
+) -> DemoConfig:
+    """Inverse of :meth:`DemoConfig.to_dict` (the ``config`` of run.json), every key checked.
+
+    ``training``, ``sampling`` and ``transform`` are required; other keys left out take their
+    defaults.
+
+    Args:
+        d: the JSON object.
+        source: where ``d`` was read from (a file path), put first in error messages.
+        key: the name of ``d`` in that file, for messages.
+
+    Raises:
+        ValueError: not an object, an unknown or missing key, or a value of the wrong type or out
+            of range; the message names ``source`` and the key (``config.training.hidden[0]``).
+    """
+    with config_errors(source):
+        d = check_keys(key, d, _CHECKS)
+        missing = [k for k in _METHOD_CONFIGS if k not in d]
+        if missing:
+            raise ValueError(f"{key}: missing keys {missing}")
+        args = {}
+        for name, value in d.items():
+            if name in _METHOD_CONFIGS:
+                args[name] = _METHOD_CONFIGS[name].from_dict(value, key=f"{key}.{name}")
+            else:
+                args[name] = _CHECKS[name](f"{key}.{name}", value)
+        return DemoConfig(**args)
 
 
 __all__ = ["DEMO_REQUESTS", "DEMO_TRANSFORMS", "DemoConfig", "config_from_dict", "demo_config"]

@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``lcengine bench``'s options, torch-free: building the parser (``lcengine --help``) loads no
+torch. The run they select is :func:`lcengine.benchmarks.cli.run_from_args`.
+
+The names here are those of :data:`~lcengine.benchmarks.row_ops.CASES`,
+:data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES` and
+:data:`~lcengine.benchmarks.row_ops.DTYPES`, and the shape tables are
+:data:`~lcengine.benchmarks.row_ops.DEFAULT_SHAPES` / ``LARGE_SHAPES``; a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+OPTIMIZER_OP = "optimize_latents"
+ROW_OPS = (
+    "reparameterize",
+    "standard_normal",
+    "gaussian_kl",
+    "distance_penalty",
+    "constraint_loss",
+    "latent_adam",
+)
+OPTIMIZER_CASE_NAMES = (
+    "B64_D64_4x256_relu_300steps",
+    "B64_D64_4x256_relu_300steps_converging",
+    "B16384_D64_4x256_relu",
+    "B16384_D64_4x256_softplus",
+    "B1_D1024_4x2048_relu",
+    "B1024_D1024_4x2048_relu",
+    "gpu_B1M_D1024_4x2048_relu",
+    "gpu_B1M_D64_4x256_relu",
+    "gpu_B4096_D64_4x256_relu_300steps",
+)
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# ROWSxDIM per device type. Default: finishes in about a minute.
+DEFAULT_SHAPES = {"cpu": ["65536x64"], "cuda": ["1048576x1024"]}
+# --large: 2^20 latents of width 64 on CPU (256 MiB per float32 tensor), 2^20 x 1024 on GPU.
+LARGE_SHAPES = {"cpu": ["1048576x64"], "cuda": ["1048576x1024"]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``lcengine bench``."""
+    parser.add_argument(
+        "--ops",
+        default=",".join(ROW_OPS),
+        help=f"comma-separated ops (default: all of {', '.join(ROW_OPS)}); "
+        f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
+        "table, the cases of --optimizer-cases)",
+    )
+    parser.add_argument(
+        "--optimizer-cases",
+        default=None,
+        help="comma-separated optimize_latents cases (default: those sized for "
+        f"the device; all: {', '.join(OPTIMIZER_CASE_NAMES)})",
+    )
+    parser.add_argument(
+        "--weight-dtypes",
+        default=None,
+        help="optimize_latents critic weight precisions to time: float32, "
+        "bfloat16 (default: float32 on CPU, both on GPU)",
+    )
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated ROWSxDIM for the row ops (default: CPU "
+        f"{','.join(DEFAULT_SHAPES['cpu'])}, GPU "
+        f"{','.join(DEFAULT_SHAPES['cuda'])}; see --large)",
+    )
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="row ops at 2^20 rows: CPU "
+        f"{','.join(LARGE_SHAPES['cpu'])}, GPU "
+        f"{','.join(LARGE_SHAPES['cuda'])}",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(DTYPE_NAMES),
+        help="element type of the row ops' inputs (default: float32)",
+    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--backends",
+        default="auto",
+        help="comma-separated lcengine backends to time (auto, native, triton)",
+    )
+    parser.add_argument(
+        "--compile-modes",
+        default=None,
+        help="comma-separated torch.compile modes, or 'none' (default: 'default' "
+        "on CPU; 'default,max-autotune-no-cudagraphs' on GPU)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=3,
+        help="untimed calls per contender before timing (optimize_latents: at most 1)",
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=15,
+        help="timed calls per contender (optimize_latents: at most 5); the "
+        "report keeps their quartiles, min and max",
+    )
+    parser.add_argument(
+        "--json", dest="json_path", default=None, help="also save the report here (JSON)"
+    )
+    parser.add_argument(
+        "--plot",
+        dest="plot_path",
+        default=None,
+        help="draw the measured GB/s and GFLOP/s against the probes into this "
+        "PNG (default: next to --json, same name with .png)",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="draw no plot")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD.json", "NEW.json"),
+        default=None,
+        help="compare two saved reports instead of running: time per row, "
+        "NEW/OLD, and whether the change exceeds the measured spread",
+    )
+
+
+__all__ = [
+    "DEFAULT_SHAPES",
+    "DTYPE_NAMES",
+    "LARGE_SHAPES",
+    "OPTIMIZER_CASE_NAMES",
+    "OPTIMIZER_OP",
+    "ROW_OPS",
+    "add_arguments",
+]
