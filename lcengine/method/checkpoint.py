@@ -1,24 +1,32 @@
 # SPDX-License-Identifier: Apache-2.0
 """Checkpoints of :class:`~lcengine.method.constraints.LatentConstraints`.
 
-A checkpoint is a folder with two files:
+A checkpoint is a folder (:func:`lcengine.method.io.commit_checkpoint` with stem
+``constraints``)::
 
-* ``constraints.safetensors``: the critics' and actor's weights (``net.<network>.<param>``),
-  their Adam moments (``opt.<network>.<i>.<key>``), ``sigma_bar``, the training encodings
+    constraints.json                      the current record
+    constraints.previous.json             the record committed before it
+    constraints.<sha256[:16]>.safetensors the weights of each of the two records
+    .constraints.lock                     held while a save runs
+
+* the weights file holds the critics' and actor's weights (``net.<network>.<param>``), their
+  Adam moments (``opt.<network>.<i>.<key>``), ``sigma_bar``, the training encodings
   (``data.mu``, ``data.logvar``, ``data.attributes``) and the zero-shot critics
   (``zeroshot.<i>.<param>``);
-* ``constraints.json``: ``format``, ``latent_dim``, ``data_shape``, ``attribute_names``,
+* a record holds ``format``, ``latent_dim``, ``data_shape``, ``attribute_names``,
   ``vocabulary``, the ``training`` / ``sampling`` / ``transform`` configurations, the training
-  ``state`` (step counts and loss history), the zero-shot constraints' descriptions, and the
-  SHA-256 of the tensor file.
+  ``state`` (step counts and loss history), the zero-shot constraints' descriptions, and
+  ``weights_file`` / ``weights_sha256``: the name and the SHA-256 of its weights file.
 
-The tensor file is written first and the JSON last, each atomically: an interrupted save leaves
-the previous checkpoint, or a pair whose checksum does not match, which the loader rejects.
+A save writes the weights under their new name, then switches ``constraints.json`` with one
+``os.replace``; an interrupted save leaves the previous checkpoint loadable. The loader verifies
+the checksum and falls back to ``constraints.previous.json`` (with a warning) when the current
+record or its weights are missing, corrupted or mismatched. A record without ``weights_file``
+names ``constraints.safetensors``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -27,11 +35,13 @@ import torch
 from .config import SamplingConfig, TrainingConfig
 from .critics import AttributeCritic
 from .io import (
-    atomic_write_json,
+    CheckpointFiles,
+    LoadedCheckpoint,
     check_tensors_finite,
-    parse_tensors,
-    read_json_file,
-    save_tensors_atomic,
+    commit_checkpoint,
+    load_checkpoint,
+    record_value,
+    record_width,
 )
 from .latent_model import LatentModel
 from .requests import RequestVocabulary
@@ -41,8 +51,10 @@ from .zeroshot import ZeroShotConstraint
 if TYPE_CHECKING:  # the facade imports this module; annotations only
     from .constraints import LatentConstraints
 
-CONFIG_FILE = "constraints.json"
-WEIGHTS_FILE = "constraints.safetensors"
+STEM = "constraints"
+CONFIG_FILE = "constraints.json"  # the current record
+PREVIOUS_CONFIG_FILE = "constraints.previous.json"
+WEIGHTS_FILE = "constraints.safetensors"  # the weights of a record that names no weights file
 FORMAT = "lcengine.LatentConstraints/1"
 _WHAT = "LatentConstraints.load"
 
@@ -67,7 +79,6 @@ def save_constraints(lc: "LatentConstraints", path: Union[str, Path]) -> Path:
     for i, c in enumerate(lc.zero_shot):
         for k, v in c.critic.state_dict().items():
             tensors[f"zeroshot.{i}.{k}"] = v
-    blob = save_tensors_atomic(d / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
     cfg = {
         "format": FORMAT,
         "latent_dim": lc.latent_dim,
@@ -79,10 +90,16 @@ def save_constraints(lc: "LatentConstraints", path: Union[str, Path]) -> Path:
         "transform": lc.transform_config.to_dict(),
         "state": t.state_json(),
         "zero_shot": [c.info() for c in lc.zero_shot],
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
-    atomic_write_json(d / CONFIG_FILE, cfg)
+    commit_checkpoint(
+        d, STEM, tensors, cfg, metadata={"format": FORMAT}, what="LatentConstraints.save"
+    )
     return d
+
+
+def has_constraints_checkpoint(path: Union[str, Path]) -> bool:
+    """The folder holds a checkpoint record (current or previous; loadable or not)."""
+    return CheckpointFiles(Path(path), STEM).exists()
 
 
 def _zero_shot_constraints(
@@ -91,9 +108,11 @@ def _zero_shot_constraints(
     out = []
     for i, info in enumerate(cfg.get("zero_shot", [])):
         try:
-            critic = AttributeCritic(**info["critic"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{_WHAT}: bad zero-shot entry {i} in {cfg_path}: {exc}") from exc
+            critic = AttributeCritic.from_config(
+                info["critic"], source=str(cfg_path), key=f"zero_shot[{i}].critic"
+            )
+        except (KeyError, TypeError) as exc:  # ValueErrors of from_config name file and key
+            raise ValueError(f"{_WHAT}: bad zero-shot entry {i} in {cfg_path}: {exc!r}") from exc
         prefix = f"zeroshot.{i}."
         sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         expected = critic.state_dict()
@@ -116,55 +135,36 @@ def _zero_shot_constraints(
     return out
 
 
-def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "LatentConstraints":
-    """Loads a checkpoint written by :func:`save_constraints` for ``model``.
-
-    Args:
-        cls: the class to build (:class:`~lcengine.method.constraints.LatentConstraints` or a
-            subclass).
-        path: the checkpoint folder.
-        model: the model the checkpoint was trained for.
-
-    Raises:
-        ValueError: missing/corrupted files, a checksum mismatch between the two files, a
-            model whose latent dimension or data shape differs from the checkpoint's, or
-            tensors that do not fit the configured networks (messages name the file).
-    """
-    d = Path(path)
-    cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-    cfg = read_json_file(cfg_path, _WHAT)
+def _build(cls: type, ck: LoadedCheckpoint, model: LatentModel) -> "LatentConstraints":
+    """The LatentConstraints of a verified record and its weights."""
+    cfg, cfg_path, w_path, tensors = ck.record, ck.record_path, ck.weights_path, ck.tensors
     if cfg.get("format") != FORMAT:
         raise ValueError(
             f"{_WHAT}: {cfg_path} is not a latent-constraints checkpoint (format "
             f"{cfg.get('format')!r}, expected {FORMAT!r})"
         )
-    if not w_path.is_file():
-        raise ValueError(f"{_WHAT}: missing file {w_path}")
-    blob = w_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
-        raise ValueError(
-            f"{_WHAT}: {w_path} does not match {cfg_path} (checksum mismatch: "
-            "corrupted, or from another save)"
-        )
-    tensors = parse_tensors(blob, w_path, _WHAT)
-    if int(cfg.get("latent_dim", -1)) != model.latent_dim:
+    latent_dim = record_width(
+        record_value(cfg, "latent_dim", cfg_path, _WHAT), "latent_dim", cfg_path, _WHAT
+    )
+    if latent_dim != model.latent_dim:
         raise ValueError(
             f"{_WHAT}: {cfg_path} was trained for latent_dim "
             f"{cfg.get('latent_dim')}, the model has {model.latent_dim}"
         )
-    if list(cfg.get("data_shape", [])) != list(model.data_shape):
+    if cfg.get("data_shape") != list(model.data_shape):
         raise ValueError(
             f"{_WHAT}: {cfg_path} was trained for data shape "
             f"{cfg.get('data_shape')}, the model has {list(model.data_shape)}"
         )
+    source = str(cfg_path)
     try:
         lc = cls(
             model,
             cfg["attribute_names"],
-            vocabulary=RequestVocabulary.from_dict(cfg.get("vocabulary", {})),
-            training=TrainingConfig.from_dict(cfg["training"]),
-            sampling=SamplingConfig.from_dict(cfg["sampling"]),
-            transform=SamplingConfig.from_dict(cfg["transform"]),
+            vocabulary=RequestVocabulary.from_dict(cfg.get("vocabulary", {}), source=source),
+            training=TrainingConfig.from_dict(cfg["training"], source=source),
+            sampling=SamplingConfig.from_dict(cfg["sampling"], source=source),
+            transform=SamplingConfig.from_dict(cfg["transform"], source=source, key="transform"),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{_WHAT}: bad config in {cfg_path}: {exc}") from exc
@@ -189,4 +189,38 @@ def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "
     return lc
 
 
-__all__ = ["CONFIG_FILE", "FORMAT", "WEIGHTS_FILE", "load_constraints", "save_constraints"]
+def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "LatentConstraints":
+    """Loads a checkpoint written by :func:`save_constraints` for ``model``.
+
+    Loads ``constraints.json``; when it, or the weights it names, is missing, corrupted or
+    mismatched, loads ``constraints.previous.json`` instead and warns naming the file that
+    failed and why.
+
+    Args:
+        cls: the class to build (:class:`~lcengine.method.constraints.LatentConstraints` or a
+            subclass).
+        path: the checkpoint folder.
+        model: the model the checkpoint was trained for.
+
+    Raises:
+        ValueError: no record loads: missing/corrupted files, a checksum mismatch between a
+            record and its weights, a model whose latent dimension or data shape differs from
+            the checkpoint's, or tensors that do not fit the configured networks (messages name
+            the files).
+    """
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{_WHAT}: {d} is not a folder")
+    return load_checkpoint(d, STEM, _WHAT, lambda ck: _build(cls, ck, model))
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMAT",
+    "PREVIOUS_CONFIG_FILE",
+    "STEM",
+    "WEIGHTS_FILE",
+    "has_constraints_checkpoint",
+    "load_constraints",
+    "save_constraints",
+]

@@ -7,6 +7,12 @@ the independent measurement of outputs come from the application recorded in ``r
 ``fit`` uses for a new run; each command sets ``func``. Errors are raised as
 ValueError/RuntimeError with a message naming the problem; the CLI turns them into
 ``lcengine <cmd>: error: ...`` and exit status 2.
+
+``fit`` holds the run folder's writer lock (:func:`lcengine.method.io.writer_lock`) while it
+runs, so a second writer is refused. The first SIGTERM or Ctrl-C stops training at the next
+step boundary; the checkpoint is saved and ``fit`` exits with status ``128 + signal``
+(143, 130); a second Ctrl-C aborts at once. ``sample`` and ``transform`` only read (checkpoint
+commits are atomic) and take no lock.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
+from lcengine._lazy import LazyModule
 
-from .sampling import METHODS
+from .methods import METHODS
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use, so that building the parsers loads no numpy
+    np = LazyModule("numpy")
 
 
 def positive_int(text: str) -> int:
@@ -167,62 +178,188 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
     transform.set_defaults(func=_cmd_transform)
 
 
+class _StopOnSignals:
+    """While active (main thread only): the first SIGTERM or SIGINT sets ``stop`` and is
+    recorded in ``received``; later SIGTERMs are ignored and a second SIGINT raises
+    KeyboardInterrupt at once. The previous handlers come back on exit."""
+
+    def __init__(self, stop: Any, received: list, enabled: bool = True) -> None:
+        self.stop, self.received, self.enabled = stop, received, enabled
+        self.old: dict = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.stop.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.received.append(signum)
+        self.stop.set()
+        again = " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else ""
+        try:  # a raw write: the interrupted code may be inside a buffered write to stderr
+            os.write(
+                2,
+                f"[lcengine fit] {signal.Signals(signum).name}: stopping at the next step "
+                f"boundary and saving a checkpoint{again}\n".encode(),
+            )
+        except OSError:
+            pass
+
+    def __enter__(self) -> "_StopOnSignals":
+        import signal
+        import threading
+
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.old[s] = signal.getsignal(s)
+                signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for s, h in self.old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self.old = {}
+
+
+def _refuse_non_empty(folder: Path) -> ValueError:
+    from .run import RUN_FILE
+
+    return ValueError(
+        f"--run {folder} is a non-empty folder without {RUN_FILE}; refusing to write into it"
+    )
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
+    """``lcengine fit``: holds the run folder's writer lock for the whole command."""
+    from .io import WRITER_LOCK_FILE, writer_lock
+    from .run import RUN_FILE, is_empty_run_folder
+
+    folder = Path(args.run)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--run {folder} exists and is not a folder")
+    if (
+        not (folder / RUN_FILE).is_file()
+        and not (folder / WRITER_LOCK_FILE).exists()
+        and not is_empty_run_folder(folder)
+    ):
+        raise _refuse_non_empty(folder)  # before the lock: the folder stays as it was
+    set_threads(args.threads)
+    with writer_lock(folder, "--run"):
+        try:
+            return _fit_locked(args, folder)
+        except KeyboardInterrupt:
+            print(
+                f"lcengine fit: aborted; the last saved checkpoint in {folder} is intact and "
+                f"`lcengine fit --run {folder}` continues from it",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 130
+
+
+def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
+    import threading
+
+    from .io import atomic_write_bytes
     from .run import (
         CONSTRAINTS_DIR,
+        PREPARING_FILE,
         RUN_FILE,
+        accepts_stop_requested,
         has_checkpoint,
+        is_empty_run_folder,
+        is_preparing,
         load_run,
         read_run_file,
         resolve_application,
         write_run_file,
     )
 
-    set_threads(args.threads)
-    folder = Path(args.run)
     progress = not args.no_progress
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    stop = threading.Event()
+    received: list[int] = []
 
     def log(msg: str) -> None:
         print(f"[lcengine fit] {msg}", file=sys.stderr, flush=True)
 
     def prepare(app_path: str, config: dict):
-        return resolve_application(app_path).prepare_run(
-            folder,
-            config,
-            cache_dir=cache_dir,
-            use_cache=not args.no_cache,
-            progress=progress,
-            log=log,
-            checkpoint_every=args.checkpoint_every,
-        )
+        app = resolve_application(app_path)
+        extra = {"stop_requested": stop.is_set} if accepts_stop_requested(app) else {}
+        atomic_write_bytes(folder / PREPARING_FILE, f"{os.getpid()}\n".encode("ascii"))
+        # applications that cannot stop early keep the default handlers (a signal ends them;
+        # the marker makes the next `lcengine fit` prepare the run again)
+        with _StopOnSignals(stop, received, enabled=bool(extra)):
+            run = app.prepare_run(
+                folder,
+                config,
+                cache_dir=cache_dir,
+                use_cache=not args.no_cache,
+                progress=progress,
+                log=log,
+                checkpoint_every=args.checkpoint_every,
+                **extra,
+            )
+        if not received:
+            (folder / PREPARING_FILE).unlink(missing_ok=True)
+        return run
 
-    if (folder / RUN_FILE).is_file() and not has_checkpoint(folder):
-        # interrupted before the first checkpoint: build the run again from its own config
+    def stopped(run) -> int:
+        import signal
+
+        t = run.constraints.trainer if run is not None else None
+        where = (
+            f"at attribute step {t.attribute_step}, realism step {t.realism_step}"
+            if t is not None
+            else "early"
+        )
+        saved = (
+            f"the checkpoint is in {folder / CONSTRAINTS_DIR}"
+            if has_checkpoint(folder)
+            else "no checkpoint was saved yet"
+        )
+        print(
+            f"lcengine fit: stopped by {signal.Signals(received[0]).name} {where}; {saved}; "
+            f"`lcengine fit --run {folder}` continues it",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + int(received[0])
+
+    if (folder / RUN_FILE).is_file() and (not has_checkpoint(folder) or is_preparing(folder)):
+        # interrupted before its preparation finished: build the run again from its own config
         run = prepare(*read_run_file(folder))
+        if received:
+            return stopped(run)
         print(f"completed {folder}: realism critic {run.constraints.trainer.realism_step} updates")
         return 0
     if (folder / RUN_FILE).is_file():
         run = load_run(folder)
         lc = run.constraints
         before = (lc.trainer.attribute_step, lc.trainer.realism_step)
-        lc.fit(
-            attribute_steps=args.attribute_steps,
-            realism_steps=args.realism_steps,
-            progress=progress,
-            checkpoint_dir=folder / CONSTRAINTS_DIR,
-            checkpoint_every=args.checkpoint_every,
-        )
+        log(f"continuing {folder} from attribute step {before[0]}, realism step {before[1]}")
+        with _StopOnSignals(stop, received):
+            lc.fit(
+                attribute_steps=args.attribute_steps,
+                realism_steps=args.realism_steps,
+                progress=progress,
+                checkpoint_dir=folder / CONSTRAINTS_DIR,
+                checkpoint_every=args.checkpoint_every,
+                stop_requested=stop.is_set,
+            )
         write_run_file(folder, run.application_path, run.application.updated_config(run.config, lc))
+        if received:
+            return stopped(run)
         print(
             f"continued {folder}: attribute critic {before[0]} -> {lc.trainer.attribute_step} "
             f"updates, realism critic {before[1]} -> {lc.trainer.realism_step} updates"
         )
         return 0
-    if folder.exists() and any(folder.iterdir()):
-        raise ValueError(
-            f"--run {folder} is a non-empty folder without {RUN_FILE}; refusing to write into it"
-        )
+    if not is_empty_run_folder(folder):
+        raise _refuse_non_empty(folder)
     overrides = {
         k: v
         for k, v in (
@@ -235,6 +372,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         fast=args.fast, seed=args.seed, training_overrides=overrides
     )
     run = prepare(args.application, config)
+    if received:
+        return stopped(run)
     t = run.constraints.trainer
     print(
         f"created {folder}: attribute critic {t.attribute_step} updates, realism critic "

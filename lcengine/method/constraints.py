@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -120,6 +120,7 @@ class LatentConstraints:
         self.zero_shot: list[ZeroShotConstraint] = []
         self._valid_rows: Optional[np.ndarray] = None
         self._stacked: Optional[tuple[tuple[int, ...], nn.Module]] = None
+        self.fit_stopped = False  # the last fit() ended early on stop_requested
 
     # ------------------------------------------------------------------ properties
     @property
@@ -244,6 +245,7 @@ class LatentConstraints:
         progress: bool = True,
         checkpoint_dir: Union[str, Path, None] = None,
         checkpoint_every: int = 0,
+        stop_requested: Optional[Callable[[], bool]] = None,
     ) -> "LatentConstraints":
         """Trains the attribute critic, then the realism critic and the actor.
 
@@ -256,9 +258,14 @@ class LatentConstraints:
             attribute_steps: total attribute-critic updates (default: the config's).
             realism_steps: total realism-critic updates (default: the config's).
             progress: tqdm bars.
-            checkpoint_dir: if given, :meth:`save` here every ``checkpoint_every`` realism
-                updates and at the end, so an interrupted fit can be resumed.
-            checkpoint_every: see ``checkpoint_dir``.
+            checkpoint_dir: if given, :meth:`save` here whenever the total number of realism
+                updates is a multiple of ``checkpoint_every``, and at the end (also after a
+                stop), so an interrupted fit can be resumed.
+            checkpoint_every: see ``checkpoint_dir`` (0: at the end only).
+            stop_requested: polled before each update (e.g. ``threading.Event().is_set``);
+                when it returns True, training stops at that step boundary, the checkpoint is
+                saved and fit returns (:attr:`fit_stopped` is then True). A later ``fit()``
+                continues from there.
 
         Returns:
             self.
@@ -285,21 +292,31 @@ class LatentConstraints:
             self.training.attribute_steps = attribute_steps
         if realism_steps is not None:
             self.training.realism_steps = realism_steps
+        check_int("checkpoint_every", checkpoint_every)
         t = self.trainer
-        t.train_attribute(self.data, self.training.attribute_steps, progress=progress)
+        self.fit_stopped = False
+        done = t.train_attribute(
+            self.data,
+            self.training.attribute_steps,
+            progress=progress,
+            stop_requested=stop_requested,
+        )
         callback = None
         if checkpoint_dir is not None:
 
             def callback(_t: ConstraintTrainer) -> None:
                 self.save(checkpoint_dir)
 
-        t.train_realism_actor(
-            self.data,
-            self.training.realism_steps,
-            progress=progress,
-            callback=callback,
-            callback_every=checkpoint_every,
-        )
+        if done:
+            done = t.train_realism_actor(
+                self.data,
+                self.training.realism_steps,
+                progress=progress,
+                callback=callback,
+                callback_every=checkpoint_every,
+                stop_requested=stop_requested,
+            )
+        self.fit_stopped = not done
         for module in t.modules().values():
             module.eval()
         if checkpoint_dir is not None:

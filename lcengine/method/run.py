@@ -8,6 +8,8 @@ Layout::
                        "application": "<module>:<attribute>",  # the Application object
                        "config": {...}}                         # the application's settings
     constraints/      the LatentConstraints checkpoint (lcengine.method.checkpoint)
+    .lcengine.lock    flock-ed by the process writing the folder (lcengine.method.io.writer_lock)
+    .lcengine.preparing  present while the application prepares a new run (removed when done)
     ...               whatever else the application stores (its model, its evaluators)
 
 The method reads and writes ``run.json`` and ``constraints/``; everything model- or data-
@@ -20,21 +22,23 @@ application in ``run.json`` imports that module, so load only run folders you tr
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 
-from .checkpoint import CONFIG_FILE
+from .checkpoint import has_constraints_checkpoint
 from .constraints import LatentConstraints
-from .io import atomic_write_json, read_json_file
+from .io import WRITER_LOCK_FILE, atomic_write_json, read_json_file
 from .latent_model import LatentModel
 from .zeroshot import Rule
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "lcengine.run/2"
 CONSTRAINTS_DIR = "constraints"
+PREPARING_FILE = ".lcengine.preparing"
 Log = Callable[[str], None]
 
 
@@ -61,12 +65,18 @@ class Application(Protocol):
         progress: bool,
         log: Log,
         checkpoint_every: int,
+        stop_requested: Optional[Callable[[], bool]] = None,
     ) -> "Run":
         """Creates (or completes) a run folder: the model, the fitted constraints, run.json.
 
         ``cache_dir`` (None: the application's default) caches pretrained models the
         application would otherwise train; ``use_cache=False`` trains them afresh. The
         constraints are saved every ``checkpoint_every`` realism updates (0: at the end only).
+
+        ``stop_requested`` is optional (:func:`accepts_stop_requested`): an application that
+        takes it passes it to :meth:`LatentConstraints.fit`, and when it returns True saves
+        what it has and returns early (``lcengine fit`` then finishes the run on its next
+        call). The commands pass it only to applications whose ``prepare_run`` takes it.
         """
 
     def load_model(self, folder: Path, config: Mapping[str, Any]) -> tuple[LatentModel, Any]:
@@ -189,8 +199,35 @@ def read_run_file(folder: Union[str, Path]) -> tuple[str, dict]:
 
 
 def has_checkpoint(folder: Union[str, Path]) -> bool:
-    """The run folder holds a saved LatentConstraints checkpoint."""
-    return (Path(folder) / CONSTRAINTS_DIR / CONFIG_FILE).is_file()
+    """The run folder holds a saved LatentConstraints checkpoint record (``constraints.json``
+    or ``constraints.previous.json``; the loader verifies them)."""
+    return has_constraints_checkpoint(Path(folder) / CONSTRAINTS_DIR)
+
+
+def is_preparing(folder: Union[str, Path]) -> bool:
+    """The application's preparation of this run folder started and did not finish."""
+    return (Path(folder) / PREPARING_FILE).is_file()
+
+
+def accepts_stop_requested(app: Application) -> bool:
+    """``app.prepare_run`` takes the keyword ``stop_requested`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(app.prepare_run).parameters
+    except (TypeError, ValueError):
+        return False
+    return "stop_requested" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+
+
+def is_empty_run_folder(folder: Union[str, Path]) -> bool:
+    """The folder is missing, empty, or holds only the lock file and files of a new run whose
+    preparation was interrupted before it wrote ``run.json``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return not folder.exists()
+    names = {p.name for p in folder.iterdir()} - {WRITER_LOCK_FILE}
+    return not names or (PREPARING_FILE in names and RUN_FILE not in names)
 
 
 def attach_rules(lc: LatentConstraints, rules: Mapping[str, Rule]) -> None:
@@ -221,11 +258,15 @@ def load_run(folder: Union[str, Path]) -> Run:
 __all__ = [
     "Application",
     "CONSTRAINTS_DIR",
+    "PREPARING_FILE",
     "RUN_FILE",
     "RUN_FORMAT",
     "Run",
+    "accepts_stop_requested",
     "attach_rules",
     "has_checkpoint",
+    "is_empty_run_folder",
+    "is_preparing",
     "load_run",
     "read_run_file",
     "resolve_application",

@@ -21,6 +21,11 @@ Every source of Gaussian noise is :func:`lcengine.reparameterize` / :func:`lceng
 keyed by a seed derived from ``(config.seed, purpose, step)``, and every index draw uses a
 generator seeded the same way, so training is deterministic and a resumed run continues with
 exactly the batches an uninterrupted one would have used.
+
+The ``train_*`` methods poll an optional ``stop_requested`` callable before each update and
+return ``False`` when it asks them to stop: a stop always falls on a step boundary (an actor
+update belongs to the realism update that triggers it), so the state saved afterwards resumes
+exactly.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from .config import TrainingConfig
 from .critics import Actor, AttributeCritic, RealismCritic
 
 _SEED_MASK = (1 << 62) - 1
+StopRequested = Callable[[], bool]
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
@@ -168,16 +174,30 @@ class ConstraintTrainer:
         *,
         progress: bool = True,
         desc: str = "attribute critic",
-    ) -> None:
-        """Trains the attribute critic until it has made ``until`` updates in total."""
+        stop_requested: Optional[StopRequested] = None,
+    ) -> bool:
+        """Trains the attribute critic until it has made ``until`` updates in total.
+
+        Args:
+            data: training encodings.
+            until: target total number of updates.
+            progress: show a tqdm bar.
+            desc: its label.
+            stop_requested: polled before each update; True stops the loop there.
+
+        Returns:
+            True when ``until`` was reached, False when ``stop_requested`` stopped it first.
+        """
         c = self.config
         _check_data(data, self.attribute.latent_dim, self.attribute.num_attributes)
         todo = max(0, until - self.attribute_step)
         if todo == 0:
-            return
+            return True
         self.attribute.train()
         bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
         while self.attribute_step < until:
+            if stop_requested is not None and stop_requested():
+                break
             step = self.attribute_step
             gen = step_generator(c.seed, "attribute/index", step)
             idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
@@ -200,6 +220,7 @@ class ConstraintTrainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
             bar.update(1)
         bar.close()
+        return self.attribute_step >= until
 
     # ------------------------------------------------------------------ realism critic + actor
     def _real_block(
@@ -321,7 +342,8 @@ class ConstraintTrainer:
         desc: str = "realism critic + actor",
         callback: Optional[Callable[["ConstraintTrainer"], None]] = None,
         callback_every: int = 0,
-    ) -> None:
+        stop_requested: Optional[StopRequested] = None,
+    ) -> bool:
         """Alternates realism-critic updates with an actor update every ``actor_every``.
 
         Args:
@@ -329,18 +351,25 @@ class ConstraintTrainer:
             until: target total number of realism-critic updates.
             progress: show a tqdm bar.
             desc: its label.
-            callback: called with the trainer every ``callback_every`` updates (checkpoints).
+            callback: called with the trainer whenever the total number of realism updates is a
+                multiple of ``callback_every`` (checkpoints).
             callback_every: 0 = never.
+            stop_requested: polled before each realism update; True stops the loop there.
+
+        Returns:
+            True when ``until`` was reached, False when ``stop_requested`` stopped it first.
         """
         c = self.config
         _check_data(data, self.realism.latent_dim, self.realism.num_attributes)
         todo = max(0, until - self.realism_step)
         if todo == 0:
-            return
+            return True
         self.realism.train()
         self.actor.train()
         bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
         while self.realism_step < until:
+            if stop_requested is not None and stop_requested():
+                break
             self._realism_update(data)
             if self.realism_step % c.actor_every == 0:
                 self._actor_update(data)
@@ -355,6 +384,7 @@ class ConstraintTrainer:
             if callback is not None and callback_every and self.realism_step % callback_every == 0:
                 callback(self)
         bar.close()
+        return self.realism_step >= until
 
     # ------------------------------------------------------------------ state
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -456,4 +486,11 @@ def _check_data(data: TrainingData, latent_dim: int, num_attributes: int) -> Non
         )
 
 
-__all__ = ["ConstraintTrainer", "TrainingConfig", "TrainingData", "derive_seed", "step_generator"]
+__all__ = [
+    "ConstraintTrainer",
+    "StopRequested",
+    "TrainingConfig",
+    "TrainingData",
+    "derive_seed",
+    "step_generator",
+]

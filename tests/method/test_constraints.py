@@ -109,8 +109,8 @@ def test_checkpoint_errors(fitted, tmp_path):
     )
     with pytest.raises(ValueError, match="latent_dim"):
         LatentConstraints.load(d, other)
-    # corrupted tensor file
-    w = d / "constraints.safetensors"
+    # corrupted tensor file (the one the record names)
+    w = d / json.loads((d / "constraints.json").read_text())["weights_file"]
     blob = bytearray(w.read_bytes())
     blob[100] ^= 0xFF
     w.write_bytes(bytes(blob))

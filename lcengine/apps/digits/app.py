@@ -8,6 +8,10 @@ names :data:`APPLICATION` and stores a :class:`~lcengine.apps.digits.config.Demo
 
 The "pretrained" VAE and classifier are trained once and cached (``$LCENGINE_CACHE`` or
 ``~/.cache/lcengine``), keyed by their settings, the seed and the split.
+
+:func:`prepare_run` holds the run folder's writer lock (:func:`lcengine.method.io.writer_lock`)
+while it writes the folder, and stops early, with the constraints saved, when its
+``stop_requested`` callable returns True.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from lcengine.method.constraints import LatentConstraints
+from lcengine.method.io import writer_lock
 from lcengine.method.latent_model import LatentModel
 from lcengine.method.run import CONSTRAINTS_DIR, RUN_FILE, Run, read_run_file, write_run_file
 from lcengine.method.zeroshot import Rule
 
 from .classifier import (
-    CLASSIFIER_CONFIG_FILE,
     PixelClassifier,
+    has_classifier_checkpoint,
     load_classifier,
     save_classifier,
     train_pixel_classifier,
@@ -38,7 +43,7 @@ from .config import DemoConfig, config_from_dict, demo_config
 from .data import VOCABULARY, MnistAttributes, load_mnist
 from .evaluation import measure_attributes
 from .rules import DIGIT_RULES
-from .vae import VAE_CONFIG_FILE, MnistVAE, load_vae, save_vae, train_vae
+from .vae import MnistVAE, has_vae_checkpoint, load_vae, save_vae, train_vae
 
 APPLICATION_PATH = "lcengine.apps.digits.app:APPLICATION"
 _CACHE_VERSION = 1
@@ -99,7 +104,7 @@ def obtain_vae(
     params = dict(cfg.vae)
     if cache is not None:
         folder = cache / _cache_key("mnist_vae", cfg, params)
-        if (folder / VAE_CONFIG_FILE).is_file():
+        if has_vae_checkpoint(folder):
             try:
                 return load_vae(folder), True
             except ValueError as exc:
@@ -123,7 +128,7 @@ def obtain_classifier(
     params = dict(cfg.classifier)
     if cache is not None:
         folder = cache / _cache_key("pixel_classifier", cfg, params)
-        if (folder / CLASSIFIER_CONFIG_FILE).is_file():
+        if has_classifier_checkpoint(folder):
             try:
                 return load_classifier(folder), True
             except ValueError as exc:
@@ -162,11 +167,13 @@ def prepare_run(
     log: Callable[[str], None] = print,
     timings: Optional[dict] = None,
     checkpoint_every: int = 1000,
+    stop_requested: Optional[Callable[[], bool]] = None,
 ) -> Run:
     """Creates (or resumes) a run folder: data, VAE, classifier, fitted constraints, zero-shot.
 
     A folder holding a checkpoint of the *same* configuration is resumed: training continues
-    from the saved step counts instead of starting over.
+    from the saved step counts instead of starting over. The folder's writer lock is held
+    throughout (a second writer gets a RuntimeError).
 
     Args:
         folder: the run folder (created if needed).
@@ -176,9 +183,27 @@ def prepare_run(
         log: stage messages.
         timings: filled with the seconds of each stage (and whether models came from the cache).
         checkpoint_every: save the constraints every this many realism updates (0: at the end).
+        stop_requested: polled between training steps; when it returns True the constraints
+            are saved at that step and the run is returned as it is (no zero-shot constraint
+            yet); calling this again resumes it.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writer_lock(folder, "run folder"):
+        return _prepare_run_locked(
+            folder, cfg, cache, progress, log, timings, checkpoint_every, stop_requested
+        )
+
+
+def _prepare_run_locked(
+    folder: Path,
+    cfg: DemoConfig,
+    cache: Optional[Path],
+    progress: bool,
+    log: Callable[[str], None],
+    timings: Optional[dict],
+    checkpoint_every: int,
+    stop_requested: Optional[Callable[[], bool]],
+) -> Run:
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
     ds = load_mnist(cfg.seed, cfg.heldout_fraction)
@@ -226,14 +251,22 @@ def prepare_run(
             progress=progress,
             checkpoint_dir=folder / CONSTRAINTS_DIR,
             checkpoint_every=checkpoint_every,
+            stop_requested=stop_requested,
         )
     else:
         lc.fit(
             progress=progress,
             checkpoint_dir=folder / CONSTRAINTS_DIR,
             checkpoint_every=checkpoint_every,
+            stop_requested=stop_requested,
         )
     timings["constraints"] = time.perf_counter() - t0
+    run = Run(
+        folder, APPLICATION, APPLICATION_PATH, cfg.to_dict(), lc, DigitsContext(cfg, ds, vae, clf)
+    )
+    if lc.fit_stopped or (stop_requested is not None and stop_requested()):
+        log(f"stopped; the constraints are saved in {folder / CONSTRAINTS_DIR}")
+        return run
 
     t0 = time.perf_counter()
     rule_name = cfg.zero_shot_rule
@@ -253,9 +286,7 @@ def prepare_run(
         )
         lc.save(folder / CONSTRAINTS_DIR)
     timings["zero_shot"] = time.perf_counter() - t0
-    return Run(
-        folder, APPLICATION, APPLICATION_PATH, cfg.to_dict(), lc, DigitsContext(cfg, ds, vae, clf)
-    )
+    return run
 
 
 class DigitsApplication:
@@ -282,6 +313,7 @@ class DigitsApplication:
         progress: bool,
         log: Callable[[str], None],
         checkpoint_every: int = 1000,
+        stop_requested: Optional[Callable[[], bool]] = None,
     ) -> Run:
         """:func:`prepare_run` with the cache resolved (``cache_dir`` None: the default)."""
         cache = None
@@ -289,18 +321,19 @@ class DigitsApplication:
             cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         return prepare_run(
             folder,
-            config_from_dict(config),
+            config_from_dict(config, source=str(Path(folder) / RUN_FILE)),
             cache=cache,
             progress=progress,
             log=log,
             checkpoint_every=checkpoint_every,
+            stop_requested=stop_requested,
         )
 
     def load_model(
         self, folder: Path, config: Mapping[str, Any]
     ) -> tuple[LatentModel, DigitsContext]:
         """The run's VAE (wrapped) and its context: data split, VAE, classifier."""
-        cfg = config_from_dict(config)
+        cfg = config_from_dict(config, source=str(Path(folder) / RUN_FILE))
         ds = load_mnist(cfg.seed, cfg.heldout_fraction)
         vae = load_vae(Path(folder) / "vae")
         clf = load_classifier(Path(folder) / "classifier")

@@ -4,6 +4,14 @@
 It is trained only on real training images (:func:`train_pixel_classifier`) and never used to
 train critics, so it is an independent judge of generated images. Its penultimate activations
 (:meth:`PixelClassifier.features`) define the feature space of the Frechet distance (FCD).
+
+Its checkpoint (:func:`save_classifier`, :func:`load_classifier`) is a folder committed by
+:func:`lcengine.method.io.commit_checkpoint` with stem ``classifier``: ``classifier.json``
+(format, architecture ``config``, training ``history``, ``weights_file``, ``weights_sha256``),
+``classifier.previous.json`` and ``classifier.<sha256[:16]>.safetensors``. The loader verifies
+the checksum, checks every record key it reads (widths are integers in ``[1, 65536]``) before
+allocating the network, and falls back to ``classifier.previous.json`` when the current record
+cannot be loaded. A record without ``weights_file`` names ``classifier.safetensors``.
 """
 
 from __future__ import annotations
@@ -20,10 +28,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lcengine.method.io import (
-    atomic_write_json,
-    load_tensors_checked,
-    read_json_file,
-    save_tensors_atomic,
+    CheckpointFiles,
+    LoadedCheckpoint,
+    check_tensors_match,
+    commit_checkpoint,
+    load_checkpoint,
+    record_value,
+    record_width,
+    record_widths,
 )
 from lcengine.method.latent_model import as_int
 from lcengine.validation import check_int
@@ -32,8 +44,9 @@ from .data import NUM_DIGITS, check_images, digit_one_hot
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-CLASSIFIER_WEIGHTS_FILE = "classifier.safetensors"
-CLASSIFIER_CONFIG_FILE = "classifier.json"
+CLASSIFIER_STEM = "classifier"
+CLASSIFIER_CONFIG_FILE = "classifier.json"  # the current record
+CLASSIFIER_WEIGHTS_FILE = "classifier.safetensors"  # weights of a record naming none
 _CLASSIFIER_FORMAT = "lcengine.PixelClassifier/1"
 # Normalization constants of MNIST pixels in [0, 1] (mean and std over the training images).
 _PIXEL_MEAN = 0.1307
@@ -199,51 +212,107 @@ def train_pixel_classifier(
 
 
 def save_classifier(clf: PixelClassifier, path_dir: Union[str, os.PathLike]) -> Path:
-    """Saves ``classifier.safetensors`` + ``classifier.json`` in ``path_dir`` (atomic writes)."""
+    """Commits the classifier into the folder ``path_dir`` (see the module docstring): new
+    weights file first, then one atomic switch of ``classifier.json``."""
     if not isinstance(clf, PixelClassifier):
         raise TypeError(f"clf must be a PixelClassifier, got {type(clf).__name__}")
     d = Path(path_dir)
     if d.exists() and not d.is_dir():
         raise ValueError(f"path_dir {d} exists and is not a folder")
-    d.mkdir(parents=True, exist_ok=True)
-    save_tensors_atomic(
-        d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(), metadata={"format": _CLASSIFIER_FORMAT}
-    )
-    atomic_write_json(
-        d / CLASSIFIER_CONFIG_FILE,
+    commit_checkpoint(
+        d,
+        CLASSIFIER_STEM,
+        clf.state_dict(),
         {"format": _CLASSIFIER_FORMAT, "config": clf.config(), "history": clf.history},
+        metadata={"format": _CLASSIFIER_FORMAT},
+        what="save_classifier",
     )
     return d
 
 
+def has_classifier_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
+    """The folder holds a classifier record (``classifier.json`` or its previous one)."""
+    return CheckpointFiles(Path(path_dir), CLASSIFIER_STEM).exists()
+
+
+def classifier_parameter_count(channels: Sequence[int], feature_dim: int) -> int:
+    """Number of parameters of ``PixelClassifier(channels, feature_dim)``, without building it."""
+    c1, c2 = channels
+    return (
+        (9 * c1 + c1)
+        + (9 * c1 * c2 + c2)
+        + (c2 * 7 * 7 * feature_dim + feature_dim)
+        + (feature_dim * NUM_DIGITS + NUM_DIGITS)
+    )
+
+
+def _build_classifier(ck: LoadedCheckpoint) -> PixelClassifier:
+    what, meta, cfg_path, w_path = "load_classifier", ck.record, ck.record_path, ck.weights_path
+    if meta.get("format") != _CLASSIFIER_FORMAT:
+        raise ValueError(
+            f"load_classifier: {cfg_path} is not an lcengine classifier record (key 'format' is "
+            f"{meta.get('format')!r}, expected {_CLASSIFIER_FORMAT!r})"
+        )
+    config = record_value(meta, "config", cfg_path, what)
+    if not isinstance(config, dict):
+        raise ValueError(f"load_classifier: {cfg_path} key 'config' must be an object")
+    unknown = sorted(set(config) - {"channels", "feature_dim"})
+    if unknown:
+        raise ValueError(f"load_classifier: {cfg_path} key 'config' has unknown keys {unknown}")
+    channels = record_widths(
+        record_value(meta, "config.channels", cfg_path, what),
+        "config.channels",
+        cfg_path,
+        what,
+        min_len=2,
+        max_len=2,
+    )
+    feature_dim = record_width(
+        record_value(meta, "config.feature_dim", cfg_path, what),
+        "config.feature_dim",
+        cfg_path,
+        what,
+    )
+    history = meta.get("history", [])
+    if not isinstance(history, list):
+        raise ValueError(f"load_classifier: {cfg_path} key 'history' must be a list")
+    held = sum(t.numel() for t in ck.tensors.values())
+    needed = classifier_parameter_count(channels, feature_dim)
+    if held != needed:  # checked before the network is allocated
+        raise ValueError(
+            f"load_classifier: {w_path} does not match the configuration: it holds {held} "
+            f"parameters, the architecture in {cfg_path} has {needed}"
+        )
+    clf = PixelClassifier(channels=channels, feature_dim=feature_dim)
+    check_tensors_match(ck.tensors, clf.state_dict(), w_path, what)
+    clf.load_state_dict(ck.tensors)
+    clf.history = list(history)
+    return clf.eval()
+
+
 def load_classifier(path_dir: Union[str, os.PathLike]) -> PixelClassifier:
-    """Loads a classifier saved by :func:`save_classifier`, validating both files.
+    """Loads a classifier saved by :func:`save_classifier`, validating the record and the
+    weights (checksum, architecture, tensor names and shapes, finiteness).
+
+    Falls back to ``classifier.previous.json`` (with a warning naming the file that failed and
+    why) when ``classifier.json`` or its weights are missing, corrupted or mismatched.
 
     Raises:
-        ValueError: a missing, corrupted or mismatched file (the message names it).
+        ValueError: nothing loadable; the message names the file (and the record key at fault).
     """
     d = Path(path_dir)
-    cfg_path = d / CLASSIFIER_CONFIG_FILE
-    meta = read_json_file(cfg_path, "load_classifier")
-    if meta.get("format") != _CLASSIFIER_FORMAT or not isinstance(meta.get("config"), dict):
-        raise ValueError(
-            f"load_classifier: {cfg_path} is not an lcengine classifier config "
-            f"(expected format {_CLASSIFIER_FORMAT!r} and a 'config' object)"
-        )
-    try:
-        clf = PixelClassifier(**meta["config"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"load_classifier: invalid architecture in {cfg_path}: {e}") from e
-    tensors = load_tensors_checked(d / CLASSIFIER_WEIGHTS_FILE, clf.state_dict(), "load_classifier")
-    clf.load_state_dict(tensors)
-    clf.history = list(meta.get("history", []))
-    return clf.eval()
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"load_classifier: {d} is not a folder")
+    return load_checkpoint(d, CLASSIFIER_STEM, "load_classifier", _build_classifier)
 
 
 __all__ = [
     "CLASSIFIER_CONFIG_FILE",
+    "CLASSIFIER_STEM",
     "CLASSIFIER_WEIGHTS_FILE",
     "PixelClassifier",
+    "classifier_parameter_count",
+    "has_classifier_checkpoint",
     "load_classifier",
     "save_classifier",
     "train_pixel_classifier",

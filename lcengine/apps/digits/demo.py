@@ -15,6 +15,8 @@ Stages (each timed in ``metrics.json``):
 
 The output folder is also a run folder (:mod:`lcengine.method.run`) for ``lcengine fit``,
 ``sample`` and ``transform``: ``run.json`` + ``constraints/`` + ``vae/`` + ``classifier/``.
+The demo holds the folder's writer lock (:func:`lcengine.method.io.writer_lock`) while it
+writes it, so a concurrent demo or ``lcengine fit`` on the same folder is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 import lcengine
-from lcengine.method.io import atomic_write_bytes, atomic_write_json, write_npz
+from lcengine.method.io import atomic_write_bytes, atomic_write_json, write_npz, writer_lock
 from lcengine.method.run import Run
 from lcengine.method.sampling import METHODS
 from lcengine.validation import check_int
@@ -124,6 +126,9 @@ def run_demo(
 
     Returns:
         The metrics dict written to ``metrics.json``.
+
+    Raises:
+        RuntimeError: another process is writing ``out``.
     """
     if log is None:
 
@@ -147,10 +152,23 @@ def run_demo(
             )
         finally:
             torch.set_num_threads(previous)
-    t_start = time.perf_counter()
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {folder} exists and is not a folder")
+    with writer_lock(folder, "--out"):
+        return _run_demo_locked(folder, fast, seed, cache_dir, use_cache, progress, log)
+
+
+def _run_demo_locked(
+    folder: Path,
+    fast: bool,
+    seed: int,
+    cache_dir: Union[str, Path, None],
+    use_cache: bool,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict:
+    t_start = time.perf_counter()
     cfg = demo_config(fast=fast, seed=seed)
     cache = None
     if use_cache:

@@ -3,8 +3,16 @@
 
 An MLP VAE trained by :func:`train_vae` with a Gaussian decoder of small fixed scale (0.1 by
 default): reconstructions are sharp and prior samples are poor, the setting in which latent
-constraints help most (Engel et al., 2018, section 5.1). Its checkpoint is
-``vae.safetensors`` + ``vae.json`` in a folder (:func:`save_vae`, :func:`load_vae`).
+constraints help most (Engel et al., 2018, section 5.1).
+
+Its checkpoint (:func:`save_vae`, :func:`load_vae`) is a folder committed by
+:func:`lcengine.method.io.commit_checkpoint` with stem ``vae``: ``vae.json`` (format,
+architecture ``config``, training ``history``, ``weights_file``, ``weights_sha256``),
+``vae.previous.json`` (the record before it) and ``vae.<sha256[:16]>.safetensors`` (the weights,
+whose header repeats the architecture). The loader verifies the checksum, checks every record
+key it reads (architecture widths are integers in ``[1, 65536]``) before allocating the network,
+and falls back to ``vae.previous.json`` when the current record cannot be loaded. A record
+without ``weights_file`` names ``vae.safetensors``.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ from torch import nn
 
 import lcengine
 from lcengine.method.io import (
-    atomic_write_json,
-    load_tensors_checked,
-    read_json_file,
-    save_tensors_atomic,
+    CheckpointFiles,
+    LoadedCheckpoint,
+    check_tensors_match,
+    commit_checkpoint,
+    load_checkpoint,
+    record_value,
+    record_width,
+    record_widths,
 )
 from lcengine.method.latent_model import as_int, to_tensor
 from lcengine.validation import check_finite_tensor, check_int, check_positive_float
@@ -34,8 +46,9 @@ from .data import IMAGE_SIDE
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-VAE_WEIGHTS_FILE = "vae.safetensors"
-VAE_CONFIG_FILE = "vae.json"
+VAE_STEM = "vae"
+VAE_CONFIG_FILE = "vae.json"  # the current record
+VAE_WEIGHTS_FILE = "vae.safetensors"  # the weights of a record that names no weights file
 _VAE_FORMAT = "lcengine.MnistVAE/1"
 
 
@@ -237,11 +250,11 @@ def train_vae(
 
 
 def save_vae(vae: MnistVAE, path_dir: Union[str, os.PathLike]) -> Path:
-    """Saves a :class:`MnistVAE` as ``vae.safetensors`` + ``vae.json`` in ``path_dir``.
+    """Commits a :class:`MnistVAE` into the folder ``path_dir`` (see the module docstring).
 
-    Each file is written atomically; the JSON (architecture, training history) is written last,
-    and the safetensors header records the same architecture so :func:`load_vae` can tell a
-    mismatched pair.
+    The weights go to a new file ``vae.<sha256[:16]>.safetensors`` (header: format and
+    architecture), then ``vae.json`` is switched atomically; an interrupted save leaves the
+    previous checkpoint loadable.
 
     Returns:
         The folder.
@@ -251,67 +264,125 @@ def save_vae(vae: MnistVAE, path_dir: Union[str, os.PathLike]) -> Path:
     d = Path(path_dir)
     if d.exists() and not d.is_dir():
         raise ValueError(f"path_dir {d} exists and is not a folder")
-    d.mkdir(parents=True, exist_ok=True)
     cfg = vae.config()
-    save_tensors_atomic(
-        d / VAE_WEIGHTS_FILE,
+    commit_checkpoint(
+        d,
+        VAE_STEM,
         vae.state_dict(),
-        metadata={"format": _VAE_FORMAT, "config": json.dumps(cfg, sort_keys=True)},
-    )
-    atomic_write_json(
-        d / VAE_CONFIG_FILE,
         {"format": _VAE_FORMAT, "config": cfg, "history": getattr(vae, "history", [])},
+        metadata={"format": _VAE_FORMAT, "config": json.dumps(cfg, sort_keys=True)},
+        what="save_vae",
     )
     return d
+
+
+def has_vae_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
+    """The folder holds a VAE record (``vae.json`` or ``vae.previous.json``)."""
+    return CheckpointFiles(Path(path_dir), VAE_STEM).exists()
+
+
+def vae_parameter_count(latent_dim: int, hidden: Sequence[int]) -> int:
+    """Number of parameters of ``MnistVAE(latent_dim, hidden)``, without building it."""
+    n_pix = IMAGE_SIDE * IMAGE_SIDE
+
+    def mlp(sizes: Sequence[int]) -> int:
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+
+    hidden = tuple(hidden)
+    return mlp((n_pix,) + hidden + (2 * latent_dim,)) + mlp((latent_dim,) + hidden[::-1] + (n_pix,))
+
+
+def _vae_architecture(meta: dict, cfg_path: Path) -> tuple[int, tuple[int, ...], float]:
+    """``(latent_dim, hidden, decoder_scale)`` of a record, every key checked (errors name the
+    file and the key)."""
+    what = "load_vae"
+    if meta.get("format") != _VAE_FORMAT:
+        raise ValueError(
+            f"load_vae: {cfg_path} is not an lcengine VAE record (key 'format' is "
+            f"{meta.get('format')!r}, expected {_VAE_FORMAT!r})"
+        )
+    if not isinstance(record_value(meta, "config", cfg_path, what), dict):
+        raise ValueError(f"load_vae: {cfg_path} key 'config' must be an object")
+    latent_dim = record_width(
+        record_value(meta, "config.latent_dim", cfg_path, what), "config.latent_dim", cfg_path, what
+    )
+    hidden = record_widths(
+        record_value(meta, "config.hidden", cfg_path, what), "config.hidden", cfg_path, what
+    )
+    scale = record_value(meta, "config.decoder_scale", cfg_path, what)
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+        or scale <= 0
+    ):
+        raise ValueError(
+            f"load_vae: {cfg_path} key 'config.decoder_scale' must be a finite positive number, "
+            f"got {scale!r}"
+        )
+    if not isinstance(meta.get("history", []), list):
+        raise ValueError(f"load_vae: {cfg_path} key 'history' must be a list")
+    return latent_dim, hidden, float(scale)
+
+
+def _build_vae(ck: LoadedCheckpoint) -> MnistVAE:
+    cfg_path, w_path, tensors = ck.record_path, ck.weights_path, ck.tensors
+    latent_dim, hidden, scale = _vae_architecture(ck.record, cfg_path)
+    cfg = ck.record["config"]
+    header_cfg = ck.metadata.get("config")
+    if header_cfg is not None:
+        try:
+            header = json.loads(header_cfg)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"load_vae: corrupted architecture in the header of {w_path}: {e}"
+            ) from e
+        if header != json.loads(json.dumps(cfg)):
+            raise ValueError(
+                f"load_vae: {w_path} was saved for architecture {header_cfg}, but "
+                f"{cfg_path} describes {cfg}"
+            )
+    held = sum(t.numel() for t in tensors.values())
+    needed = vae_parameter_count(latent_dim, hidden)
+    if held != needed:  # checked before the network is allocated
+        raise ValueError(
+            f"load_vae: {w_path} does not match the configuration: it holds {held} parameters, "
+            f"the architecture in {cfg_path} has {needed}"
+        )
+    vae = MnistVAE(latent_dim=latent_dim, hidden=hidden, decoder_scale=scale)
+    check_tensors_match(tensors, vae.state_dict(), w_path, "load_vae")
+    vae.load_state_dict(tensors)
+    vae.history = ck.record.get("history", [])
+    return vae
 
 
 def load_vae(
     path_dir: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu"
 ) -> MnistVAE:
-    """Loads a :class:`MnistVAE` saved by :func:`save_vae`, validating both files.
+    """Loads a :class:`MnistVAE` saved by :func:`save_vae`, validating the record and the
+    weights (checksum, architecture, tensor names and shapes, finiteness).
+
+    Falls back to ``vae.previous.json`` (with a warning naming the file that failed and why)
+    when ``vae.json`` or its weights are missing, corrupted or mismatched.
 
     Raises:
-        ValueError: a missing, corrupted or mismatched file (the message names it).
+        ValueError: nothing loadable; the message names the file (and the record key at fault).
     """
-    from safetensors import safe_open
-
     d = Path(path_dir)
-    cfg_path, w_path = d / VAE_CONFIG_FILE, d / VAE_WEIGHTS_FILE
-    meta = read_json_file(cfg_path, "load_vae")
-    if meta.get("format") != _VAE_FORMAT or not isinstance(meta.get("config"), dict):
-        raise ValueError(
-            f"load_vae: {cfg_path} is not an lcengine VAE config (expected "
-            f"format {_VAE_FORMAT!r} and a 'config' object)"
-        )
-    cfg = meta["config"]
-    try:
-        vae = MnistVAE(
-            latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], decoder_scale=cfg["decoder_scale"]
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"load_vae: invalid architecture in {cfg_path}: {e}") from e
-    tensors = load_tensors_checked(w_path, vae.state_dict(), "load_vae")
-    try:
-        with safe_open(str(w_path), framework="pt") as f:
-            header_cfg = (f.metadata() or {}).get("config")
-    except Exception as e:
-        raise ValueError(f"load_vae: corrupted safetensors file {w_path}: {e}") from e
-    if header_cfg is not None and json.loads(header_cfg) != json.loads(json.dumps(cfg)):
-        raise ValueError(
-            f"load_vae: {w_path} was saved for architecture {header_cfg}, but "
-            f"{cfg_path} describes {cfg}"
-        )
-    vae.load_state_dict(tensors)
-    vae.history = meta.get("history", [])
-    return vae.to(device).eval()
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"load_vae: {d} is not a folder")
+    return load_checkpoint(d, VAE_STEM, "load_vae", _build_vae).to(device).eval()
 
 
 __all__ = [
     "MnistVAE",
     "VAE_CONFIG_FILE",
+    "VAE_STEM",
     "VAE_WEIGHTS_FILE",
+    "has_vae_checkpoint",
     "load_vae",
     "save_vae",
     "train_vae",
     "vae_loss",
+    "vae_parameter_count",
 ]

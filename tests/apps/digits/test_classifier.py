@@ -10,7 +10,6 @@ import torch
 
 from lcengine.apps.digits.classifier import (
     CLASSIFIER_CONFIG_FILE,
-    CLASSIFIER_WEIGHTS_FILE,
     PixelClassifier,
     load_classifier,
     save_classifier,
@@ -44,7 +43,10 @@ def test_classifier_rejects_bad_input(classifier):
 
 def test_classifier_save_load_round_trip(tmp_path, classifier, mnist):
     save_classifier(classifier, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == sorted([CLASSIFIER_CONFIG_FILE, CLASSIFIER_WEIGHTS_FILE])
+    weights = json.loads((tmp_path / CLASSIFIER_CONFIG_FILE).read_text())["weights_file"]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [".classifier.lock", CLASSIFIER_CONFIG_FILE, weights]
+    )
     loaded = PixelClassifier.load(tmp_path)
     x = mnist.heldout_images[:20]
     np.testing.assert_array_equal(loaded.logits(x), classifier.logits(x))
@@ -53,13 +55,14 @@ def test_classifier_save_load_round_trip(tmp_path, classifier, mnist):
 
 def test_classifier_load_rejects_corruption(tmp_path, classifier):
     classifier.save(tmp_path)
-    w = tmp_path / CLASSIFIER_WEIGHTS_FILE
-    w.write_bytes(w.read_bytes()[:100])
-    with pytest.raises(ValueError, match=r"corrupted safetensors file .*classifier\.safetensors"):
-        load_classifier(tmp_path)
-    classifier.save(tmp_path)
     cfg = json.loads((tmp_path / CLASSIFIER_CONFIG_FILE).read_text())
+    w = tmp_path / cfg["weights_file"]
+    blob = w.read_bytes()
+    w.write_bytes(blob[:100])
+    with pytest.raises(ValueError, match=r"classifier\.[0-9a-f]{16}\.safetensors does not match"):
+        load_classifier(tmp_path)
+    w.write_bytes(blob)
     cfg["config"]["feature_dim"] = 64
     (tmp_path / CLASSIFIER_CONFIG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="has shape"):
+    with pytest.raises(ValueError, match="does not match the configuration"):
         load_classifier(tmp_path)

@@ -225,14 +225,26 @@ def test_corrupted_checkpoint_is_reported(demo_run, tmp_path, capsys):
     out, _ = demo_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    w = copy / "constraints" / "constraints.safetensors"
-    w.write_bytes(w.read_bytes()[:1000])  # truncated
+
+    def named_weights(folder, record):
+        return folder / json.loads((folder / record).read_text())["weights_file"]
+
+    c = copy / "constraints"
+    current = named_weights(c, "constraints.json")
+    current.write_bytes(current.read_bytes()[:1000])  # truncated
+    # the previous checkpoint is loaded, with a warning naming the damaged file
+    with pytest.warns(RuntimeWarning, match=str(current).replace(".", r"\.")):
+        assert main(["sample", "--run", str(copy), "--request", "3", "-n", "2"]) == 0
+    capsys.readouterr()
+    previous = named_weights(c, "constraints.previous.json")
+    previous.write_bytes(b"garbage")
     assert main(["sample", "--run", str(copy), "--request", "3"]) == 2
-    assert "constraints.safetensors" in capsys.readouterr().err
-    v = copy / "vae" / "vae.safetensors"
+    err = capsys.readouterr().err
+    assert current.name in err and previous.name in err and "checksum mismatch" in err
+    v = named_weights(copy / "vae", "vae.json")
     v.write_bytes(b"garbage")
     assert main(["sample", "--run", str(copy), "--request", "3"]) == 2
-    assert "vae.safetensors" in capsys.readouterr().err
+    assert v.name in capsys.readouterr().err
 
 
 def test_demo_resumes_an_interrupted_fit(tmp_path):

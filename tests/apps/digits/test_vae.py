@@ -11,7 +11,6 @@ import torch
 import lcengine
 from lcengine.apps.digits.vae import (
     VAE_CONFIG_FILE,
-    VAE_WEIGHTS_FILE,
     MnistVAE,
     load_vae,
     save_vae,
@@ -24,6 +23,11 @@ from lcengine.method.latent_model import LatentModel
 @pytest.fixture(scope="module")
 def images(mnist):
     return mnist.train_images[:512]
+
+
+def _weights(d):
+    """The weights file the current record of a VAE folder names."""
+    return d / json.loads((d / VAE_CONFIG_FILE).read_text())["weights_file"]
 
 
 def _small_vae(latent_dim=4, seed=0):
@@ -58,7 +62,8 @@ def test_vae_save_load_round_trip(tmp_path, images):
     vae.history = [{"epoch": 0, "loss": 1.0}]
     save_vae(vae, tmp_path / "ckpt")
     files = sorted(os.listdir(tmp_path / "ckpt"))
-    assert files == sorted([VAE_CONFIG_FILE, VAE_WEIGHTS_FILE])  # no temp files left behind
+    # no temp files left behind
+    assert files == sorted([".vae.lock", VAE_CONFIG_FILE, _weights(tmp_path / "ckpt").name])
     loaded = load_vae(tmp_path / "ckpt")
     assert loaded.config() == vae.config() and loaded.history == vae.history
     x = torch.from_numpy(images[:8])
@@ -69,17 +74,22 @@ def test_vae_save_load_round_trip(tmp_path, images):
 def test_vae_load_rejects_corrupted_and_mismatched(tmp_path):
     d = tmp_path / "ckpt"
     save_vae(_small_vae(), d)
-    weights = (d / VAE_WEIGHTS_FILE).read_bytes()
+    w = _weights(d)
+    weights = w.read_bytes()
 
-    (d / VAE_WEIGHTS_FILE).write_bytes(weights[: len(weights) // 2])
-    with pytest.raises(ValueError, match=r"corrupted safetensors file .*vae\.safetensors"):
+    w.write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(
+        ValueError, match=r"vae\.[0-9a-f]{16}\.safetensors does not match .*checksum"
+    ):
         load_vae(d)
 
-    (d / VAE_WEIGHTS_FILE).write_bytes(weights)
+    w.write_bytes(weights)
     cfg = json.loads((d / VAE_CONFIG_FILE).read_text())
     cfg["config"]["latent_dim"] = 5
     (d / VAE_CONFIG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"vae\.safetensors tensor .* has shape"):
+    with pytest.raises(
+        ValueError, match=r"vae\.[0-9a-f]{16}\.safetensors was saved for architecture"
+    ):
         load_vae(d)
 
     (d / VAE_CONFIG_FILE).write_text("{not json")
@@ -95,8 +105,15 @@ def test_vae_load_detects_weights_of_another_architecture(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     save_vae(_small_vae(latent_dim=4), a)
     save_vae(MnistVAE(latent_dim=4, hidden=(32, 32)), b)
-    os.replace(b / VAE_WEIGHTS_FILE, a / VAE_WEIGHTS_FILE)
-    with pytest.raises(ValueError, match=r"vae\.safetensors does not match the configuration"):
+    # b's record and weights in a: a consistent pair whose header and record disagree with
+    # nothing, but a's architecture record is swapped in
+    record = json.loads((b / VAE_CONFIG_FILE).read_text())
+    record["config"] = json.loads((a / VAE_CONFIG_FILE).read_text())["config"]
+    os.replace(_weights(b), a / record["weights_file"])
+    (a / VAE_CONFIG_FILE).write_text(json.dumps(record))
+    with pytest.raises(
+        ValueError, match=r"vae\.[0-9a-f]{16}\.safetensors was saved for architecture"
+    ):
         load_vae(a)
 
 
@@ -104,7 +121,7 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     d = tmp_path / "ckpt"
     first = _small_vae(seed=0)
     save_vae(first, d)
-    before = (d / VAE_WEIGHTS_FILE).read_bytes()
+    before = _weights(d).read_bytes()
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
@@ -113,8 +130,8 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_vae(_small_vae(seed=1), d)
     monkeypatch.undo()
-    assert (d / VAE_WEIGHTS_FILE).read_bytes() == before
-    assert sorted(os.listdir(d)) == sorted([VAE_CONFIG_FILE, VAE_WEIGHTS_FILE])
+    assert _weights(d).read_bytes() == before
+    assert sorted(os.listdir(d)) == sorted([".vae.lock", VAE_CONFIG_FILE, _weights(d).name])
     load_vae(d)
 
 
