@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: Apache-2.0
+"""scripts/gpu_check.sh: valid bash, under 8 minutes by its own phase limits, clear refusals."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+
+
+def test_gpu_check_is_valid_bash():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+def test_gpu_check_phase_limits_fit_in_eight_minutes():
+    text = SCRIPT.read_text()
+    limits = re.search(
+        r"^BUILD_S=(\d+) TESTS_S=(\d+) BENCH_ROWS_S=(\d+) BENCH_OPT_S=(\d+)$", text, re.M
+    )
+    assert limits is not None, "the phase limits line is missing"
+    # each phase may take its limit plus timeout's 10 s grace; 30 s for probing and the summary
+    total = sum(int(x) + 10 for x in limits.groups()) + 30
+    assert total < 8 * 60, total
+    for name in ("BUILD_S", "TESTS_S", "BENCH_ROWS_S", "BENCH_OPT_S"):
+        assert f'"${name}"' in text, f"{name} is not used"
+
+
+def test_gpu_check_without_out_dir_prints_usage():
+    r = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "usage: scripts/gpu_check.sh OUT_DIR" in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine with no GPU")
+def test_gpu_check_refuses_a_machine_without_gpu(tmp_path):
+    r = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+    )
+    assert r.returncode == 2
+    assert "sees no CUDA device" in r.stderr
