@@ -31,11 +31,10 @@ from lcengine._lazy import lazy_package
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from .cli import format_optimizer_table, format_table, run_from_args
-    from .cli_args import add_arguments
+    from .cli_args import DEFAULT_SHAPES, LARGE_SHAPES, OPTIMIZER_OP, add_arguments
     from .compare import REPORT_FORMAT, REPORT_KIND, compare_files, compare_reports, load_report
     from .optimizer import (
         OPTIMIZER_CASES,
-        OPTIMIZER_OP,
         OptimizerCase,
         compiled_dense_loop,
         default_optimizer_cases,
@@ -46,9 +45,7 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     )
     from .row_ops import (
         CASES,
-        DEFAULT_SHAPES,
         DTYPES,
-        LARGE_SHAPES,
         Case,
         parse_shape,
         run,
@@ -115,7 +112,7 @@ _EXPORTS = {
     "compare_reports": ".compare",
     "load_report": ".compare",
     "OPTIMIZER_CASES": ".optimizer",
-    "OPTIMIZER_OP": ".optimizer",
+    "OPTIMIZER_OP": ".cli_args",
     "OptimizerCase": ".optimizer",
     "compiled_dense_loop": ".optimizer",
     "default_optimizer_cases": ".optimizer",
@@ -124,9 +121,9 @@ _EXPORTS = {
     "optimizer_inputs": ".optimizer",
     "run_optimizer": ".optimizer",
     "CASES": ".row_ops",
-    "DEFAULT_SHAPES": ".row_ops",
+    "DEFAULT_SHAPES": ".cli_args",
     "DTYPES": ".row_ops",
-    "LARGE_SHAPES": ".row_ops",
+    "LARGE_SHAPES": ".cli_args",
     "Case": ".row_ops",
     "parse_shape": ".row_ops",
     "run": ".row_ops",

@@ -12,10 +12,10 @@ import warnings
 import torch
 
 from ..backend import unavailable_reason
-from .cli_args import add_arguments
+from .cli_args import DEFAULT_SHAPES, LARGE_SHAPES, add_arguments
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files
 from .optimizer import OPTIMIZER_CASES, OPTIMIZER_OP, default_optimizer_cases, run_optimizer
-from .row_ops import CASES, DEFAULT_SHAPES, DTYPES, LARGE_SHAPES, parse_shape, run
+from .row_ops import CASES, DTYPES, parse_shape, run
 
 
 def format_table(report: dict) -> str:
@@ -151,10 +151,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         modes = [m.strip() for m in args.compile_modes.split(",") if m.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in backends:
-        if b != "auto" and unavailable_reason(b, device.type):
+        if b != "auto" and unavailable_reason(b, device):
             raise ValueError(
                 f"--backends: {b} is not available on {device.type}: "
-                f"{unavailable_reason(b, device.type)}"
+                f"{unavailable_reason(b, device)}"
             )
     if args.warmup < 0 or args.reps < 1:
         raise ValueError("--warmup must be >= 0 and --reps >= 1")

@@ -2,10 +2,10 @@
 """``lcengine bench``'s options, torch-free: building the parser (``lcengine --help``) loads no
 torch. The run they select is :func:`lcengine.benchmarks.cli.run_from_args`.
 
-The names here are those of :data:`~lcengine.benchmarks.row_ops.CASES`,
+The shape tables and ``OPTIMIZER_OP`` are defined here; ``ROW_OPS``, ``OPTIMIZER_CASE_NAMES``
+and ``DTYPE_NAMES`` are the keys of :data:`~lcengine.benchmarks.row_ops.CASES`,
 :data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES` and
-:data:`~lcengine.benchmarks.row_ops.DTYPES`, and the shape tables are
-:data:`~lcengine.benchmarks.row_ops.DEFAULT_SHAPES` / ``LARGE_SHAPES``; a test keeps them equal.
+:data:`~lcengine.benchmarks.row_ops.DTYPES` (a test keeps them equal).
 """
 
 from __future__ import annotations

@@ -22,9 +22,8 @@ import torch
 
 from .. import optimize_latents
 from ..reference import CriticMLP, dense_step_ref, optimize_latents_ref
+from .cli_args import OPTIMIZER_OP
 from .timing import CPU, Timer, environment, gemm_probe, measure_stats, peak_bytes
-
-OPTIMIZER_OP = "optimize_latents"
 
 
 @dataclass

@@ -28,10 +28,6 @@ from ..reference import constraint_loss_ref, distance_penalty_ref, gaussian_kl_r
 from .timing import Timer, copy_probe, environment, measure_stats
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# ROWSxDIM per device type. Default: finishes in about a minute.
-DEFAULT_SHAPES = {"cpu": ["65536x64"], "cuda": ["1048576x1024"]}
-# --large: 2^20 latents of width 64 on CPU (256 MiB per float32 tensor), 2^20 x 1024 on GPU.
-LARGE_SHAPES = {"cpu": ["1048576x64"], "cuda": ["1048576x1024"]}
 
 
 @dataclass

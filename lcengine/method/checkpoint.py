@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Checkpoints of :class:`~lcengine.method.constraints.LatentConstraints`.
 
-A checkpoint is a folder (:func:`lcengine.method.io.commit_checkpoint` with stem
+A checkpoint is a folder (:func:`lcengine.method.store.commit_checkpoint` with stem
 ``constraints``)::
 
     constraints.json                      the current record
@@ -34,17 +34,10 @@ import torch
 
 from .config import SamplingConfig, TrainingConfig
 from .critics import AttributeCritic
-from .io import (
-    CheckpointFiles,
-    LoadedCheckpoint,
-    check_tensors_finite,
-    commit_checkpoint,
-    load_checkpoint,
-    record_value,
-    record_width,
-)
+from .io import check_tensors_finite, record_value, record_width
 from .latent_model import LatentModel
 from .requests import RequestVocabulary
+from .store import CheckpointFiles, LoadedCheckpoint, commit_checkpoint, load_checkpoint
 from .training import ConstraintTrainer, TrainingData
 from .zeroshot import ZeroShotConstraint
 

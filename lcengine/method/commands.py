@@ -8,7 +8,7 @@ the independent measurement of outputs come from the application recorded in ``r
 ValueError/RuntimeError with a message naming the problem; the CLI turns them into
 ``lcengine <cmd>: error: ...`` and exit status 2.
 
-``fit`` holds the run folder's writer lock (:func:`lcengine.method.io.writer_lock`) while it
+``fit`` holds the run folder's writer lock (:func:`lcengine.method.store.writer_lock`) while it
 runs, so a second writer is refused. The first SIGTERM or Ctrl-C stops training at the next
 step boundary; the checkpoint is saved and ``fit`` exits with status ``128 + signal``
 (143, 130); a second Ctrl-C aborts at once. ``sample`` and ``transform`` only read (checkpoint
@@ -234,8 +234,8 @@ def _refuse_non_empty(folder: Path) -> ValueError:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     """``lcengine fit``: holds the run folder's writer lock for the whole command."""
-    from .io import WRITER_LOCK_FILE, writer_lock
     from .run import RUN_FILE, is_empty_run_folder
+    from .store import WRITER_LOCK_FILE, writer_lock
 
     folder = Path(args.run)
     if folder.exists() and not folder.is_dir():
@@ -416,7 +416,8 @@ def check_sample_count(n: int, latent_dim: int, data_shape: Sequence[int]) -> No
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .io import check_output_path, write_image_grid, write_npz
+    from .figures import write_image_grid
+    from .io import check_output_path, write_npz
     from .run import load_run
 
     for option in ("out", "png"):
@@ -490,7 +491,8 @@ def load_input_file(path: str, data_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:
-    from .io import check_output_path, write_image_grid, write_npz
+    from .figures import write_image_grid
+    from .io import check_output_path, write_npz
     from .run import load_run
 
     for option in ("out", "png"):

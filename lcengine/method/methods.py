@@ -2,7 +2,7 @@
 """The ways of generating, as names: what ``lcengine sample --method`` offers.
 
 A torch-free module, so that the command parsers (:mod:`lcengine.method.commands`) load no
-torch; :data:`lcengine.method.sampling.METHODS` holds the same tuple (a test keeps them equal).
+torch; :mod:`lcengine.method.sampling` re-exports it.
 """
 
 # Raw prior samples (the unconstrained reference), one pass of the actor, gradient-based

@@ -8,7 +8,7 @@ Layout::
                        "application": "<module>:<attribute>",  # the Application object
                        "config": {...}}                         # the application's settings
     constraints/      the LatentConstraints checkpoint (lcengine.method.checkpoint)
-    .lcengine.lock    flock-ed by the process writing the folder (lcengine.method.io.writer_lock)
+    .lcengine.lock    flock-ed by the process writing the folder (lcengine.method.store.writer_lock)
     .lcengine.preparing  present while the application prepares a new run (removed when done)
     ...               whatever else the application stores (its model, its evaluators)
 
@@ -31,8 +31,9 @@ import numpy as np
 
 from .checkpoint import has_constraints_checkpoint
 from .constraints import LatentConstraints
-from .io import WRITER_LOCK_FILE, atomic_write_json, read_json_file
+from .io import atomic_write_json, read_json_file
 from .latent_model import LatentModel
+from .store import WRITER_LOCK_FILE
 from .zeroshot import Rule
 
 RUN_FILE = "run.json"

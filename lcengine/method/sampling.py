@@ -38,11 +38,8 @@ from lcengine.validation import (
     check_probability,
 )
 
+from .methods import METHODS
 from .requests import check_target_tensors
-
-# The ways of generating: raw prior samples (the unconstrained reference), one pass of the actor,
-# gradient-based optimization of the latents, and attribute-vector arithmetic.
-METHODS = ("prior", "actor", "optimize", "baseline")
 
 RealismFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 AttributeFn = Callable[[torch.Tensor], torch.Tensor]

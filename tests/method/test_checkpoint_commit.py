@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcengine.method import io
+from lcengine.method import store
 from lcengine.method.checkpoint import CONFIG_FILE, PREVIOUS_CONFIG_FILE, WEIGHTS_FILE
 from lcengine.method.constraints import LatentConstraints
 from lcengine.method.run import CONSTRAINTS_DIR, has_checkpoint
@@ -68,7 +68,7 @@ def test_checkpoint_survives_kill_between_weights_and_record(tmp_path, monkeypat
     _save_at(lc, d, 10)
     committed = _record(d)
 
-    real_write = io.atomic_write_bytes
+    real_write = store.atomic_write_bytes
     written = []
 
     def write(path, data):
@@ -78,7 +78,7 @@ def test_checkpoint_survives_kill_between_weights_and_record(tmp_path, monkeypat
         written.append(Path(path).name)
         real_write(path, data)
 
-    monkeypatch.setattr(io, "atomic_write_bytes", write)
+    monkeypatch.setattr(store, "atomic_write_bytes", write)
     with pytest.raises(interruption):
         _save_at(lc, d, 20)
     monkeypatch.undo()
@@ -244,9 +244,9 @@ def test_commit_never_replaces_a_weights_file_a_record_names(tmp_path, monkeypat
     named = {_record(d)["weights_file"], _record(d, PREVIOUS_CONFIG_FILE)["weights_file"]}
     before = {n: (d / n).read_bytes() for n in named}
     targets = []
-    real_write = io.atomic_write_bytes
+    real_write = store.atomic_write_bytes
     monkeypatch.setattr(
-        io, "atomic_write_bytes", lambda p, b: targets.append(Path(p).name) or real_write(p, b)
+        store, "atomic_write_bytes", lambda p, b: targets.append(Path(p).name) or real_write(p, b)
     )
     lc.save(d)  # the same weights as the current record: nothing is rewritten
     _save_at(lc, d, 30)

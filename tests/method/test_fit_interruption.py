@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lcengine.cli import main
-from lcengine.method import checkpoint, io
+from lcengine.method import checkpoint, store
 from lcengine.method.constraints import LatentConstraints
 from lcengine.method.run import PREPARING_FILE, RUN_FILE, load_run
 from support.method_toys import NAMES, TOY_APPLICATION_PATH, tiny_training, toy_data, toy_model
@@ -137,15 +137,15 @@ def test_second_fit_on_same_folder_is_refused(toy_run, tmp_path, capsys):
 
 
 def test_writer_lock_is_reentrant_in_one_thread_and_refused_to_another(tmp_path):
-    with io.writer_lock(tmp_path / "f", "--run") as lock:
+    with store.writer_lock(tmp_path / "f", "--run") as lock:
         assert lock.read_text().strip() == str(os.getpid())
-        with io.writer_lock(tmp_path / "f", "--run"):
+        with store.writer_lock(tmp_path / "f", "--run"):
             pass
         errors = []
 
         def other():
             try:
-                with io.writer_lock(tmp_path / "f", "--run"):
+                with store.writer_lock(tmp_path / "f", "--run"):
                     pass
             except RuntimeError as exc:
                 errors.append(str(exc))
@@ -154,7 +154,7 @@ def test_writer_lock_is_reentrant_in_one_thread_and_refused_to_another(tmp_path)
         t.start()
         t.join()
         assert len(errors) == 1 and "another thread" in errors[0]
-    with io.writer_lock(tmp_path / "f"):  # released
+    with store.writer_lock(tmp_path / "f"):  # released
         pass
 
 

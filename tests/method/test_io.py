@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcengine.method import io
+from lcengine.method import figures, io
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path, monkeypatch):
@@ -62,10 +62,10 @@ def test_npz_and_image_grid(tmp_path):
     io.write_npz(tmp_path / "a.npz", x=np.arange(3), names=np.array(["a", "b"]))
     with np.load(tmp_path / "a.npz") as f:
         assert f["x"].tolist() == [0, 1, 2] and f["names"].tolist() == ["a", "b"]
-    io.write_image_grid(tmp_path / "g.png", [("row", np.zeros((3, 5, 5)))], "title")
+    figures.write_image_grid(tmp_path / "g.png", [("row", np.zeros((3, 5, 5)))], "title")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="2-D images"):
-        io.write_image_grid(tmp_path / "h.png", [("row", np.zeros((3, 5)))], "title")
+        figures.write_image_grid(tmp_path / "h.png", [("row", np.zeros((3, 5)))], "title")
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):

@@ -9,7 +9,7 @@ names :data:`APPLICATION` and stores a :class:`~lcengine.apps.digits.config.Demo
 The "pretrained" VAE and classifier are trained once and cached (``$LCENGINE_CACHE`` or
 ``~/.cache/lcengine``), keyed by their settings, the seed and the split.
 
-:func:`prepare_run` holds the run folder's writer lock (:func:`lcengine.method.io.writer_lock`)
+:func:`prepare_run` holds the run folder's writer lock (:func:`lcengine.method.store.writer_lock`)
 while it writes the folder, and stops early, with the constraints saved, when its
 ``stop_requested`` callable returns True.
 """
@@ -27,9 +27,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from lcengine.method.constraints import LatentConstraints
-from lcengine.method.io import writer_lock
 from lcengine.method.latent_model import LatentModel
 from lcengine.method.run import CONSTRAINTS_DIR, RUN_FILE, Run, read_run_file, write_run_file
+from lcengine.method.store import writer_lock
 from lcengine.method.zeroshot import Rule
 
 from .classifier import (
@@ -39,13 +39,13 @@ from .classifier import (
     save_classifier,
     train_pixel_classifier,
 )
+from .commands import APPLICATION_PATH
 from .config import DemoConfig, config_from_dict, demo_config
 from .data import VOCABULARY, MnistAttributes, load_mnist
 from .evaluation import measure_attributes
 from .rules import DIGIT_RULES
 from .vae import MnistVAE, has_vae_checkpoint, load_vae, save_vae, train_vae
 
-APPLICATION_PATH = "lcengine.apps.digits.app:APPLICATION"
 _CACHE_VERSION = 1
 
 

@@ -6,7 +6,7 @@ train critics, so it is an independent judge of generated images. Its penultimat
 (:meth:`PixelClassifier.features`) define the feature space of the Frechet distance (FCD).
 
 Its checkpoint (:func:`save_classifier`, :func:`load_classifier`) is a folder committed by
-:func:`lcengine.method.io.commit_checkpoint` with stem ``classifier``: ``classifier.json``
+:func:`lcengine.method.store.commit_checkpoint` with stem ``classifier``: ``classifier.json``
 (format, architecture ``config``, training ``history``, ``weights_file``, ``weights_sha256``),
 ``classifier.previous.json`` and ``classifier.<sha256[:16]>.safetensors``. The loader verifies
 the checksum, checks every record key it reads (widths are integers in ``[1, 65536]``) before
@@ -27,17 +27,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lcengine.method.io import (
+from lcengine.method.io import check_tensors_match, record_value, record_width, record_widths
+from lcengine.method.latent_model import as_int
+from lcengine.method.store import (
     CheckpointFiles,
     LoadedCheckpoint,
-    check_tensors_match,
     commit_checkpoint,
     load_checkpoint,
-    record_value,
-    record_width,
-    record_widths,
 )
-from lcengine.method.latent_model import as_int
 from lcengine.validation import check_int
 
 from .data import NUM_DIGITS, check_images, digit_one_hot

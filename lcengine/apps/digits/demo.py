@@ -15,7 +15,7 @@ Stages (each timed in ``metrics.json``):
 
 The output folder is also a run folder (:mod:`lcengine.method.run`) for ``lcengine fit``,
 ``sample`` and ``transform``: ``run.json`` + ``constraints/`` + ``vae/`` + ``classifier/``.
-The demo holds the folder's writer lock (:func:`lcengine.method.io.writer_lock`) while it
+The demo holds the folder's writer lock (:func:`lcengine.method.store.writer_lock`) while it
 writes it, so a concurrent demo or ``lcengine fit`` on the same folder is refused.
 """
 
@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 import lcengine
-from lcengine.method.io import atomic_write_bytes, atomic_write_json, write_npz, writer_lock
+from lcengine.method.io import atomic_write_bytes, atomic_write_json, write_npz
 from lcengine.method.run import Run
 from lcengine.method.sampling import METHODS
+from lcengine.method.store import writer_lock
 from lcengine.validation import check_int
 
 from .app import default_cache_dir, prepare_run

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lcengine.method.io import draw_image_row, pyplot, save_figure
+from lcengine.method.figures import draw_image_row, pyplot, save_figure
 from lcengine.method.run import Run
 from lcengine.method.sampling import METHODS
 

@@ -6,7 +6,7 @@ default): reconstructions are sharp and prior samples are poor, the setting in w
 constraints help most (Engel et al., 2018, section 5.1).
 
 Its checkpoint (:func:`save_vae`, :func:`load_vae`) is a folder committed by
-:func:`lcengine.method.io.commit_checkpoint` with stem ``vae``: ``vae.json`` (format,
+:func:`lcengine.method.store.commit_checkpoint` with stem ``vae``: ``vae.json`` (format,
 architecture ``config``, training ``history``, ``weights_file``, ``weights_sha256``),
 ``vae.previous.json`` (the record before it) and ``vae.<sha256[:16]>.safetensors`` (the weights,
 whose header repeats the architecture). The loader verifies the checksum, checks every record
@@ -29,17 +29,14 @@ import torch
 from torch import nn
 
 import lcengine
-from lcengine.method.io import (
+from lcengine.method.io import check_tensors_match, record_value, record_width, record_widths
+from lcengine.method.latent_model import as_int, to_tensor
+from lcengine.method.store import (
     CheckpointFiles,
     LoadedCheckpoint,
-    check_tensors_match,
     commit_checkpoint,
     load_checkpoint,
-    record_value,
-    record_width,
-    record_widths,
 )
-from lcengine.method.latent_model import as_int, to_tensor
 from lcengine.validation import check_finite_tensor, check_int, check_positive_float
 
 from .data import IMAGE_SIDE

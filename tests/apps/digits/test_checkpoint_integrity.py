@@ -25,7 +25,7 @@ from lcengine.apps.digits.vae import (
     save_vae,
     vae_parameter_count,
 )
-from lcengine.method import io
+from lcengine.method import store
 
 
 def _small_vae(seed: int = 0) -> MnistVAE:
@@ -152,7 +152,7 @@ def test_vae_record_of_another_architecture_is_refused_before_allocation(tmp_pat
     # a consistent, checksummed commit whose record and header both say hidden=(4096,) for
     # weights of hidden=(16,): only the parameter count tells, before anything is allocated
     cfg = {**_small_vae().config(), "hidden": [4096]}
-    io.commit_checkpoint(
+    store.commit_checkpoint(
         tmp_path,
         "vae",
         _small_vae().state_dict(),

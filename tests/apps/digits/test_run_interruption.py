@@ -9,7 +9,7 @@ import pytest
 from lcengine.apps.digits.app import prepare_run
 from lcengine.apps.digits.config import demo_config
 from lcengine.apps.digits.demo import run_demo
-from lcengine.method import io
+from lcengine.method import store
 from lcengine.method.run import has_checkpoint, load_run
 
 warnings.filterwarnings("ignore", message=".*falling back to the eager.*")
@@ -43,7 +43,7 @@ def test_demo_refuses_a_folder_another_writer_holds(tmp_path):
     held, release = threading.Event(), threading.Event()
 
     def writer():
-        with io.writer_lock(folder, "--out"):
+        with store.writer_lock(folder, "--out"):
             held.set()
             release.wait(60)
 
