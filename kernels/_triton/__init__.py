@@ -12,20 +12,32 @@ One module per op family, named like its C++ (csrc/) and CUDA (kernels/cuda/) tw
 (latent_adam_) and ``optimize`` (the fused latent optimizer's kernels, driven by
 lcengine.ops.optimize_latents.triton).
 
+Every launch runs on its tensors' CUDA device (``_common.launch``/``device_guard``). Importing
+the package with a Triton older than ``_common.MIN_TRITON`` raises ImportError naming both
+versions (``version_problem``), which lcengine.backend reports as the Triton backend's reason.
+
 Only relative imports here: this folder is the subpackage ``lcengine._triton`` in the wheel.
 """
 
-from . import optimize
-from .adam import _latent_adam_fwd_kernel, latent_adam_
-from .rng import (
+from ._common import MIN_TRITON, version_problem
+
+_problem = version_problem()
+if _problem is not None:
+    raise ImportError(_problem)
+
+from . import optimize  # noqa: E402
+from .adam import _latent_adam_fwd_kernel, latent_adam_  # noqa: E402
+from .rng import (  # noqa: E402
+    _philox_words_kernel,
     _reparameterize_bwd_kernel,
     _reparameterize_fwd_kernel,
     _standard_normal_fwd_kernel,
+    philox_words,
     reparameterize,
     reparameterize_backward,
     standard_normal,
 )
-from .row_losses import (
+from .row_losses import (  # noqa: E402
     WEIGHT_FULL,
     WEIGHT_LAST_DIM,
     WEIGHT_NONE,
@@ -44,6 +56,7 @@ __all__ = [
     "distance_penalty",
     "gaussian_kl",
     "latent_adam_",
+    "philox_words",
     "reparameterize",
     "reparameterize_backward",
     "standard_normal",
@@ -54,8 +67,11 @@ __all__ = [
     "_distance_penalty_fwd_kernel",
     "_gaussian_kl_fwd_kernel",
     "_latent_adam_fwd_kernel",
+    "_philox_words_kernel",
     "_reparameterize_bwd_kernel",
     "_reparameterize_fwd_kernel",
     "_standard_normal_fwd_kernel",
     "optimize",
+    "MIN_TRITON",
+    "version_problem",
 ]

@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Launch helpers shared by the Triton launchers: block-size heuristics and traceable launches.
+"""Launch helpers shared by the Triton launchers: block-size heuristics, traceable launches on
+the tensors' device, and the supported Triton releases.
 
 Nothing here imports lcengine: this folder ships as the subpackage ``lcengine._triton``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import re
+from typing import Any, Callable, Optional
 
 import torch
 import triton
@@ -17,6 +20,32 @@ except ImportError:  # pragma: no cover - older torch launches the kernel direct
     _wrap_triton = None
 
 _U64_MASK = (1 << 64) - 1
+
+# The oldest Triton release these kernels are written for (pyproject.toml's extras say the same).
+# The RNG is Philox written out (_math.philox_first_two), so no kernel depends on the stream of
+# tl.randn, which changed in 3.4 for int64 offsets.
+MIN_TRITON = (3, 2)
+
+
+def _release(version: str) -> Optional[tuple[int, int]]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def version_problem(version: Optional[str] = None) -> Optional[str]:
+    """Why the installed Triton (or ``version``) cannot run these kernels, or None.
+
+    lcengine.backend.unavailable_reason reports it as the Triton backend's reason.
+    """
+    version = triton.__version__ if version is None else version
+    release = _release(version)
+    need = ".".join(map(str, MIN_TRITON))
+    if release is None:
+        return f"cannot read the Triton version {version!r}; lcengine needs Triton >= {need}"
+    if release < MIN_TRITON:
+        return f"Triton {version} is installed; lcengine's Triton kernels need Triton >= {need}"
+    return None
+
 
 # Elements per program for flat elementwise kernels (RNG-bound: ~40 IMADs of Philox per element).
 FLAT_BLOCK = 2048
@@ -75,7 +104,7 @@ class _InterpretedLaunch:
         return launch
 
 
-def wrap(kernel: Callable) -> Any:
+def _launcher(kernel: Callable) -> Any:
     """``torch.library.wrap_triton(kernel)`` where available, else the kernel itself.
 
     The wrapped form lets ``torch.compile``/``torch.export`` trace the launch inside a
@@ -87,6 +116,65 @@ def wrap(kernel: Callable) -> Any:
     if _wrap_triton is None:
         return kernel
     return _wrap_triton(kernel)
+
+
+def launch_device(args: tuple) -> Optional[torch.device]:
+    """The CUDA device of the first tensor among ``args`` when it is not the current device
+    (the launch must switch to it), else None: CPU tensors, fake/meta tensors and tensors on
+    the current device need no switch."""
+    for arg in args:
+        if isinstance(arg, torch.Tensor):
+            device = arg.device
+            if device.type != "cuda" or device.index is None or _is_fake(arg):
+                return None
+            return None if device.index == torch.cuda.current_device() else device
+    return None
+
+
+def device_guard(args: tuple) -> contextlib.AbstractContextManager:
+    """The context every launch runs in: ``torch.cuda.device`` of the tensors' device.
+
+    Triton launches on the current CUDA device and its current stream; tensors on ``cuda:1``
+    launched while ``cuda:0`` is current would run on the wrong device. A no-op (a shared
+    ``nullcontext``) for CPU tensors, under the interpreter and on the current device.
+    """
+    device = launch_device(args)
+    return _NO_GUARD if device is None else torch.cuda.device(device)
+
+
+_NO_GUARD = contextlib.nullcontext()
+
+
+def launch(kernel: Callable, grid: Any, args: tuple, kwargs: dict) -> None:
+    """``kernel[grid](*args, **kwargs)`` inside :func:`device_guard`: the one place every
+    launcher's launch goes through (tests replace it to record launches)."""
+    with device_guard(args):
+        _launcher(kernel)[grid](*args, **kwargs)
+
+
+class _Launch:
+    """``wrap(kernel)[grid](...)``: calls :func:`launch` (looked up at call time)."""
+
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: Callable):
+        self.kernel = kernel
+
+    def __getitem__(self, grid: Any) -> Callable[..., None]:
+        kernel = self.kernel
+
+        def run(*args: Any, **kwargs: Any) -> None:
+            launch(kernel, grid, args, kwargs)
+
+        return run
+
+
+def wrap(kernel: Callable) -> Any:
+    """The launch form every launcher uses: ``wrap(kernel)[grid](*args, **kwargs)`` launches
+    ``kernel`` through ``torch.library.wrap_triton`` (or the interpreter's
+    :class:`_InterpretedLaunch`) on the device of the first tensor argument
+    (:func:`device_guard`)."""
+    return _Launch(kernel)
 
 
 def seed_arg(seed: int) -> int:

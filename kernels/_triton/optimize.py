@@ -376,8 +376,14 @@ def _loss_check_kernel(
     mask = row_mask[:, None] & col_mask[None, :]
     offs = rows[:, None] * C + cols[None, :]
     lg = tl.load(logits_ptr + offs, mask=mask, other=0.0)
-    e = tl.exp(-tl.abs(lg))
-    p = tl.where(lg >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # p = sigmoid(l) as the eager reference computes it, torch.sigmoid's 1 / (1 + exp(-l)), with
+    # an IEEE-rounded division: `/` on float32 is the approximate div.full.f32 on NVIDIA GPUs,
+    # which could flip a decision at the threshold. Below l = -88 p is 0 (torch: 0 or a
+    # denormal; either is below every lower threshold and above no upper one), without exp
+    # overflowing; where keeps NaN (a diverged critic is never satisfied).
+    x = -lg
+    p = tl.div_rn(1.0, 1.0 + tl.exp(tl.where(x > 88.0, 0.0, x)))
+    p = tl.where(x > 88.0, 0.0, p)
     req = tl.load(req_ptr + offs, mask=mask, other=0).to(tl.int32)
     upper = tl.load(upper_ptr + cols, mask=col_mask, other=0.0)[None, :]
     lower = tl.load(lower_ptr + cols, mask=col_mask, other=1.0)[None, :]

@@ -176,7 +176,7 @@ def _distance_penalty_fwd_kernel(
         sq = diff * diff
         acc += tl.where(mask, _log1p_nonneg(sq) * inv_s, 0.0)
         if HAS_GRAD:
-            g = grad_coef * diff / (1.0 + sq) * inv_s
+            g = tl.div_rn(grad_coef * diff, 1.0 + sq) * inv_s  # IEEE division, as native
             tl.store(grad_z_ptr + offs, g.to(grad_z_ptr.dtype.element_ty), mask=mask)
     out = tl.sum(acc, axis=1) * inv_dim  # [BLOCK_R]
     tl.store(out_rows_ptr + rows, out, mask=row_mask)
@@ -291,7 +291,7 @@ def _constraint_loss_fwd_kernel(
         if HAS_ELEMS:
             tl.store(loss_elems_ptr + offs, loss.to(loss_elems_ptr.dtype.element_ty), mask=mask)
         if HAS_GRAD:
-            inv = 1.0 / (1.0 + e)
+            inv = tl.div_rn(1.0, 1.0 + e)  # IEEE division, as native
             sig = tl.where(lg >= 0.0, inv, e * inv)
             g = grad_scale * (sig - t)
             if WEIGHT_MODE != 0:
