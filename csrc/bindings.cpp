@@ -6,16 +6,24 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include "cpu_info.h"
 #include "lcengine_ops.h"
+
+#ifndef LCENGINE_TORCH_CUDA
+#define LCENGINE_TORCH_CUDA "unknown"
+#endif
 
 namespace py = pybind11;
 using lcengine::DType;
@@ -220,13 +228,91 @@ void bind_optimize_args(py::module_& m) {
   bind_value(cls, "cuda_chunk_rows", &A::cuda_chunk_rows);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Ctrl-C during a long optimizer call. The core polls args.should_stop between steps (from any
+// of its threads) while the GIL is released. Only the thread that made the call, when it is
+// Python's main thread (the only one that runs signal handlers), checks for a signal, at most
+// every kPollInterval: it takes the GIL back (PyGILState_Ensure: this thread has a thread state,
+// saved by gil_scoped_release), runs PyErr_CheckSignals, and on -1 keeps the raised exception
+// (KeyboardInterrupt) and raises the stop flag that every thread reads; the binding rethrows the
+// exception once the core has unwound. Other threads and other callers only read the flag, so
+// no thread without a Python thread state ever touches the interpreter.
+// ---------------------------------------------------------------------------------------------
+class SignalPoller {
+ public:
+  static constexpr std::chrono::milliseconds kPollInterval{50};
+
+  // Called with the GIL held.
+  SignalPoller()
+      : owner_(std::this_thread::get_id()),
+        last_(std::chrono::steady_clock::now()),
+        main_thread_(is_main_thread()) {}
+
+  // Sets the poller on the core struct (no-op poller when not on the main thread).
+  void attach(lcengine::OptimizeLatentsArgs& a) {
+    if (!main_thread_) return;
+    a.should_stop = &SignalPoller::poll;
+    a.should_stop_ctx = this;
+  }
+
+  // With the GIL held, after the core threw OptimizeInterrupted.
+  [[noreturn]] void rethrow() {
+    if (error_) throw *error_;
+    throw std::runtime_error("optimize_latents: interrupted");
+  }
+
+ private:
+  static bool is_main_thread() {
+    py::module_ threading = py::module_::import("threading");
+    return threading.attr("current_thread")().is(threading.attr("main_thread")());
+  }
+
+  static bool poll(void* ctx) { return static_cast<SignalPoller*>(ctx)->poll_once(); }
+
+  bool poll_once() {
+    if (stop_.load(std::memory_order_acquire)) return true;
+    if (std::this_thread::get_id() != owner_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_ < kPollInterval) return false;
+    last_ = now;
+    if (!Py_IsInitialized() || finalizing()) return false;
+    const PyGILState_STATE gil = PyGILState_Ensure();
+    if (PyErr_CheckSignals() != 0) {
+      error_.emplace();  // fetches the pending exception (the GIL is held)
+      stop_.store(true, std::memory_order_release);
+    }
+    PyGILState_Release(gil);
+    return stop_.load(std::memory_order_relaxed);
+  }
+
+  static bool finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing() != 0;
+#else
+    return _Py_IsFinalizing() != 0;
+#endif
+  }
+
+  std::thread::id owner_;
+  std::chrono::steady_clock::time_point last_;  // owner thread only
+  bool main_thread_;
+  std::atomic<bool> stop_{false};
+  std::optional<py::error_already_set> error_;  // written by the owner thread, before stop_
+};
+
 void optimize_latents_cpu_binding(const OptimizeArgs& args) {
   NetStorage storage;
-  const lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cpu");
+  lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cpu");
   if (a.sgemm == nullptr)
     throw std::invalid_argument("optimize_latents_cpu: sgemm must be the address of a BLAS sgemm_");
-  py::gil_scoped_release release;
-  lcengine::optimize_latents_cpu(a);
+  SignalPoller poller;
+  poller.attach(a);
+  try {
+    py::gil_scoped_release release;
+    lcengine::optimize_latents_cpu(a);
+  } catch (const lcengine::OptimizeInterrupted&) {
+    poller.rethrow();
+  }
 }
 
 #ifdef LCENGINE_WITH_CUDA
@@ -240,12 +326,30 @@ int64_t optimize_latents_cuda_workspace_bytes_binding(const OptimizeArgs& args) 
 void optimize_latents_cuda_binding(const OptimizeArgs& args, std::uintptr_t workspace,
                                    int64_t workspace_bytes, std::uintptr_t stream) {
   NetStorage storage;
-  const lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cuda");
+  lcengine::OptimizeLatentsArgs a = to_core(args, storage, "optimize_latents_cuda");
   if (workspace_bytes < 0)
     throw std::invalid_argument("optimize_latents_cuda: workspace_bytes must be >= 0");
-  py::gil_scoped_release release;
-  lcengine::optimize_latents_cuda(a, ptr(workspace), static_cast<size_t>(workspace_bytes),
-                                  ptr(stream));
+  SignalPoller poller;
+  poller.attach(a);
+  try {
+    py::gil_scoped_release release;
+    lcengine::optimize_latents_cuda(a, ptr(workspace), static_cast<size_t>(workspace_bytes),
+                                    ptr(stream));
+  } catch (const lcengine::OptimizeInterrupted&) {
+    poller.rethrow();
+  }
+}
+
+py::dict cuda_status_binding() {
+  const lcengine::CudaStatus st = lcengine::cuda_status();
+  py::dict d;
+  d["device_count"] = st.device_count;
+  d["error"] = st.error;
+  d["error_name"] = st.error_name;
+  d["error_string"] = st.error_text;
+  d["driver_version"] = st.driver_version;
+  d["runtime_version"] = st.runtime_version;
+  return d;
 }
 #endif
 
@@ -355,12 +459,25 @@ PYBIND11_MODULE(_C, m) {
 #ifdef LCENGINE_WITH_CUDA
   LC_DEVICE_VARIANTS(cuda, LC_COMMA std::uintptr_t stream, LC_COMMA ptr(stream))
   m.def("cuda_device_count", &lcengine::cuda_device_count);
+  m.def("cuda_status", &cuda_status_binding,
+        "The linked CUDA runtime's view of this machine: {device_count, error (cudaError_t of "
+        "cudaGetDeviceCount), error_name, error_string, driver_version (cudaDriverGetVersion, "
+        "1000 major + 10 minor; 0: no driver), runtime_version}");
+  m.def("cuda_release_graphs", &lcengine::optimize_latents_cuda_release_graphs,
+        "Frees the CUDA graphs optimize_latents_cuda keeps between calls; returns how many");
   m.attr("with_cuda") = true;
   m.attr("cuda_architectures") = LCENGINE_CUDA_ARCHS;
+  {
+    const int rt = lcengine::cuda_runtime_version();
+    m.attr("cuda_runtime_version") =
+        std::to_string(rt / 1000) + "." + std::to_string((rt % 1000) / 10);
+  }
 #else
   m.attr("with_cuda") = false;
   m.attr("cuda_architectures") = "";
+  m.attr("cuda_runtime_version") = "";
 #endif
+  m.attr("torch_cuda_version") = LCENGINE_TORCH_CUDA;
   m.def("cpu_num_threads", &lcengine::cpu_num_threads);
   m.def("cpu_simd_level", &lcengine::cpu_simd_level);
   bind_optimize_args(m);

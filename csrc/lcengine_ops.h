@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 namespace lcengine {
 
@@ -97,6 +99,23 @@ void latent_adam_cuda(void* z, const void* grad, void* exp_avg, void* exp_avg_sq
                       void* stream);
 // Number of CUDA devices visible to the runtime linked into _C (0 if no driver).
 int cuda_device_count();
+
+// What the CUDA runtime linked into _C makes of this machine (kernels/cuda/common.cu).
+struct CudaStatus {
+  int device_count = 0;     // cudaGetDeviceCount (0 when it failed)
+  int error = 0;            // its cudaError_t (0: cudaSuccess)
+  std::string error_name;   // cudaGetErrorName, e.g. "cudaErrorInsufficientDriver"
+  std::string error_text;   // cudaGetErrorString
+  int driver_version = 0;   // cudaDriverGetVersion: 1000 major + 10 minor (0: no driver)
+  int runtime_version = 0;  // CUDART_VERSION the kernels were compiled and linked with
+};
+CudaStatus cuda_status();
+// CUDART_VERSION of the linked runtime (1000 major + 10 minor); no CUDA call.
+int cuda_runtime_version();
+
+// Frees the CUDA graphs the generic optimizer path keeps between calls (optimize.cu); returns
+// how many were freed. Calls running concurrently keep theirs until they return.
+int optimize_latents_cuda_release_graphs();
 #endif
 
 }  // namespace lcengine
@@ -179,6 +198,17 @@ struct OptimizeLatentsArgs {
   int32_t cuda_tile_rows = 0;   // rows per tile CTA: 0 (cost model), 8, 16 or 32
   int32_t cuda_graph = 0;       // generic path: 0 auto (<= 16384 rows), 1 on, 2 off
   int64_t cuda_chunk_rows = 0;  // rows per generic-path chunk; 0: automatic (1 GiB budget)
+  // Nullable: polled between steps (CPU: every step of every tile, from any of the call's
+  // threads; CUDA: between graph replays / host checks of the generic path). Returning true
+  // abandons the call, which throws OptimizeInterrupted with the outputs partly written. Must
+  // be thread-safe and cheap (the Python binding rate-limits its signal check itself).
+  bool (*should_stop)(void* ctx) = nullptr;
+  void* should_stop_ctx = nullptr;
+};
+
+// Thrown by the optimizers when args.should_stop returned true.
+struct OptimizeInterrupted : std::runtime_error {
+  OptimizeInterrupted() : std::runtime_error("optimize_latents: interrupted") {}
 };
 
 // Throws std::invalid_argument (message starting with `op`) unless the sizes and codes of `args`

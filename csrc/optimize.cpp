@@ -14,9 +14,13 @@
 //             g_z = G_1 W_first                                    one GEMM for every critic
 //   update    g = g_z + w_dist (2/D) inv_sigma_sq diff / (1 + diff^2),  Adam, in one pass over z
 //
+// Before every step a tile polls args.should_stop (when set): true abandons the call with
+// OptimizeInterrupted (bindings.cpp turns a pending Ctrl-C into that).
+//
 // Matrices are row-major; BLAS is column-major, so every row-major C = A B is issued as the
 // column-major C^T = B^T A^T (no copies, no transposes in memory).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -458,6 +462,7 @@ struct Tile {
     int64_t m = m0;
     double b1t = 1.0, b2t = 1.0;
     for (int64_t t = 1; t <= a.steps && m > 0; ++t) {
+      if (a.should_stop && a.should_stop(a.should_stop_ctx)) throw OptimizeInterrupted();
       forward(m);
       const int64_t n_ok = check(m);
       for (int64_t i = 0; i < m; ++i)
@@ -531,6 +536,7 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
     // One tile per thread at a time, BLAS single-threaded inside (no oversubscription).
     const int workers = static_cast<int>(std::min<int64_t>(threads, num_tiles));
     std::string error;
+    std::atomic<bool> interrupted{false};
 #pragma omp parallel num_threads(workers)
     {
       const int previous = a.blas_set_threads_local ? a.blas_set_threads_local(1) : 0;
@@ -544,10 +550,12 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
       // Exceptions may not leave a worksharing loop: each iteration catches its own.
 #pragma omp for schedule(dynamic, 1)
       for (int64_t t = 0; t < num_tiles; ++t) {
-        if (!work) continue;
+        if (!work || interrupted.load(std::memory_order_relaxed)) continue;
         try {
           const int64_t r0 = t * tile;
           work->run(r0, std::min(tile, a.rows - r0), coef);
+        } catch (const OptimizeInterrupted&) {
+          interrupted.store(true, std::memory_order_relaxed);
         } catch (const std::exception& exc) {
 #pragma omp critical(lc_optimize_error)
           error = exc.what();
@@ -556,6 +564,7 @@ void optimize_latents_cpu(const OptimizeLatentsArgs& a) {
       if (a.blas_set_threads_local) a.blas_set_threads_local(previous);
     }
     if (!error.empty()) throw std::runtime_error(error);
+    if (interrupted.load()) throw OptimizeInterrupted();
   } else {
     // One tile (or one thread). Only weights too big for one core's caches are worth BLAS's own
     // threads: forking per GEMM for small critics costs more than it gains, and on a loaded

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import os
 import warnings
@@ -99,8 +100,110 @@ def _triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def unavailable_reason(name: str, device_type: str) -> Optional[str]:
-    """Why ``name`` cannot run on ``device_type`` tensors, or None if it can."""
+def _version_text(v: int) -> str:
+    """CUDA's 1000 * major + 10 * minor as "major.minor"."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _cuda_no_device_reason(mod) -> str:
+    """Why ``mod``'s CUDA runtime sees no device, from ``_C.cuda_status()``."""
+    status_fn = getattr(mod, "cuda_status", None)
+    if status_fn is None:
+        return "lcengine._C has CUDA kernels but its CUDA runtime sees no device"
+    st = status_fn()
+    runtime = _version_text(st["runtime_version"]) if st.get("runtime_version") else "?"
+    driver = _version_text(st["driver_version"]) if st.get("driver_version") else None
+    err = f"{st.get('error_name', '?')}: {st.get('error_string', '?')}"
+    torch_cuda = torch.version.cuda
+    rebuild = (
+        f"rebuild lcengine against torch's CUDA {torch_cuda} (CUDACXX=/path/to/nvcc-"
+        f"{torch_cuda.split('.')[0]}.x pip install --no-build-isolation -e .)"
+        if torch_cuda
+        else "rebuild lcengine with the nvcc of the CUDA major this driver supports"
+    )
+    if driver is None:  # cudaDriverGetVersion: no libcuda at all
+        return f"lcengine._C's CUDA {runtime} runtime finds no CUDA driver ({err})"
+    if st.get("error_name") == "cudaErrorInsufficientDriver" or (
+        st.get("runtime_version") and st["driver_version"] // 1000 < st["runtime_version"] // 1000
+    ):
+        return (
+            f"lcengine._C's CUDA {runtime} runtime cannot use this driver (CUDA {driver}): "
+            f"{err}; {rebuild}"
+        )
+    return (
+        f"lcengine._C's CUDA {runtime} runtime sees no device ({err}; driver CUDA {driver}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})"
+    )
+
+
+def _parse_arch(entry: str) -> Optional[tuple[int, str, bool, bool]]:
+    """One CMake CUDA architecture ("80", "90-real", "90a-virtual", "100f") as (number, variant
+    letter, has SASS, has PTX); None for what this cannot judge ("all", "native", ...)."""
+    body, _, kind = entry.strip().partition("-")
+    variant = body[-1] if body[-1:] in ("a", "f") else ""
+    digits = body[: len(body) - len(variant)]
+    if not digits.isdigit() or kind not in ("", "real", "virtual"):
+        return None
+    return int(digits), variant, kind in ("", "real"), kind in ("", "virtual")
+
+
+def _arch_runs_on(entry: tuple[int, str, bool, bool], cap: int) -> bool:
+    """Whether a build entry gives code device capability ``cap`` (10 * major + minor) runs.
+
+    SASS sm_XY runs on devices of the same major with minor >= Y (``a``: sm_XY only); PTX
+    compute_XY is compiled by the driver for any device >= XY (``a``: XY only; ``f``: the
+    same major).
+    """
+    num, variant, sass, ptx = entry
+    same_major = cap // 10 == num // 10
+    if sass and (cap == num if variant == "a" else same_major and cap >= num):
+        return True
+    if ptx:
+        if variant == "a":
+            return cap == num
+        if variant == "f":
+            return same_major and cap >= num
+        return cap >= num
+    return False
+
+
+@functools.lru_cache(maxsize=64)
+def _arch_reason(archs: str, capability: tuple[int, int], index: int) -> Optional[str]:
+    """Why kernels built for ``archs`` (``_C.cuda_architectures``, e.g. "80,90") cannot run on
+    a device of ``capability``, or None if they can (or the list cannot be judged)."""
+    entries = [_parse_arch(e) for e in archs.replace(";", ",").split(",") if e.strip()]
+    if not entries or any(e is None for e in entries):
+        return None
+    cap = 10 * capability[0] + capability[1]
+    if any(_arch_runs_on(e, cap) for e in entries):
+        return None
+    return (
+        f"lcengine._C's CUDA kernels were built for architectures {archs.replace(',', ';')} "
+        f"(LCENGINE_CUDA_ARCHITECTURES) and cannot run on cuda:{index}, compute capability "
+        f"{capability[0]}.{capability[1]} (sm_{cap}); rebuild with "
+        f'-C cmake.define.LCENGINE_CUDA_ARCHITECTURES="{cap};..." to include it'
+    )
+
+
+def _device_index(device) -> Optional[int]:
+    """The CUDA device index of ``device`` (its own, else the current device), or None when
+    torch has no usable CUDA."""
+    index = device.index if isinstance(device, torch.device) else None
+    if index is not None:
+        return index
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.current_device()
+
+
+def unavailable_reason(name: str, device) -> Optional[str]:
+    """Why ``name`` cannot run on tensors of ``device``, or None if it can.
+
+    ``device`` is a device type ("cpu", "cuda") or a ``torch.device``; for CUDA the native
+    backend is judged on that device's index (the current device when it has none): a device
+    older than every architecture compiled into ``_C`` makes it unavailable.
+    """
+    device_type = device.type if isinstance(device, torch.device) else device
     if name == "eager":
         return None
     if name == "native":
@@ -112,12 +215,21 @@ def unavailable_reason(name: str, device_type: str) -> Optional[str]:
         if device_type == "cuda":
             if not mod.with_cuda:
                 return (
-                    "lcengine._C was built without CUDA kernels (nvcc not found or "
-                    "LCENGINE_CUDA=OFF)"
+                    "lcengine._C was built without CUDA kernels (nvcc not found, "
+                    "LCENGINE_CUDA=OFF, or nvcc's CUDA major differs from torch's)"
                 )
             if mod.cuda_device_count() < 1:
-                return "lcengine._C has CUDA kernels but its CUDA runtime sees no device"
-            return None
+                return _cuda_no_device_reason(mod)
+            if not torch.cuda.is_available():
+                return None  # no CUDA tensors without torch's CUDA: nothing to judge
+            index = _device_index(device)
+            if index is None or index >= torch.cuda.device_count():
+                return None
+            return _arch_reason(
+                getattr(mod, "cuda_architectures", ""),
+                tuple(torch.cuda.get_device_capability(index)),
+                index,
+            )
         return f"no native kernels for device type {device_type!r}"
     if name == "triton":
         if device_type == "cpu" and not _triton_interpret():
@@ -143,19 +255,19 @@ def resolve_backend(
         dtype: storage dtype; float64 only runs on eager (auto falls back to it).
     """
     name = requested_backend(backend)
-    device_type = torch.device(device).type
+    device = torch.device(device)
+    device_type = device.type
     if name == "auto":
         if dtype is not None and dtype not in FUSED_DTYPES:
             return "eager"
         for candidate in AUTO_ORDER.get(device_type, ()):
-            if unavailable_reason(candidate, device_type) is None:
+            if unavailable_reason(candidate, device) is None:
                 return candidate
         if device_type not in _warned_fallback:
             _warned_fallback.add(device_type)
             reasons = (
                 "; ".join(
-                    f"{c}: {unavailable_reason(c, device_type)}"
-                    for c in AUTO_ORDER.get(device_type, ())
+                    f"{c}: {unavailable_reason(c, device)}" for c in AUTO_ORDER.get(device_type, ())
                 )
                 or "none registered"
             )
@@ -166,13 +278,36 @@ def resolve_backend(
                 stacklevel=3,
             )
         return "eager"
-    reason = unavailable_reason(name, device_type)
+    reason = unavailable_reason(name, device)
     if reason is not None:
         raise RuntimeError(
             f"backend {name!r} was requested for {device_type} tensors but is not "
             f"available: {reason}"
         )
     return name
+
+
+def _cuda_build_info(mod) -> dict:
+    """build_info()'s CUDA keys: what _C was built with and what its runtime sees."""
+    with_cuda = bool(mod is not None and mod.with_cuda)
+    archs = [_parse_arch(e) for e in (mod.cuda_architectures if with_cuda else "").split(",")]
+    known = [e for e in archs if e is not None]
+    info = {
+        "cuda_runtime": (getattr(mod, "cuda_runtime_version", None) if with_cuda else None),
+        "cuda_torch_built_against": getattr(mod, "torch_cuda_version", None),
+        "cuda_min_arch": (f"sm_{min(e[0] for e in known)}" if known else None),
+        "cuda_driver": None,
+        "cuda_error": None,
+        "cuda_devices": 0,
+    }
+    if with_cuda and hasattr(mod, "cuda_status"):
+        st = mod.cuda_status()
+        info["cuda_driver"] = (
+            _version_text(st["driver_version"]) if st.get("driver_version") else None
+        )
+        info["cuda_error"] = None if st.get("error", 0) == 0 else st.get("error_name")
+        info["cuda_devices"] = st.get("device_count", 0)
+    return info
 
 
 def build_info() -> dict:
@@ -187,6 +322,7 @@ def build_info() -> dict:
         "native_error": _native_cache.get("error"),
         "cuda_compiled": bool(mod is not None and mod.with_cuda),
         "cuda_architectures": (mod.cuda_architectures if mod is not None else ""),
+        **_cuda_build_info(mod),
         "openmp": bool(mod is not None and mod.with_openmp),
         "openmp_threads": (mod.cpu_num_threads() if mod is not None else 0),
         "cpu_simd_level": (mod.cpu_simd_level() if mod is not None else None),

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Device queries shared by the CUDA kernels (common.cuh: current_sm_count) and reported by
-// build_info() (lcengine_ops.h: cuda_device_count).
+// build_info() and lcengine.backend's reasons (lcengine_ops.h: cuda_device_count, cuda_status).
 #include <atomic>
 
 #include "common.cuh"
@@ -35,6 +35,25 @@ int cuda_device_count() {
     return 0;
   }
   return count;
+}
+
+int cuda_runtime_version() { return CUDART_VERSION; }
+
+CudaStatus cuda_status() {
+  CudaStatus st;
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  st.device_count = err == cudaSuccess ? count : 0;
+  st.error = static_cast<int>(err);
+  st.error_name = cudaGetErrorName(err);
+  st.error_text = cudaGetErrorString(err);
+  (void)cudaGetLastError();
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;  // 0 also means "no driver"
+  (void)cudaGetLastError();
+  st.driver_version = driver;
+  st.runtime_version = CUDART_VERSION;
+  return st;
 }
 
 }  // namespace lcengine

@@ -28,9 +28,12 @@
 //    place; the first layer's input-gradient GEMM fused with distance gradient + Adam for the
 //    active rows), a check kernel (probabilities, freeze, logit gradients) and a one-thread
 //    end-of-step kernel. The step number, Adam's bias corrections and the "some row active"
-//    flags live in a device Control block, so a sequence of 16 steps is captured once as a
-//    CUDA graph (on a private stream, thread-local capture mode) and replayed on the caller's
-//    stream; between replays one 40-byte D2H copy tells whether any row is still active.
+//    flags live in a device Control block, so a sequence of 16 steps is captured as a CUDA
+//    graph (on a private stream, thread-local capture mode) and replayed on the caller's
+//    stream; between replays one 40-byte D2H copy tells whether any row is still active (and
+//    args.should_stop is polled). The executable graph is kept between calls of the same
+//    structure (GraphCache: captured again each call, cudaGraphExecUpdate with the new
+//    pointers, instantiated only when the update is refused).
 //    Graph when the whole batch is one chunk of <= 16384 rows (below that, per-kernel launch
 //    cost is comparable to the GPU work of a step); plain launches otherwise, with the same
 //    early-exit check every 16 steps. GEMM blocks whose 64 rows are all frozen return at once.
@@ -66,6 +69,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -929,27 +935,153 @@ class GenericRunner {
   const Problem& pr_;
 };
 
-// Owns a captured graph and the private stream it was captured on.
-struct GraphHolder {
+// ---------------------------------------------------------------------------------------------
+// Graph executables kept between calls. A call in graph mode captures its step sequence again
+// (cheap: host-side recording, nothing runs) on a private stream in thread-local capture mode,
+// then updates a cached executable of the same structure with cudaGraphExecUpdate (kernel
+// arguments, i.e. the pointers, change between calls; updates apply to later launches) and
+// instantiates only when there is none or the update refuses the graph (a topology change). An
+// entry is taken out of the cache for the duration of a call (graph objects are not thread-safe)
+// and put back after it; at most kGraphCacheEntries are kept (least recently used dropped). The
+// cache is never destroyed at exit: CUDA calls from static destructors may run after the runtime
+// has unloaded, and the driver frees everything with the context
+// (optimize_latents_cuda_release_graphs frees them on request).
+// ---------------------------------------------------------------------------------------------
+constexpr size_t kGraphCacheEntries = 8;
+
+struct GraphExecEntry {
+  int device = -1;
+  std::string key;
   cudaStream_t capture_stream = nullptr;
-  cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
-  bool capturing = false;
-  GraphHolder() = default;
-  GraphHolder(const GraphHolder&) = delete;
-  GraphHolder& operator=(const GraphHolder&) = delete;
-  ~GraphHolder() {
-    if (capturing) {
-      cudaGraph_t broken = nullptr;
-      (void)cudaStreamEndCapture(capture_stream, &broken);
-      if (broken) (void)cudaGraphDestroy(broken);
-      (void)cudaGetLastError();
-    }
+  GraphExecEntry() = default;
+  GraphExecEntry(const GraphExecEntry&) = delete;
+  GraphExecEntry& operator=(const GraphExecEntry&) = delete;
+  ~GraphExecEntry() {
+    // An executable destroyed while a launch is in flight is freed when it completes; nothing
+    // is ever enqueued on the capture stream itself.
     if (exec) (void)cudaGraphExecDestroy(exec);
-    if (graph) (void)cudaGraphDestroy(graph);
     if (capture_stream) (void)cudaStreamDestroy(capture_stream);
+    (void)cudaGetLastError();
   }
 };
+
+class GraphCache {
+ public:
+  // The most recently used entry of (device, key), removed from the cache; nullptr if none.
+  std::unique_ptr<GraphExecEntry> take(int device, const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if ((*it)->device == device && (*it)->key == key) {
+        std::unique_ptr<GraphExecEntry> e = std::move(*it);
+        entries_.erase(it);
+        return e;
+      }
+    }
+    return nullptr;
+  }
+  void put(std::unique_ptr<GraphExecEntry> e) {
+    std::unique_ptr<GraphExecEntry> evicted;  // destroyed after the lock is released
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      entries_.push_front(std::move(e));
+      if (entries_.size() > kGraphCacheEntries) {
+        evicted = std::move(entries_.back());
+        entries_.pop_back();
+      }
+    }
+  }
+  int clear() {
+    std::list<std::unique_ptr<GraphExecEntry>> gone;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      gone.swap(entries_);
+    }
+    return static_cast<int>(gone.size());
+  }
+
+ private:
+  std::mutex mu_;
+  std::list<std::unique_ptr<GraphExecEntry>> entries_;  // most recently used first
+};
+
+GraphCache& graph_cache() {
+  static GraphCache* cache = new GraphCache;  // never destroyed (see above)
+  return *cache;
+}
+
+// What decides the captured launch sequence (and so the graph's topology): weight type, rows,
+// sizes, every net's widths, steps per replay. Same key, same topology; anything else only
+// changes kernel parameters. A wrong guess costs a re-instantiation, never a wrong result:
+// cudaGraphExecUpdate checks the topology itself.
+template <typename Tw>
+std::string graph_key(const Problem& pr, int64_t m, int64_t per_call) {
+  std::string k = std::to_string(sizeof(Tw)) + ":" + std::to_string(m) + ":" +
+                  std::to_string(pr.dim) + ":" + std::to_string(pr.rbw != 0) + ":" +
+                  std::to_string(per_call);
+  for (const NetView& n : pr.nets) {
+    k += "|";
+    for (int l = 0; l <= n.layers; ++l) k += std::to_string(n.widths[l]) + ",";
+  }
+  return k;
+}
+
+// Ends a capture that an exception interrupted, so the stream is usable again.
+struct CaptureGuard {
+  cudaStream_t stream;
+  bool active = true;
+  ~CaptureGuard() {
+    if (!active) return;
+    cudaGraph_t broken = nullptr;
+    (void)cudaStreamEndCapture(stream, &broken);
+    if (broken) (void)cudaGraphDestroy(broken);
+    (void)cudaGetLastError();
+  }
+};
+
+struct GraphGuard {
+  cudaGraph_t graph = nullptr;
+  ~GraphGuard() {
+    if (graph) (void)cudaGraphDestroy(graph);
+  }
+};
+
+// The executable of `per_call` steps of chunk `ch`, from the cache when one of this structure
+// exists (updated with this call's arguments), else instantiated.
+template <typename Tw>
+std::unique_ptr<GraphExecEntry> graph_exec_for(const GenericRunner<Tw>& runner, const Chunk& ch,
+                                               const Problem& pr, int64_t per_call) {
+  int dev = 0;
+  cuda_check(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::string key = graph_key<Tw>(pr, ch.M, per_call);
+  std::unique_ptr<GraphExecEntry> e = graph_cache().take(dev, key);
+  if (!e) {
+    e = std::make_unique<GraphExecEntry>();
+    e->device = dev;
+    e->key = key;
+    cuda_check(cudaStreamCreateWithFlags(&e->capture_stream, cudaStreamNonBlocking),
+               "cudaStreamCreateWithFlags");
+  }
+  GraphGuard g;
+  {
+    cuda_check(cudaStreamBeginCapture(e->capture_stream, cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture");
+    CaptureGuard capture{e->capture_stream};
+    for (int64_t k = 0; k < per_call; ++k) runner.step(ch, e->capture_stream);
+    capture.active = false;
+    cuda_check(cudaStreamEndCapture(e->capture_stream, &g.graph), "cudaStreamEndCapture");
+  }
+  if (e->exec) {
+    cudaGraphExecUpdateResultInfo info{};
+    if (cudaGraphExecUpdate(e->exec, g.graph, &info) != cudaSuccess) {
+      (void)cudaGetLastError();  // cudaErrorGraphExecUpdateFailure: instantiate afresh
+      (void)cudaGraphExecDestroy(e->exec);
+      e->exec = nullptr;
+    }
+  }
+  if (!e->exec) cuda_check(cudaGraphInstantiate(&e->exec, g.graph, 0), "cudaGraphInstantiate");
+  return e;
+}
 
 bool use_graph(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& plan) {
   if (plan.chunk_rows < pr.rows) return false;  // one graph per chunk would be re-captured
@@ -998,22 +1130,12 @@ void run_generic(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& pl
     ch.coef = reinterpret_cast<float*>(ws + plan.off_coef);
 
     runner.init(ch, s);
-    GraphHolder g;
-    if (graph_mode) {
-      cuda_check(cudaStreamCreateWithFlags(&g.capture_stream, cudaStreamNonBlocking),
-                 "cudaStreamCreateWithFlags");
-      cuda_check(cudaStreamBeginCapture(g.capture_stream, cudaStreamCaptureModeThreadLocal),
-                 "cudaStreamBeginCapture");
-      g.capturing = true;
-      for (int64_t k = 0; k < per_call; ++k) runner.step(ch, g.capture_stream);
-      g.capturing = false;
-      cuda_check(cudaStreamEndCapture(g.capture_stream, &g.graph), "cudaStreamEndCapture");
-      cuda_check(cudaGraphInstantiate(&g.exec, g.graph, 0), "cudaGraphInstantiate");
-    }
+    std::unique_ptr<GraphExecEntry> g;  // dropped (not cached) if the call fails
+    if (graph_mode) g = graph_exec_for(runner, ch, pr, per_call);
     int64_t done = 0;
     while (done < a.steps) {
       if (graph_mode) {
-        cuda_check(cudaGraphLaunch(g.exec, s), "cudaGraphLaunch");
+        cuda_check(cudaGraphLaunch(g->exec, s), "cudaGraphLaunch");
         done += per_call;  // steps past `steps` are no-ops (gated on the device)
       } else {
         const int64_t n = std::min<int64_t>(per_call, a.steps - done);
@@ -1026,13 +1148,16 @@ void run_generic(const OptimizeLatentsArgs& a, const Problem& pr, const Plan& pl
                    "cudaMemcpyAsync(control block)");
         cuda_check(cudaStreamSynchronize(s), "cudaStreamSynchronize (optimizer step loop)");
         if (!host.live) break;
+        // Nothing is in flight here: stopping leaves the stream idle.
+        if (a.should_stop && a.should_stop(a.should_stop_ctx)) throw OptimizeInterrupted();
       }
     }
     // Rows that used every step: one more check at the final latents (no-op when none is left).
     runner.forward(ch, kGateFinal, s);
     runner.check(ch, true, s);
-    // GraphHolder's destructor may run while the last replay is in flight: an executable graph
-    // destroyed in flight is freed when it completes (cudaGraphExecDestroy).
+    // The last replay may still be in flight: the next call that takes this entry launches on
+    // its own stream, and launches of one executable are ordered after its earlier launches.
+    if (g) graph_cache().put(std::move(g));
   }
 }
 
@@ -1080,5 +1205,7 @@ void optimize_latents_cuda(const OptimizeLatentsArgs& args, void* workspace, siz
     }
   }
 }
+
+int optimize_latents_cuda_release_graphs() { return cuda_detail::opt::graph_cache().clear(); }
 
 }  // namespace lcengine

@@ -40,7 +40,10 @@ __device__ __forceinline__ float activation_grad(float g, float a, int act) {
   return g * (a < 1e-3f ? small : big);
 }
 
-// Stable sigmoid: e = exp(-|l|); 1 / (1 + e) for l >= 0, e / (1 + e) otherwise.
+// Stable sigmoid: e = exp(-|l|); inv = 1 / (1 + e) for l >= 0, e * inv otherwise: the CPU path's
+// sigmoid_f (csrc/cpu_math.h) operation for operation, the division IEEE round-to-nearest
+// (__fdiv_rn, never an approximate reciprocal: the stopping rule compares it with tau). expf
+// itself may differ from the CPU's exp_f by an ulp.
 __device__ __forceinline__ float stable_sigmoid(float l) {
   const float e = expf(-fabsf(l));
   const float inv = __fdiv_rn(1.0f, 1.0f + e);

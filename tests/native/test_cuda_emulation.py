@@ -7,8 +7,11 @@ runtime (each CTA as std::threads with barriers, CUDA graphs recorded and replay
 the real bindings; cuda_emu/check.py runs every kernel path (row tiles of 8/16/32 rows,
 the generic GEMM path with and without graphs, in chunks, bf16 weights, every row converging
 early so that the host stops the step loop) against
-``optimize_latents(backend="eager")``. This checks indexing, barriers, warp votes and the step
-and graph control flow; not the memory model, timing or occupancy (the ``gpu`` tests do).
+``optimize_latents(backend="eager")``, then the graph executables kept between calls (reused and
+updated with each call's pointers, re-instantiated when an update is refused, bounded, freed by
+``_C.cuda_release_graphs``) and a SIGINT stopping the generic path's host loop. This checks
+indexing, barriers, warp votes and the step and graph control flow; not the memory model, timing
+or occupancy (the ``gpu`` tests do).
 """
 
 import os

@@ -290,6 +290,32 @@ def test_graph_batch_with_replays_past_the_limit():
 
 
 @pytest.mark.gpu
+def test_graph_executable_reused_across_calls():
+    # The generic path keeps its graph executable between calls of one structure and updates it
+    # with each call's pointers: new inputs of the same shape (new buffers) must give their own
+    # results, also after the cache was freed and after another shape took an entry.
+    _require_gpu()
+    mod = native_module()
+    mod.cuda_release_graphs()
+    kw = dict(steps=40, tau_r=0.6, tau_a=0.7, lr=0.05, tuning=VARIANTS["generic-graph"])
+    for seed, rows in ((31, 100), (32, 100), (33, 101), (34, 100)):
+        problem = make_problem(rows, 24, (48, 40), "relu", seed=seed, sharpen=5.0)
+        out, ref = _run_both(problem, 0.7, **kw)
+        assert_same_run(out, ref, problem[1], problem[2], tau_r=0.6, tau_a=0.7)
+    assert mod.cuda_release_graphs() == 2  # one entry per row count
+    assert mod.cuda_release_graphs() == 0
+
+
+def test_cuda_status_binding():
+    # No GPU needed: what the linked runtime says about this machine.
+    mod = _cuda_module()
+    st = mod.cuda_status()
+    assert st["runtime_version"] // 1000 == int(mod.cuda_runtime_version.split(".")[0])
+    assert (st["device_count"] > 0) == (st["error_name"] == "cudaSuccess")
+    assert isinstance(mod.cuda_release_graphs(), int)
+
+
+@pytest.mark.gpu
 def test_larger_batch_tile_path():
     # Many CTAs (several waves on most GPUs) with the automatic tile height.
     _require_gpu()

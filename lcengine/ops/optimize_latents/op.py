@@ -354,7 +354,7 @@ def _fused_unsupported(
     weight_dtype: torch.dtype,
 ) -> Optional[str]:
     """Why the fused backend ``name`` cannot run this call (None if it can)."""
-    reason = unavailable_reason(name, device.type)
+    reason = unavailable_reason(name, device)
     if reason is not None:
         return reason
     if dtype == torch.float64:

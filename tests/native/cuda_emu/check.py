@@ -12,6 +12,7 @@ import copy
 import ctypes
 import importlib.util
 import os
+import subprocess
 import sys
 import time
 
@@ -25,7 +26,17 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 sys.path.insert(0, TESTS)
 from support.optimize_problems import _bf16_weights_of, assert_same_run, make_problem  # noqa: E402
 
-COUNTERS = ("kernels", "graph_launches", "syncs")  # stubs.cpp: lcengine_emu_counter
+# stubs.cpp: lcengine_emu_counter
+COUNTERS = (
+    "kernels",
+    "graph_launches",
+    "syncs",
+    "instantiations",
+    "updates",
+    "update_failures",
+    "live_execs",
+    "live_streams",
+)
 
 
 def load(path: str):
@@ -35,6 +46,7 @@ def load(path: str):
     lib = ctypes.CDLL(path)  # the same loaded library: its counters are the module's
     lib.lcengine_emu_counter.restype = ctypes.c_longlong
     mod.emu_counters = lambda: {k: lib.lcengine_emu_counter(i) for i, k in enumerate(COUNTERS)}
+    mod.emu_fail_updates = lib.lcengine_emu_fail_updates
     return mod
 
 
@@ -156,6 +168,8 @@ def main(path: str) -> None:
     # bf16 weights: exactly the fp32 loop on bf16-rounded weights
     for knobs in ({"cuda_path": "tile"}, {"cuda_path": "generic"}):
         PLAN.append(lambda knobs=knobs: bf16_case(mod, knobs))
+    PLAN.append(lambda: graph_reuse_case(mod))
+    PLAN.append(lambda: interrupt_case(mod, path))
     print(f"planned {len(PLAN)}", flush=True)
     for run in PLAN:
         run()
@@ -186,6 +200,74 @@ def bf16_case(mod, knobs):
     )
     assert_same_run(out, ref, y, mask)
     print(f"ok bf16 weights {knobs}", flush=True)
+
+
+def graph_reuse_case(mod):
+    """The generic path keeps its graph executable between calls: the first call of a structure
+    instantiates, later ones capture again and update the executable with their own pointers
+    (results still exact, so the update took the new arguments), a refused update instantiates
+    afresh, another structure gets its own entry, at most 8 are kept, and cuda_release_graphs
+    frees them."""
+    graph = OptimizeTuning(cuda_path="generic", cuda_graph="on")
+    kw = dict(steps=16, w_dist=0.3, lr=0.08)
+    mod.cuda_release_graphs()
+    assert mod.emu_counters()["live_execs"] == 0
+
+    def once(rows, seed, expect):
+        z, y, mask, real, attr = make_problem(rows, 8, (16, 12), "relu", seed=seed)
+        ref = lcengine.optimize_latents(z, y, mask, real, attr, 1.0, backend="eager", **kw)
+        before = mod.emu_counters()
+        out = run_emulated(mod, z, y, mask, real, attr, 1.0, graph, **kw)
+        after = mod.emu_counters()
+        assert_same_run(out, ref, y, mask)
+        got = {k: after[k] - before[k] for k in expect}
+        assert got == expect, f"graph reuse, {rows} rows: {got}, expected {expect}"
+
+    fresh = {"instantiations": 1, "updates": 0, "update_failures": 0, "graph_launches": 1}
+    reused = {"instantiations": 0, "updates": 1, "update_failures": 0, "graph_launches": 1}
+    once(21, 1, fresh)
+    once(21, 2, reused)  # new tensors: every pointer differs
+    once(21, 3, reused)
+    mod.emu_fail_updates(1)
+    once(21, 4, {"instantiations": 1, "updates": 0, "update_failures": 1})
+    once(21, 5, reused)
+    once(22, 6, fresh)  # another row count: another entry
+    assert mod.emu_counters()["live_execs"] == 2
+    for rows in range(23, 33):
+        once(rows, rows, fresh)
+    assert mod.emu_counters()["live_execs"] == 8, mod.emu_counters()  # the bound
+    assert mod.emu_counters()["live_streams"] == 8, mod.emu_counters()
+    assert mod.cuda_release_graphs() == 8
+    assert mod.emu_counters()["live_execs"] == 0 and mod.emu_counters()["live_streams"] == 0
+    print("ok graph executables reused across calls", flush=True)
+
+
+def interrupt_case(mod, path):
+    """SIGINT during a long emulated generic-path run: the host loop polls between graph
+    replays, so the call ends with KeyboardInterrupt soon after, without caching its graph.
+    Runs in a child process (the signal must reach a main thread that is inside the call)."""
+    code = f"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+import check
+mod = check.load({path!r})
+from lcengine.ops.optimize_latents import OptimizeTuning
+z, y, mask, real, attr = check.make_problem(16, 8, (16, 12), "relu", seed=1)
+tuning = OptimizeTuning(cuda_path="generic", cuda_graph="on")
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t0 = time.perf_counter()
+try:
+    check.run_emulated(mod, z, y, mask, real, attr, 1.0, tuning, steps=1000000, lr=1e-6,
+                       tau_r=0.9999999)
+except KeyboardInterrupt:
+    c = mod.emu_counters()
+    print("interrupted", round(time.perf_counter() - t0, 2), c["live_execs"], c["live_streams"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = proc.stdout.split()
+    assert proc.returncode == 0 and out[:1] == ["interrupted"], proc.stdout + proc.stderr[-2000:]
+    assert float(out[1]) < 30 and out[2:] == ["0", "0"], proc.stdout
+    print(f"ok SIGINT stops the generic path's host loop ({out[1]} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 // Host emulation shim of kernels/cuda/common.cuh and the CUDA runtime, for checking the fused
 // optimizer kernels' logic on a CPU (tests/native/test_cuda_emulation.py): each CTA runs as
 // blockDim std::threads synchronized with std::barrier; graph capture records launches and replays
-// them. Not emulated: the memory model, timing, occupancy, the real graph API.
+// them; an executable graph takes a new capture's launches when its kernel sequence is the same
+// (cudaGraphExecUpdate) and refuses otherwise. Not emulated: the memory model, timing,
+// occupancy, the real graph API.
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -113,6 +115,7 @@ constexpr cudaError_t cudaSuccess = 0;
 typedef void* cudaStream_t;
 struct EmuGraph {
   std::vector<std::function<void()>> ops;
+  std::vector<const void*> kernels;  // the topology: one kernel per node, in order
 };
 typedef EmuGraph* cudaGraph_t;
 typedef EmuGraph* cudaGraphExec_t;
@@ -167,13 +170,19 @@ struct EmuStream {
 };
 inline EmuStream* as_stream(cudaStream_t s) { return static_cast<EmuStream*>(s); }
 inline int g_launches = 0, g_graph_launches = 0, g_syncs = 0;
+// Graph executables: instantiated, updated in place, updates refused (topology change, or
+// forced through g_fail_updates), alive now; streams alive now.
+inline std::atomic<int> g_instantiations{0}, g_updates{0}, g_update_failures{0};
+inline std::atomic<int> g_live_execs{0}, g_live_streams{0}, g_fail_updates{0};
 }  // namespace emu
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   *s = new emu::EmuStream;
+  emu::g_live_streams++;
   return 0;
 }
 inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete emu::as_stream(s);
+  emu::g_live_streams--;
   return 0;
 }
 inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, int) {
@@ -191,6 +200,32 @@ inline cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
 }
 inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* x, cudaGraph_t g, unsigned long long) {
   *x = new EmuGraph(*g);
+  emu::g_instantiations++;
+  emu::g_live_execs++;
+  return 0;
+}
+struct cudaGraphExecUpdateResultInfo {
+  int result;
+  void* errorNode;
+  void* errorFromNode;
+};
+constexpr cudaError_t cudaErrorGraphExecUpdateFailure = 910;
+// Same node count and kernels: the executable takes the graph's parameters (the recorded
+// launches with this capture's arguments). Otherwise (or when a failure is forced) it is left
+// as it was and the update fails, as cudaGraphExecUpdate does on a topology change.
+inline cudaError_t cudaGraphExecUpdate(cudaGraphExec_t x, cudaGraph_t g,
+                                       cudaGraphExecUpdateResultInfo* info) {
+  int forced = emu::g_fail_updates.load();
+  while (forced > 0 && !emu::g_fail_updates.compare_exchange_weak(forced, forced - 1)) {
+  }
+  if (forced > 0 || x->kernels != g->kernels) {
+    emu::g_update_failures++;
+    if (info) info->result = 2;  // cudaGraphExecUpdateErrorTopologyChanged
+    return cudaErrorGraphExecUpdateFailure;
+  }
+  x->ops = g->ops;
+  emu::g_updates++;
+  if (info) info->result = 0;
   return 0;
 }
 inline cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t) {
@@ -200,6 +235,7 @@ inline cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t) {
 }
 inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t x) {
   delete x;
+  emu::g_live_execs--;
   return 0;
 }
 inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
@@ -261,6 +297,7 @@ void launch(Cfg c, K kernel, A... args) {
   EmuStream* e = as_stream(c.s);
   if (e && e->capturing) {
     e->g->ops.push_back([=] { run(c, kernel, args...); });
+    e->g->kernels.push_back(reinterpret_cast<const void*>(kernel));
     return;
   }
   run(c, kernel, args...);
