@@ -6,7 +6,8 @@ The one object to use is :class:`LatentConstraints`::
     from lcengine.method import LatentConstraints, LatentModel
 
     model = LatentModel.from_module(my_vae)            # encode(x) -> (mu, logvar), decode(z)
-    lc = LatentConstraints(model, attribute_names)
+    spec = AttributeSpec(binary=["smiling"], groups={"hair": ["black", "blond"]})
+    lc = LatentConstraints(model, spec)               # or a list of column names
     lc.fit(train_x, train_attributes)                  # attribute critic, realism critic, actor
     samples = lc.sample("a !b", n=16, method="optimize")
     edits = lc.transform(x, "b")
@@ -15,7 +16,8 @@ The one object to use is :class:`LatentConstraints`::
 
 Modules: :mod:`.constraints` (the facade; its generate and transform in
 :mod:`.generation`), :mod:`.config`, :mod:`.latent_model`, :mod:`.critics`, :mod:`.training`,
-:mod:`.sampling` (its method names, torch-free, in :mod:`.methods`), :mod:`.requests`,
+:mod:`.sampling` (its method names, torch-free, in :mod:`.methods`), :mod:`.attributes`
+(the declared attributes, :class:`AttributeSpec`), :mod:`.requests`,
 :mod:`.zeroshot`, :mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.checkpoint`,
 :mod:`.io`, and run folders with their commands in :mod:`.run` and :mod:`.commands`.
 Applications (data sets, models, evaluators) live outside this package, under
@@ -32,9 +34,11 @@ from typing import TYPE_CHECKING
 from lcengine._lazy import lazy_package
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
-    from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
+    from .attributes import AttributeSpec
+    from .config import DEFAULT_TRANSFORM, PRESETS, Preset, SamplingConfig, TrainingConfig
     from .constraints import LatentConstraints
     from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic
+    from .data import LatentFiles, LatentSource, encode_batches, open_latents, resolve_device
     from .latent_model import LatentModel, compute_sigma_bar
     from .requests import RequestVocabulary, complete_requests, parse_request
     from .sampling import (
@@ -51,12 +55,17 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
 __all__ = [
     "Actor",
     "AttributeCritic",
+    "AttributeSpec",
     "ConstraintTrainer",
     "DEFAULT_TRANSFORM",
     "LatentConstraints",
+    "LatentFiles",
     "LatentModel",
+    "LatentSource",
     "METHODS",
     "OptimizeResult",
+    "PRESETS",
+    "Preset",
     "RealismCritic",
     "RequestVocabulary",
     "SampleResult",
@@ -69,13 +78,19 @@ __all__ = [
     "complete_requests",
     "compute_sigma_bar",
     "constraint_satisfied",
+    "encode_batches",
     "learn_zero_shot_constraint",
+    "open_latents",
     "optimize_latents_eager",
     "parse_request",
+    "resolve_device",
 ]
 
 _EXPORTS = {
+    "AttributeSpec": ".attributes",
     "DEFAULT_TRANSFORM": ".config",
+    "PRESETS": ".config",
+    "Preset": ".config",
     "SamplingConfig": ".config",
     "TrainingConfig": ".config",
     "LatentConstraints": ".constraints",
@@ -83,6 +98,11 @@ _EXPORTS = {
     "AttributeCritic": ".critics",
     "RealismCritic": ".critics",
     "StackedAttributeCritic": ".critics",
+    "LatentFiles": ".data",
+    "LatentSource": ".data",
+    "encode_batches": ".data",
+    "open_latents": ".data",
+    "resolve_device": ".data",
     "LatentModel": ".latent_model",
     "compute_sigma_bar": ".latent_model",
     "RequestVocabulary": ".requests",
@@ -100,12 +120,14 @@ _EXPORTS = {
     "learn_zero_shot_constraint": ".zeroshot",
 }
 _SUBMODULES = (
+    "attributes",
     "baseline",
     "checkpoint",
     "commands",
     "config",
     "constraints",
     "critics",
+    "data",
     "generation",
     "io",
     "latent_model",

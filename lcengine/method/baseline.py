@@ -118,15 +118,50 @@ class AttributeVectorBaseline:
         if att.size and not np.isin(att, (0, 1)).all():
             raise ValueError("attributes must contain only 0 and 1")
         att = att.astype(bool)
-        cnt1 = att.sum(0).astype(np.float64)  # [A]
-        cnt0 = zz.shape[0] - cnt1  # [A]
+        return self.fit_statistics(
+            num_rows=zz.shape[0],
+            sum_all=zz.sum(0),
+            sum_pos=att.T.astype(np.float64) @ zz,
+            count_pos=att.sum(0).astype(np.float64),
+        )
+
+    def fit_statistics(
+        self, *, num_rows: int, sum_all: ArrayLike, sum_pos: ArrayLike, count_pos: ArrayLike
+    ) -> "AttributeVectorBaseline":
+        """Centroids from sums of the encodings, as one streaming pass gathers them
+        (:func:`lcengine.method.data.summarize`).
+
+        Args:
+            num_rows: N >= 1.
+            sum_all: sum of all encodings. # [D]
+            sum_pos: per attribute, the sum of the encodings of rows where it is 1. # [A, D]
+            count_pos: per attribute, the rows where it is 1. # [A]
+
+        Returns:
+            self.
+        """
+        n = float(num_rows)
+        if n < 1:
+            raise ValueError(f"num_rows must be >= 1, got {num_rows}")
+        s_all = _to_numpy(sum_all, "sum_all").astype(np.float64)
+        s_pos = _to_numpy(sum_pos, "sum_pos").astype(np.float64)
+        cnt1 = _to_numpy(count_pos, "count_pos").astype(np.float64)
+        a = len(self.attribute_names)
+        if s_all.ndim != 1 or s_pos.shape != (a, s_all.shape[0]) or cnt1.shape != (a,):
+            raise ValueError(
+                f"sum_all [D], sum_pos [{a}, D] and count_pos [{a}] expected, got "
+                f"{list(s_all.shape)}, {list(s_pos.shape)} and {list(cnt1.shape)}"
+            )
+        cnt0 = n - cnt1  # [A]
         with np.errstate(invalid="ignore", divide="ignore"):
-            pos = (att.T.astype(np.float64) @ zz) / cnt1[:, None]  # [A, D]
-            neg = ((~att).T.astype(np.float64) @ zz) / cnt0[:, None]  # [A, D]
+            pos = s_pos / cnt1[:, None]  # [A, D]
+            neg = (s_all[None, :] - s_pos) / cnt0[:, None]  # [A, D]
+        pos[cnt1 == 0] = np.nan
+        neg[cnt0 == 0] = np.nan
         self.pos_centroids, self.neg_centroids = pos, neg
         self.vectors = pos - neg  # [A, D], NaN rows for constant attributes
-        self.frequencies = cnt1 / zz.shape[0]
-        self.global_centroid = zz.mean(0)
+        self.frequencies = cnt1 / n
+        self.global_centroid = s_all / n
         return self
 
     def _check_request(self, arr, name: str, b: int) -> np.ndarray:

@@ -10,11 +10,16 @@ A checkpoint is a folder (:func:`lcengine.method.store.commit_checkpoint` with s
     .constraints.lock                     held while a save runs
 
 * the weights file holds the critics' and actor's weights (``net.<network>.<param>``), their
-  Adam moments (``opt.<network>.<i>.<key>``), ``sigma_bar``, the training encodings
-  (``data.mu``, ``data.logvar``, ``data.attributes``) and the zero-shot critics
-  (``zeroshot.<i>.<param>``);
-* a record holds ``format``, ``latent_dim``, ``data_shape``, ``attribute_names``,
-  ``vocabulary``, the ``training`` / ``sampling`` / ``transform`` configurations, the training
+  Adam moments (``opt.<network>.<i>.<key>``), ``sigma_bar``, the data summary
+  (``data_summary.*``: the attribute-vector baseline's sums and the training set's attribute
+  combinations with their counts, :class:`~lcengine.method.data.DataSummary`) and the
+  zero-shot critics (``zeroshot.<i>.<param>``); no training rows. Tensors are saved from CPU
+  copies and loaded onto the requested device. Checkpoints written with the training
+  encodings (``data.mu``, ``data.logvar``, ``data.attributes``) still load: the summary is
+  computed from them and the encodings are dropped;
+* a record holds ``format``, ``latent_dim``, ``data_shape``, ``attribute_names`` (the
+  columns), ``attributes`` (the :class:`~lcengine.method.attributes.AttributeSpec`), the
+  ``training`` / ``sampling`` / ``transform`` configurations, the training
   ``state`` (step counts and loss history), the zero-shot constraints' descriptions, and
   ``weights_file`` / ``weights_sha256``: the name and the SHA-256 of its weights file.
 
@@ -32,13 +37,17 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
+from lcengine.validation import check_str_list, config_errors
+
+from .attributes import AttributeSpec
 from .config import SamplingConfig, TrainingConfig
 from .critics import AttributeCritic
+from .data import DataSummary, DeviceLike, TrainingData, resolve_device, summarize
 from .io import check_tensors_finite, record_value, record_width
 from .latent_model import LatentModel
 from .requests import RequestVocabulary
 from .store import CheckpointFiles, LoadedCheckpoint, commit_checkpoint, load_checkpoint
-from .training import ConstraintTrainer, TrainingData
+from .training import ConstraintTrainer
 from .zeroshot import ZeroShotConstraint
 
 if TYPE_CHECKING:  # the facade imports this module; annotations only
@@ -58,26 +67,24 @@ def save_constraints(lc: "LatentConstraints", path: Union[str, Path]) -> Path:
     Returns:
         The folder.
     """
-    t, data = lc.trainer, lc.data
-    assert t is not None and data is not None and lc.sigma_bar is not None
+    t, summary = lc.trainer, lc.summary
+    assert t is not None and summary is not None and lc.sigma_bar is not None
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise ValueError(f"path {d} exists and is not a folder")
     d.mkdir(parents=True, exist_ok=True)
     tensors = dict(t.state_tensors())
-    tensors["sigma_bar"] = lc.sigma_bar
-    tensors["data.mu"] = data.mu
-    tensors["data.logvar"] = data.logvar
-    tensors["data.attributes"] = data.attributes
+    tensors["sigma_bar"] = lc.sigma_bar.detach().cpu()
+    tensors.update(summary.tensors())
     for i, c in enumerate(lc.zero_shot):
         for k, v in c.critic.state_dict().items():
-            tensors[f"zeroshot.{i}.{k}"] = v
+            tensors[f"zeroshot.{i}.{k}"] = v.detach().cpu()
     cfg = {
         "format": FORMAT,
         "latent_dim": lc.latent_dim,
         "data_shape": list(lc.model.data_shape),
         "attribute_names": list(lc.base_attribute_names),
-        "vocabulary": lc.vocabulary.to_dict(),
+        "attributes": lc.spec.to_dict(),
         "training": lc.training.to_dict(),
         "sampling": lc.sampling.to_dict(),
         "transform": lc.transform_config.to_dict(),
@@ -128,7 +135,31 @@ def _zero_shot_constraints(
     return out
 
 
-def _build(cls: type, ck: LoadedCheckpoint, model: LatentModel) -> "LatentConstraints":
+def _attribute_spec(cfg: dict, source: str) -> AttributeSpec:
+    """The record's attribute spec; a record written before the spec (``attribute_names`` plus
+    ``vocabulary``, no ``attributes``) is converted by :meth:`AttributeSpec.from_names`."""
+    if "attributes" in cfg:
+        spec = AttributeSpec.from_dict(cfg["attributes"], source=source)
+        names = cfg.get("attribute_names")
+        if names is not None and list(names) != list(spec.columns):
+            raise ValueError(
+                f"{source}: attribute_names {names} are not the columns of attributes "
+                f"{list(spec.columns)}"
+            )
+        return spec
+    vocabulary = RequestVocabulary.from_dict(cfg.get("vocabulary", {}), source=source)
+    names = cfg["attribute_names"]
+    with config_errors(source):
+        names = check_str_list("attribute_names", names, allow_empty=False)
+        try:
+            return AttributeSpec.from_names(names, vocabulary)
+        except ValueError as exc:
+            raise ValueError(f"attribute_names with vocabulary: {exc}") from exc
+
+
+def _build(
+    cls: type, ck: LoadedCheckpoint, model: LatentModel, device: torch.device
+) -> "LatentConstraints":
     """The LatentConstraints of a verified record and its weights."""
     cfg, cfg_path, w_path, tensors = ck.record, ck.record_path, ck.weights_path, ck.tensors
     if cfg.get("format") != FORMAT:
@@ -153,37 +184,59 @@ def _build(cls: type, ck: LoadedCheckpoint, model: LatentModel) -> "LatentConstr
     try:
         lc = cls(
             model,
-            cfg["attribute_names"],
-            vocabulary=RequestVocabulary.from_dict(cfg.get("vocabulary", {}), source=source),
+            _attribute_spec(cfg, source),
             training=TrainingConfig.from_dict(cfg["training"], source=source),
             sampling=SamplingConfig.from_dict(cfg["sampling"], source=source),
             transform=SamplingConfig.from_dict(cfg["transform"], source=source, key="transform"),
+            device=device,
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{_WHAT}: bad config in {cfg_path}: {exc}") from exc
-    missing = [
-        k for k in ("sigma_bar", "data.mu", "data.logvar", "data.attributes") if k not in tensors
-    ]
-    if missing:
-        raise ValueError(f"{_WHAT}: {w_path} lacks tensors {missing}")
+    if "sigma_bar" not in tensors:
+        raise ValueError(f"{_WHAT}: {w_path} lacks tensors ['sigma_bar']")
     check_tensors_finite(tensors, w_path, _WHAT)
-    data = TrainingData(tensors["data.mu"], tensors["data.logvar"], tensors["data.attributes"])
     a = len(lc.base_attribute_names)
-    if data.mu.shape[1] != model.latent_dim or data.attributes.shape[1] != a:
-        raise ValueError(f"{_WHAT}: {w_path} training encodings do not match the configuration")
     sigma_bar = tensors["sigma_bar"].to(torch.float32)  # [D]
-    trainer = ConstraintTrainer(model.latent_dim, a, sigma_bar, lc.training)
+    if sigma_bar.shape != (model.latent_dim,):
+        raise ValueError(f"{_WHAT}: {w_path} sigma_bar does not match the latent dimension")
+    summary = _data_summary(tensors, sigma_bar, w_path)
+    if summary.sum_all.shape != (model.latent_dim,) or summary.attribute_rows.shape[1] != a:
+        raise ValueError(f"{_WHAT}: {w_path} data summary does not match the configuration")
+    trainer = ConstraintTrainer(model.latent_dim, a, sigma_bar, lc.training, device=lc.device)
     trainer.load_state_tensors(tensors, str(w_path))
     trainer.load_state_json(cfg.get("state", {}), str(cfg_path))
     for module in trainer.modules().values():
         module.eval()
-    lc._restore(data, sigma_bar, trainer)
-    lc.zero_shot.extend(_zero_shot_constraints(cfg, tensors, cfg_path, w_path))
+    lc._restore(summary, trainer)
+    for c in _zero_shot_constraints(cfg, tensors, cfg_path, w_path):
+        c.critic.to(lc.device)
+        lc.zero_shot.append(c)
     return lc
 
 
-def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "LatentConstraints":
-    """Loads a checkpoint written by :func:`save_constraints` for ``model``.
+def _data_summary(
+    tensors: dict[str, torch.Tensor], sigma_bar: torch.Tensor, w_path: Path
+) -> DataSummary:
+    """The checkpoint's data summary; computed from the training encodings of a checkpoint
+    that holds them instead (which are then dropped)."""
+    if any(k.startswith("data_summary.") for k in tensors):
+        return DataSummary.from_tensors(sigma_bar, tensors, f"{_WHAT}: {w_path}")
+    missing = [k for k in ("data.mu", "data.logvar", "data.attributes") if k not in tensors]
+    if missing:
+        raise ValueError(f"{_WHAT}: {w_path} lacks tensors ['data_summary.*'] (or {missing})")
+    try:
+        data = TrainingData(tensors["data.mu"], tensors["data.logvar"], tensors["data.attributes"])
+    except ValueError as exc:
+        raise ValueError(f"{_WHAT}: {w_path} training encodings: {exc}") from exc
+    summary = summarize(data, progress=False)
+    summary.sigma_bar = sigma_bar
+    return summary
+
+
+def load_constraints(
+    cls: type, path: Union[str, Path], model: LatentModel, *, device: DeviceLike = "cpu"
+) -> "LatentConstraints":
+    """Loads a checkpoint written by :func:`save_constraints` for ``model`` onto ``device``.
 
     Loads ``constraints.json``; when it, or the weights it names, is missing, corrupted or
     mismatched, loads ``constraints.previous.json`` instead and warns naming the file that
@@ -194,6 +247,8 @@ def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "
             subclass).
         path: the checkpoint folder.
         model: the model the checkpoint was trained for.
+        device: where the networks go (``"cpu"``, ``"cuda"``, ``"auto"``, ...; see
+            :func:`lcengine.method.data.resolve_device`).
 
     Raises:
         ValueError: no record loads: missing/corrupted files, a checksum mismatch between a
@@ -204,7 +259,8 @@ def load_constraints(cls: type, path: Union[str, Path], model: LatentModel) -> "
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise ValueError(f"{_WHAT}: {d} is not a folder")
-    return load_checkpoint(d, STEM, _WHAT, lambda ck: _build(cls, ck, model))
+    dev = resolve_device(device)
+    return load_checkpoint(d, STEM, _WHAT, lambda ck: _build(cls, ck, model, dev))
 
 
 __all__ = [

@@ -64,6 +64,23 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def add_device_argument(parser: Any) -> None:
+    """Adds ``--device`` (checked when the command runs, so the parser loads no torch)."""
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the critics, the actor and the latents live: cpu (default), cuda, cuda:N "
+        "or auto (cuda when available)",
+    )
+
+
+def command_device(args: argparse.Namespace) -> Any:
+    """``args.device`` as a ``torch.device`` (ValueError naming ``--device``)."""
+    from .data import resolve_device
+
+    return resolve_device(args.device, "--device")
+
+
 def add_commands(subparsers: Any, *, default_application: str) -> None:
     """Registers ``fit``, ``sample`` and ``transform`` on an argparse subparsers object (the
     result of ``parser.add_subparsers()``), each with ``func`` set.
@@ -115,6 +132,7 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
         default=1,
         help="torch threads (default 1; 0 = torch's default)",
     )
+    add_device_argument(fit)
     fit.set_defaults(func=_cmd_fit)
 
     sample = subparsers.add_parser(
@@ -142,6 +160,7 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
         default=1,
         help="torch threads (default 1; 0 = torch's default)",
     )
+    add_device_argument(sample)
     sample.set_defaults(func=_cmd_sample)
 
     transform = subparsers.add_parser(
@@ -175,6 +194,7 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
         default=1,
         help="torch threads (default 1; 0 = torch's default)",
     )
+    add_device_argument(transform)
     transform.set_defaults(func=_cmd_transform)
 
 
@@ -246,6 +266,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         and not is_empty_run_folder(folder)
     ):
         raise _refuse_non_empty(folder)  # before the lock: the folder stays as it was
+    command_device(args)  # a bad --device fails before the lock is taken
     set_threads(args.threads)
     with writer_lock(folder, "--run"):
         try:
@@ -268,17 +289,20 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         CONSTRAINTS_DIR,
         PREPARING_FILE,
         RUN_FILE,
+        accepts_keyword,
         accepts_stop_requested,
         has_checkpoint,
         is_empty_run_folder,
         is_preparing,
         load_run,
+        load_training_data,
         read_run_file,
         resolve_application,
         write_run_file,
     )
 
     progress = not args.no_progress
+    device = command_device(args)
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     stop = threading.Event()
     received: list[int] = []
@@ -288,11 +312,18 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
 
     def prepare(app_path: str, config: dict):
         app = resolve_application(app_path)
-        extra = {"stop_requested": stop.is_set} if accepts_stop_requested(app) else {}
+        extra: dict = {"stop_requested": stop.is_set} if accepts_stop_requested(app) else {}
+        if accepts_keyword(app, "device"):
+            extra["device"] = device
+        elif device.type != "cpu":
+            raise ValueError(
+                f"--device {args.device}: application {app_path!r} trains on the CPU only "
+                "(its prepare_run takes no device)"
+            )
         atomic_write_bytes(folder / PREPARING_FILE, f"{os.getpid()}\n".encode("ascii"))
         # applications that cannot stop early keep the default handlers (a signal ends them;
         # the marker makes the next `lcengine fit` prepare the run again)
-        with _StopOnSignals(stop, received, enabled=bool(extra)):
+        with _StopOnSignals(stop, received, enabled="stop_requested" in extra):
             run = app.prepare_run(
                 folder,
                 config,
@@ -337,10 +368,16 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         print(f"completed {folder}: realism critic {run.constraints.trainer.realism_step} updates")
         return 0
     if (folder / RUN_FILE).is_file():
-        run = load_run(folder)
+        run = load_run(folder, device=device)
         lc = run.constraints
         before = (lc.trainer.attribute_step, lc.trainer.realism_step)
         log(f"continuing {folder} from attribute step {before[0]}, realism step {before[1]}")
+        a_total, r_total = (
+            lc.training.attribute_steps if args.attribute_steps is None else args.attribute_steps,
+            lc.training.realism_steps if args.realism_steps is None else args.realism_steps,
+        )
+        if a_total > before[0] or r_total > before[1]:
+            load_training_data(run, progress=progress)  # checkpoints hold no training rows
         with _StopOnSignals(stop, received):
             lc.fit(
                 attribute_steps=args.attribute_steps,
@@ -423,8 +460,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     for option in ("out", "png"):
         if getattr(args, option):
             check_output_path(f"--{option}", getattr(args, option))
+    device = command_device(args)
     set_threads(args.threads)
-    run = load_run(args.run)
+    run = load_run(args.run, device=device)
     lc = run.constraints
     check_sample_count(args.num, run.model.latent_dim, run.model.data_shape)
     overrides = {"steps": args.steps} if args.steps is not None else {}
@@ -450,7 +488,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             attribute_names=np.array(lc.attribute_names),
             method=np.array([args.method] * args.num),
             accepted=res.converged,
-            latents=res.latents.numpy(),
+            latents=res.latents.cpu().numpy(),
             **extra,
         )
         summary["out"] = args.out
@@ -498,8 +536,9 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     for option in ("out", "png"):
         if getattr(args, option, None):
             check_output_path(f"--{option}", getattr(args, option))
+    device = command_device(args)
     set_threads(args.threads)
-    run = load_run(args.run)
+    run = load_run(args.run, device=device)
     lc = run.constraints
     if args.input:
         x = run.application.check_inputs(load_input_file(args.input, lc.model.data_shape))
@@ -555,4 +594,12 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_commands", "load_input_file", "nonneg_int", "positive_int", "set_threads"]
+__all__ = [
+    "add_commands",
+    "add_device_argument",
+    "command_device",
+    "load_input_file",
+    "nonneg_int",
+    "positive_int",
+    "set_threads",
+]

@@ -29,16 +29,27 @@ import lcengine
 from lcengine.validation import check_int
 
 from . import checkpoint, generation
+from .attributes import AttributeSpec, as_attribute_spec
 from .baseline import AttributeVectorBaseline
 from .config import DEFAULT_TRANSFORM, SamplingConfig, TrainingConfig
 from .critics import StackedAttributeCritic
-from .latent_model import LatentModel, sigma_bar_from_logvar
+from .data import (
+    DataSummary,
+    DeviceLike,
+    LatentSource,
+    encode_batches,
+    open_latents,
+    resolve_device,
+    summarize,
+)
+from .latent_model import LatentModel
 from .requests import (
     RequestVocabulary,
     as_binary_array,
     check_targets,
     complete_requests,
     parse_request,
+    vocabulary_of,
 )
 from .sampling import (
     METHODS,
@@ -72,53 +83,64 @@ class LatentConstraints:
     Args:
         model: a :class:`LatentModel` (or an ``nn.Module`` with ``encode``/``decode`` and
             ``latent_dim``, wrapped by :meth:`LatentModel.from_module`).
-        attribute_names: names of the data's binary attributes (the columns of the attribute
-            arrays given to :meth:`fit`).
-        vocabulary: one-hot groups, aliases and shorthands that requests may use (see
-            :func:`lcengine.method.requests.parse_request`); one-hot groups also steer the
-            attribute-vector baseline.
+        attributes: the data's attributes, an :class:`~lcengine.method.attributes.AttributeSpec`
+            (binary attributes, categorical groups with their classes, request words): its
+            ``columns`` are the columns of the attribute arrays given to :meth:`fit` and the
+            attribute critic's outputs. For compatibility, a sequence of column names (plus
+            ``vocabulary``) is converted by :meth:`AttributeSpec.from_names
+            <lcengine.method.attributes.AttributeSpec.from_names>`.
+        vocabulary: only with column names: the older form of one-hot groups, aliases and
+            shorthands (see :class:`~lcengine.method.requests.RequestVocabulary`).
         training: critic/actor hyperparameters.
         sampling: defaults of :meth:`sample` with ``method="optimize"``.
         transform: defaults of :meth:`transform`.
+        device: where the critics, the actor, the zero-shot critics and every latent of
+            training, sampling and transforms live: ``"cpu"`` (default), ``"cuda"``,
+            ``"cuda:N"``, ``"auto"`` (CUDA when ``torch.cuda.is_available()``, else the CPU) or
+            a ``torch.device``; :meth:`load` takes it too and :meth:`to` moves a fitted object.
+            The model keeps its own device (:class:`LatentModel` moves inputs there). A bad
+            string, or CUDA without CUDA, raises ValueError naming ``device``.
     """
 
     def __init__(
         self,
         model: Any,
-        attribute_names: Sequence[str],
+        attributes: Union[AttributeSpec, Sequence[str]],
         *,
         vocabulary: Optional[RequestVocabulary] = None,
         training: Optional[TrainingConfig] = None,
         sampling: Optional[SamplingConfig] = None,
         transform: Optional[SamplingConfig] = None,
+        device: DeviceLike = "cpu",
     ) -> None:
         self.model = as_latent_model(model)
-        names = tuple(attribute_names)
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise ValueError("attribute_names must be a non-empty sequence of non-empty strings")
-        if len({n.lower() for n in names}) != len(names):
-            raise ValueError(f"attribute_names has duplicates: {names}")
-        self.base_attribute_names = names
-        self.vocabulary = vocabulary if vocabulary is not None else RequestVocabulary()
+        self.device = resolve_device(device)
+        if vocabulary is not None and not isinstance(vocabulary, RequestVocabulary):
+            raise TypeError(
+                f"vocabulary must be a RequestVocabulary, got {type(vocabulary).__name__}"
+            )
+        self.spec = as_attribute_spec(attributes, vocabulary)  # the data's attributes
+        self.base_attribute_names = self.spec.columns
         self.training = training if training is not None else TrainingConfig()
         self.sampling = sampling if sampling is not None else SamplingConfig()
         self.transform_config = (
             transform if transform is not None else dataclasses.replace(DEFAULT_TRANSFORM)
         )
         for name, cfg, cls in (
-            ("vocabulary", self.vocabulary, RequestVocabulary),
             ("training", self.training, TrainingConfig),
             ("sampling", self.sampling, SamplingConfig),
             ("transform", self.transform_config, SamplingConfig),
         ):
             if not isinstance(cfg, cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, got {type(cfg).__name__}")
-        self.data: Optional[TrainingData] = None
+        self.data: Optional[LatentSource] = None  # the attached training rows
+        self.summary: Optional[DataSummary] = None  # what is kept of them (checkpointed)
         self.sigma_bar: Optional[torch.Tensor] = None
         self.trainer: Optional[ConstraintTrainer] = None
         self.baseline: Optional[AttributeVectorBaseline] = None
         self.zero_shot: list[ZeroShotConstraint] = []
         self._valid_rows: Optional[np.ndarray] = None
+        self._table: Optional[np.ndarray] = None
         self._stacked: Optional[tuple[tuple[int, ...], nn.Module]] = None
         self.fit_stopped = False  # the last fit() ended early on stop_requested
 
@@ -131,6 +153,17 @@ class LatentConstraints:
     def attribute_names(self) -> tuple[str, ...]:
         """Data attributes followed by the zero-shot constraints' names."""
         return self.base_attribute_names + tuple(c.name for c in self.zero_shot)
+
+    @property
+    def attribute_spec(self) -> AttributeSpec:
+        """:attr:`spec` with the zero-shot constraints appended as binary attributes: the
+        spec of :attr:`attribute_names` (requests and metrics use it)."""
+        return self.spec.with_binary(c.name for c in self.zero_shot)
+
+    @property
+    def vocabulary(self) -> RequestVocabulary:
+        """The spec's groups and request words in the older :class:`RequestVocabulary` form."""
+        return vocabulary_of(self.spec)
 
     @property
     def num_attributes(self) -> int:
@@ -167,33 +200,59 @@ class LatentConstraints:
         return self._stacked[1]
 
     # ------------------------------------------------------------------ data and fitting
-    def set_data(
+    def as_source(
         self,
-        x: Optional[ArrayLike] = None,
+        x: Any = None,
         attributes: Optional[ArrayLike] = None,
         *,
         mu: Optional[ArrayLike] = None,
         logvar: Optional[ArrayLike] = None,
         batch_size: int = 512,
-    ) -> None:
-        """Encodes the labelled training data (or takes precomputed ``mu``/``logvar``).
-
-        Sets ``sigma_bar`` (per-dimension mean encoder scale), fits the attribute-vector
-        baseline and creates the (untrained) critics and actor.
+        progress: bool = False,
+    ) -> LatentSource:
+        """Training rows from any accepted form of training data.
 
         Args:
-            x: training data. # [N, *data_shape]
-            attributes: 0/1 labels, columns ``attribute_names``. # [N, A]
-            mu, logvar: precomputed posterior parameters instead of ``x``. # [N, D] each
-            batch_size: encoding batch size.
+            x: one of
+                * data ``[N, *data_shape]`` (with ``attributes``), encoded in batches of
+                  ``batch_size`` and kept in memory (:class:`TrainingData`);
+                * a :class:`~lcengine.method.data.LatentSource` (used as it is);
+                * a path (``str`` / ``Path``): latent files opened by
+                  :func:`~lcengine.method.data.open_latents` (a ``.safetensors`` file, or a
+                  folder of ``.npy`` files), memory-mapped;
+                * any other iterable of ``(x, attributes)`` batches, such as a
+                  ``torch.utils.data.DataLoader``: encoded once, batch by batch, into
+                  temporary files (:func:`~lcengine.method.data.encode_batches`).
+            attributes: 0/1 labels, columns ``attribute_names``, with array ``x`` or
+                ``mu``/``logvar``. # [N, A]
+            mu, logvar: precomputed posterior parameters in memory instead of ``x``. # [N, D]
+            batch_size: encoding batch size of array ``x``.
+            progress: a bar while encoding batches.
         """
-        if attributes is None:
-            raise ValueError(
-                "attributes is required: the 0/1 labels of the training data, "
-                f"shape [N, {len(self.base_attribute_names)}]"
-            )
+        a = len(self.base_attribute_names)
         if x is not None and (mu is not None or logvar is not None):
             raise ValueError("pass either x or (mu, logvar), not both")
+        if isinstance(x, LatentSource) or isinstance(x, (str, Path)):
+            if attributes is not None:
+                raise ValueError(
+                    "attributes must be None when x is a latent source or a path (the "
+                    "attributes come with the latents)"
+                )
+            return x if isinstance(x, LatentSource) else open_latents(x)
+        if (
+            x is not None
+            and not isinstance(x, (np.ndarray, torch.Tensor))
+            and hasattr(x, "__iter__")
+        ):
+            if attributes is not None:
+                raise ValueError(
+                    "attributes must be None when x is an iterable of (x, attributes) batches"
+                )
+            return encode_batches(self.model, x, num_attributes=a, progress=progress)
+        if attributes is None:
+            raise ValueError(
+                f"attributes is required: the 0/1 labels of the training data, shape [N, {a}]"
+            )
         if x is not None:
             mu_t, lv_t = self.model.encode_dataset(x, batch_size=batch_size)  # [N, D] each
         elif mu is not None and logvar is not None:
@@ -206,7 +265,6 @@ class LatentConstraints:
                 )
         else:
             raise ValueError("fit needs training data: x, or both mu and logvar")
-        a = len(self.base_attribute_names)
         att = as_binary_array(attributes, "attributes")  # [N, A]
         if att.shape != (mu_t.shape[0], a):
             raise ValueError(
@@ -214,28 +272,94 @@ class LatentConstraints:
                 f"training item, one column per attribute name), got "
                 f"{list(att.shape)}"
             )
-        data = TrainingData(
+        return TrainingData(
             mu_t.detach().cpu(), lv_t.detach().cpu(), torch.from_numpy(att.astype(np.float32))
         )
-        sigma_bar = sigma_bar_from_logvar(data.logvar)  # [D]
-        self._restore(
-            data, sigma_bar, ConstraintTrainer(self.latent_dim, a, sigma_bar, self.training)
-        )
 
-    def _restore(
-        self, data: TrainingData, sigma_bar: torch.Tensor, trainer: ConstraintTrainer
+    def set_data(
+        self,
+        x: Any = None,
+        attributes: Optional[ArrayLike] = None,
+        *,
+        mu: Optional[ArrayLike] = None,
+        logvar: Optional[ArrayLike] = None,
+        batch_size: int = 512,
+        progress: bool = False,
     ) -> None:
-        """Installs training encodings, ``sigma_bar`` and the trainer (fitting or loading)."""
-        self.data, self.sigma_bar, self.trainer = data, sigma_bar, trainer
-        table = data.attributes.numpy().astype(np.int8)  # [N, A]
+        """Takes the labelled training data and starts a new training run.
+
+        One streaming pass over the rows (:func:`~lcengine.method.data.summarize`) checks them
+        and sets ``sigma_bar`` (per-dimension mean encoder scale), the attribute-vector
+        baseline and the table of attribute combinations; then the (untrained) critics and
+        actor are created on :attr:`device`.
+
+        Args:
+            x, attributes, mu, logvar, batch_size: the training data in any form
+                :meth:`as_source` accepts.
+            progress: bars for the encoding and the pass.
+        """
+        source = self.as_source(
+            x, attributes, mu=mu, logvar=logvar, batch_size=batch_size, progress=progress
+        )
+        if source.latent_dim != self.latent_dim or source.num_attributes != len(
+            self.base_attribute_names
+        ):
+            raise ValueError(
+                f"the training data has latent dimension {source.latent_dim} and "
+                f"{source.num_attributes} attributes; the model has {self.latent_dim} and "
+                f"attribute_names {len(self.base_attribute_names)}"
+            )
+        summary = summarize(source, progress=progress)
+        trainer = ConstraintTrainer(
+            self.latent_dim,
+            len(self.base_attribute_names),
+            summary.sigma_bar,
+            self.training,
+            device=self.device,
+        )
+        self._restore(summary, trainer)
+        self.data = source
+
+    def _restore(self, summary: DataSummary, trainer: ConstraintTrainer) -> None:
+        """Installs the data summary (``sigma_bar``, baseline, attribute combinations) and the
+        trainer (fitting or loading)."""
+        self.summary, self.trainer = summary, trainer
+        self.sigma_bar = trainer.sigma_bar  # [D] on the device
         self.baseline = AttributeVectorBaseline(
-            self.base_attribute_names, one_hot_groups=self.vocabulary.one_hot_groups
-        ).fit(data.mu.numpy(), table)
-        self._valid_rows = np.unique(table, axis=0)  # [K, A]
+            self.base_attribute_names, one_hot_groups=self.spec.group_members()
+        ).fit_statistics(
+            num_rows=summary.num_rows,
+            sum_all=summary.sum_all,
+            sum_pos=summary.sum_pos,
+            count_pos=summary.count_pos,
+        )
+        self._valid_rows = summary.attribute_rows  # [K, A]
+        self._table = None
+
+    def attach_data(self, x: Any = None, attributes: Optional[ArrayLike] = None, **kw: Any) -> None:
+        """Gives a loaded (or fitted) object its training rows again, to continue training.
+
+        Checkpoints hold no training rows; ``fit`` after :meth:`load` needs them. The rows are
+        not scanned again: ``sigma_bar``, the baseline and the attribute combinations stay
+        those of the checkpoint. Takes what :meth:`as_source` takes.
+        """
+        self.require_trainer("attach_data")
+        source = self.as_source(x, attributes, **kw)
+        if source.latent_dim != self.latent_dim or source.num_attributes != len(
+            self.base_attribute_names
+        ):
+            raise ValueError(
+                f"the training data has latent dimension {source.latent_dim} and "
+                f"{source.num_attributes} attributes; the checkpoint has {self.latent_dim} and "
+                f"{len(self.base_attribute_names)}"
+            )
+        if self.data is not None and self.data is not source:
+            self.data.close()
+        self.data = source
 
     def fit(
         self,
-        x: Optional[ArrayLike] = None,
+        x: Any = None,
         attributes: Optional[ArrayLike] = None,
         *,
         mu: Optional[ArrayLike] = None,
@@ -249,15 +373,21 @@ class LatentConstraints:
     ) -> "LatentConstraints":
         """Trains the attribute critic, then the realism critic and the actor.
 
-        The first call needs the training data (``x`` or ``mu``/``logvar``, plus
-        ``attributes``). Later calls (e.g. after :meth:`load`) *continue*: step counts are
-        totals, so ``fit(realism_steps=8000)`` on a run saved at 6000 trains 2000 more.
+        The first call needs the training data, in any form :meth:`as_source` takes: arrays
+        (``x`` or ``mu``/``logvar``, plus ``attributes``), a
+        :class:`~lcengine.method.data.LatentSource`, a path of latent files, or an iterable
+        of ``(x, attributes)`` batches. Later calls *continue*: step counts are totals, so
+        ``fit(realism_steps=8000)`` on a run saved at 6000 trains 2000 more. Checkpoints hold
+        no training rows, so continuing a loaded object takes the data again
+        (``fit(x, attributes, ...)``, see :meth:`attach_data`); an object that keeps its data
+        continues with ``fit()``.
 
         Args:
-            x, attributes, mu, logvar: training data (see :meth:`set_data`).
+            x, attributes, mu, logvar: training data (see :meth:`as_source`).
             attribute_steps: total attribute-critic updates (default: the config's).
             realism_steps: total realism-critic updates (default: the config's).
-            progress: tqdm bars.
+            progress: tqdm bars with rate and ETA (data pass, attribute critic, realism
+                critic + actor).
             checkpoint_dir: if given, :meth:`save` here whenever the total number of realism
                 updates is a multiple of ``checkpoint_every``, and at the end (also after a
                 stop), so an interrupted fit can be resumed.
@@ -271,19 +401,23 @@ class LatentConstraints:
             self.
         """
         if x is not None or mu is not None or logvar is not None or attributes is not None:
-            if self.trainer is not None and (
+            trained = self.trainer is not None and (
                 self.trainer.attribute_step or self.trainer.realism_step
-            ):
+            )
+            if trained and self.data is not None:
                 raise ValueError(
                     "fit was already given training data and has trained on it; "
                     "call fit() without data to continue, or make a new "
                     "LatentConstraints for new data"
                 )
-            self.set_data(x, attributes, mu=mu, logvar=logvar)
-        if self.data is None or self.trainer is None:
+            if trained:
+                self.attach_data(x, attributes, mu=mu, logvar=logvar, progress=progress)
+            else:
+                self.set_data(x, attributes, mu=mu, logvar=logvar, progress=progress)
+        if self.trainer is None:
             raise ValueError(
-                "fit needs training data: fit(x, attributes) or "
-                "fit(mu=..., logvar=..., attributes=...)"
+                "fit needs training data: fit(x, attributes), fit(mu=..., logvar=..., "
+                "attributes=...), fit(path_of_latent_files) or fit(batches)"
             )
         for name, v in (("attribute_steps", attribute_steps), ("realism_steps", realism_steps)):
             if v is not None:
@@ -294,20 +428,32 @@ class LatentConstraints:
             self.training.realism_steps = realism_steps
         check_int("checkpoint_every", checkpoint_every)
         t = self.trainer
-        self.fit_stopped = False
-        done = t.train_attribute(
-            self.data,
-            self.training.attribute_steps,
-            progress=progress,
-            stop_requested=stop_requested,
+        remaining = (
+            t.attribute_step < self.training.attribute_steps
+            or t.realism_step < self.training.realism_steps
         )
+        if remaining and self.data is None:
+            raise ValueError(
+                "fit needs the training data again to continue: checkpoints hold no training "
+                "rows; pass them as for the first fit (fit(x, attributes, ...), a latent "
+                "source, a path or batches)"
+            )
+        self.fit_stopped = False
+        done = True
+        if remaining:
+            done = t.train_attribute(
+                self.data,
+                self.training.attribute_steps,
+                progress=progress,
+                stop_requested=stop_requested,
+            )
         callback = None
         if checkpoint_dir is not None:
 
             def callback(_t: ConstraintTrainer) -> None:
                 self.save(checkpoint_dir)
 
-        if done:
+        if done and remaining:
             done = t.train_realism_actor(
                 self.data,
                 self.training.realism_steps,
@@ -323,15 +469,33 @@ class LatentConstraints:
             self.save(checkpoint_dir)
         return self
 
+    def to(self, device: DeviceLike) -> "LatentConstraints":
+        """Moves the critics, the actor (with their Adam state), the zero-shot critics and
+        ``sigma_bar`` to ``device`` (see the constructor). Returns self."""
+        self.device = resolve_device(device)
+        if self.trainer is not None:
+            self.trainer.to(self.device)
+            self.sigma_bar = self.trainer.sigma_bar
+        for c in self.zero_shot:
+            c.critic.to(self.device)
+        self._stacked = None
+        return self
+
     # ------------------------------------------------------------------ requests
     def parse(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
         """A request -> ``(values [A] int8, mask [A] bool)`` over :attr:`attribute_names`.
 
-        Accepts what :func:`~lcengine.method.requests.parse_request` accepts with this
-        object's vocabulary (``"a !b"``, ``["a", "b=0"]``, ``{"a": 1}``), or a full 0/1 vector
-        of length A (every attribute requested).
+        Accepts what :func:`~lcengine.method.requests.parse_request` accepts with
+        :attr:`attribute_spec` (``"a !b"``, ``["a", "b=0"]``, ``{"a": 1}``, ``"group=class"``),
+        or a full 0/1 vector of length A (every attribute requested; at most one class per
+        group).
+
+        Raises:
+            ValueError: a request the spec refuses (unknown word, two classes of one group, a
+                class with its group's negation, ...), naming the word or the group.
         """
-        names = self.attribute_names
+        spec = self.attribute_spec
+        names = spec.columns
         if isinstance(request, (np.ndarray, torch.Tensor)):
             v = as_binary_array(request, "request")
             if v.shape != (len(names),):
@@ -339,8 +503,9 @@ class LatentConstraints:
                     f"an attribute vector request must have length {len(names)} "
                     f"(attributes {list(names)}), got shape {list(v.shape)}"
                 )
+            spec.check_values(v)
             return v, np.ones(len(names), dtype=bool)
-        return parse_request(request, names, self.vocabulary)
+        return parse_request(request, spec)
 
     def check_targets(
         self, y: ArrayLike, mask: Optional[ArrayLike], n: Optional[int] = None
@@ -351,7 +516,7 @@ class LatentConstraints:
     def prior_latents(self, n: int, seed: int) -> torch.Tensor:
         """The ``n`` prior samples every sampling method starts from for ``seed``. # [N, D]"""
         return lcengine.standard_normal(
-            (n, self.latent_dim), seed=derive_seed(seed, "sample/prior")
+            (n, self.latent_dim), seed=derive_seed(seed, "sample/prior"), device=self.device
         )
 
     def decode(self, z: torch.Tensor) -> np.ndarray:
@@ -463,9 +628,11 @@ class LatentConstraints:
         Returns:
             Full target vectors. # [N, A] int8
         """
-        if self.data is None:
+        if self.summary is None:
             raise RuntimeError("complete needs the training attributes: call fit() first")
-        table = self.data.attributes.numpy().astype(np.int8)  # [N_train, A_data]
+        if self._table is None:  # every training row's attributes, grouped by combination
+            self._table = self.summary.attribute_table()  # [N_train, A_data] int8
+        table = self._table
         return complete_requests(
             values, mask, table, values.shape[0], seed=derive_seed(seed, "sample/complete")
         )
@@ -521,9 +688,9 @@ class LatentConstraints:
         assert self._valid_rows is not None
         logp = torch.nn.functional.logsigmoid(t.attribute(z))  # [B, A]
         log1mp = torch.nn.functional.logsigmoid(-t.attribute(z))  # [B, A]
-        rows = torch.from_numpy(self._valid_rows.astype(np.float32))  # [K, A]
+        rows = torch.from_numpy(self._valid_rows.astype(np.float32)).to(logp.device)  # [K, A]
         score = logp @ rows.T + log1mp @ (1.0 - rows).T  # [B, K]
-        return self._valid_rows[score.argmax(dim=1).numpy()]
+        return self._valid_rows[score.argmax(dim=1).cpu().numpy()]
 
     def transform(
         self,
@@ -594,6 +761,11 @@ class LatentConstraints:
         """
         if isinstance(name, str) and name.lower() in {n.lower() for n in self.attribute_names}:
             raise ValueError(f"attribute name {name!r} is already used; pick another name")
+        if isinstance(name, str):
+            try:  # nor a group name or a request word of the spec
+                self.attribute_spec.with_binary([name])
+            except ValueError as exc:
+                raise ValueError(f"attribute name {name!r} cannot be added: {exc}") from exc
         c = learn_zero_shot_constraint(
             self.model,
             rule,
@@ -603,6 +775,7 @@ class LatentConstraints:
             steps=steps,
             seed=seed,
             progress=progress,
+            device=self.device,
         )
         self.zero_shot.append(c)
         return c
@@ -623,16 +796,21 @@ class LatentConstraints:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: Union[str, Path]) -> Path:
-        """Saves critics, actor, optimizer state, training encodings and zero-shot critics
+        """Saves critics, actor, optimizer state, ``sigma_bar``, the data summary, zero-shot
+        critics and the configuration, from CPU copies: no training rows
         (see :func:`lcengine.method.checkpoint.save_constraints`). Returns the folder."""
         self.require_trainer("save")
         return checkpoint.save_constraints(self, path)
 
     @classmethod
-    def load(cls, path: Union[str, Path], model: Any) -> "LatentConstraints":
-        """Loads a checkpoint written by :meth:`save` for ``model``
-        (see :func:`lcengine.method.checkpoint.load_constraints`)."""
-        return checkpoint.load_constraints(cls, path, as_latent_model(model))
+    def load(
+        cls, path: Union[str, Path], model: Any, *, device: DeviceLike = "cpu"
+    ) -> "LatentConstraints":
+        """Loads a checkpoint written by :meth:`save` for ``model`` onto ``device`` (see the
+        constructor; checkpoints do not depend on the device they were saved from)
+        (see :func:`lcengine.method.checkpoint.load_constraints`). Continuing training needs
+        the training data again (:meth:`fit` with data, or :meth:`attach_data`)."""
+        return checkpoint.load_constraints(cls, path, as_latent_model(model), device=device)
 
 
 __all__ = ["LatentConstraints", "METHODS", "as_latent_model"]

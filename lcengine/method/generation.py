@@ -2,7 +2,9 @@
 """Generation and identity-preserving transformation for :class:`LatentConstraints`.
 
 The bodies of :meth:`LatentConstraints.generate` and :meth:`LatentConstraints.transform`
-(documented there): each takes the fitted object ``lc`` first.
+(documented there): each takes the fitted object ``lc`` first. Latents, targets and masks are
+put on ``lc.device`` (results' ``latents`` stay there); decoding goes through the model, which
+moves them to its own device; the numpy arrays of the results are on the CPU.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ def generate(
     if z_start is None:
         z0 = lc.prior_latents(n, seed)  # [N, D]
     else:
-        z0 = lc.model.check_latents(z_start, "z_start").detach().cpu().to(torch.float32)
+        z0 = lc.model.check_latents(z_start, "z_start").detach().to(lc.device, torch.float32)
         if z0.shape[0] != n:
             raise ValueError(f"z_start has {z0.shape[0]} rows, y has {n}")
-    y_t = torch.from_numpy(yy.astype(np.float32))  # [N, A]
-    m_t = torch.from_numpy(mm)  # [N, A]
+    y_t = torch.from_numpy(yy.astype(np.float32)).to(lc.device)  # [N, A]
+    m_t = torch.from_numpy(np.ascontiguousarray(mm)).to(lc.device)  # [N, A]
     steps = np.zeros(n, dtype=np.int64)
     a_base = len(lc.base_attribute_names)
     res = None
@@ -61,18 +63,16 @@ def generate(
     elif method == "actor":
         z = actor_latents(lc.trainer.actor, z0, y_t)  # [N, D]
     elif method == "baseline":
-        z = torch.as_tensor(
-            lc.baseline.apply(z0.numpy(), yy[:, :a_base], mm[:, :a_base]), dtype=torch.float32
-        )
+        z = lc.baseline.apply(z0, yy[:, :a_base], mm[:, :a_base])  # [N, D] on the device
     else:
         res = lc.run_optimizer(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
-        z, steps = res.latents, res.steps.numpy()
+        z, steps = res.latents, res.steps.cpu().numpy()
     if not torch.isfinite(z).all():
         raise FloatingPointError(f"method {method!r} produced non-finite latents")
     if res is not None:
-        converged = res.converged.numpy()
+        converged = res.converged.cpu().numpy()
     else:
-        converged = lc.accepted(z, y_t, m_t, cfg).numpy()
+        converged = lc.accepted(z, y_t, m_t, cfg).cpu().numpy()
     images = lc.decode(z)  # [N, *data_shape]
     return SampleResult(
         latents=z,
@@ -106,7 +106,7 @@ def transform(
         dataclasses.replace(lc.transform_config, **overrides) if overrides else lc.transform_config
     )
     mu, _ = lc.model.encode_dataset(x)  # [B, D]
-    mu = mu.detach().cpu().to(torch.float32)
+    mu = mu.detach().to(lc.device, torch.float32)
     b = mu.shape[0]
     a_base = len(lc.base_attribute_names)
     if (
@@ -129,25 +129,23 @@ def transform(
     full = np.zeros((b, lc.num_attributes), dtype=np.int8)  # [B, A]
     full[:, :a_base] = src
     y = np.where(mask, values, full).astype(np.int8)  # [B, A]
-    y_t, m_t = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(np.array(mask))
+    y_t = torch.from_numpy(y.astype(np.float32)).to(lc.device)  # [B, A]
+    m_t = torch.from_numpy(np.array(mask)).to(lc.device)  # [B, A]
     steps = np.zeros(b, dtype=np.int64)
     if method == "optimize":
         res = lc.run_optimizer(mu, y_t, m_t, cfg, progress=progress, desc="transform")
-        z, converged, steps = res.latents, res.converged.numpy(), res.steps.numpy()
+        z, converged, steps = res.latents, res.converged.cpu().numpy(), res.steps.cpu().numpy()
     else:
         if method == "actor":
             z = actor_latents(t.actor, mu, y_t)  # [B, D]
         else:
-            z = torch.as_tensor(
-                lc.baseline.apply(
-                    mu.numpy(), y[:, :a_base], np.array(mask[:, :a_base]), source_attributes=src
-                ),
-                dtype=torch.float32,
-            )  # [B, D]
-        converged = lc.accepted(z, y_t, m_t, cfg).numpy()
+            z = lc.baseline.apply(
+                mu, y[:, :a_base], np.array(mask[:, :a_base]), source_attributes=src
+            )  # [B, D] on the device
+        converged = lc.accepted(z, y_t, m_t, cfg).cpu().numpy()
     images = lc.decode(z)  # [B, *data_shape]
     source_images = lc.decode(mu)  # [B, *data_shape]
-    lat = (z - mu).norm(dim=1).numpy()  # [B]
+    lat = (z - mu).norm(dim=1).cpu().numpy()  # [B]
     pix = np.abs(images - source_images).reshape(b, -1).mean(axis=1)  # [B]
     return TransformResult(
         latents=z,

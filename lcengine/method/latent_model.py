@@ -55,7 +55,9 @@ class LatentModel:
     Attributes:
         latent_dim: D.
         data_shape: shape of one data item, e.g. ``(28, 28)``.
-        device, dtype: where and in which float type inputs are handed to the model.
+        device, dtype: where and in which float type inputs are handed to the model: every
+            call moves its inputs there (``encode``/``decode`` accept tensors on any device and
+            numpy arrays) and returns the model's outputs where the model made them.
     """
 
     def __init__(
@@ -327,9 +329,18 @@ def compute_sigma_bar(model: LatentModel, x: ArrayLike, batch_size: int = 512) -
         x: training data. # [N, *data_shape]
 
     Returns:
-        ``mean_n exp(logvar_n / 2)``, float32 on the model's device. # [D]
+        ``mean_n exp(logvar_n / 2)`` (accumulated in float64 over batches, so the data set's
+        encodings are never held at once), float32 on the model's device. # [D]
     """
     if not isinstance(model, LatentModel):
         raise TypeError(f"model must be a LatentModel, got {type(model).__name__}")
-    _, logvar = model.encode_dataset(x, batch_size=batch_size)  # [N, D]
-    return sigma_bar_from_logvar(logvar)
+    check_int("batch_size", as_int(batch_size), minimum=1)
+    n = int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else 0
+    if n == 0:
+        raise ValueError("x must hold at least one item")
+    total = torch.zeros(model.latent_dim, dtype=torch.float64, device=model.device)  # [D]
+    with torch.no_grad():
+        for i in range(0, n, batch_size):  # one batch of encodings in memory at a time
+            _, logvar = model.encode(x[i : i + batch_size])  # [B, D]
+            total += torch.exp(0.5 * logvar.to(torch.float64)).sum(0)
+    return (total / n).to(torch.float32)

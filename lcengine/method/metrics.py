@@ -2,8 +2,10 @@
 """Metrics of generated outputs, independent of the method's own critics.
 
 * :func:`attribute_metrics` compares requested and measured attributes (accuracy, precision,
-  recall, F1 per attribute, overall accuracy over all requested entries, and the fraction of
-  rows whose every requested attribute is right). How an output's attributes are measured is
+  recall, F1 per attribute, overall accuracy over all requested entries, the fraction of
+  rows whose every requested attribute is right, and, for each categorical group of the
+  :class:`~lcengine.method.attributes.AttributeSpec`, the identity accuracy: the argmax over
+  the group's columns against the requested class). How an output's attributes are measured is
   the application's business (a classifier, a rule, a measurement on the output itself).
 * :func:`frechet_distance` between Gaussians fitted to two feature sets (the FCD when the
   features are a classifier's penultimate activations).
@@ -18,6 +20,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .attributes import AttributeSpec, as_attribute_spec
 from .constraints import LatentConstraints
 from .requests import as_binary_array
 from .sampling import METHODS, SampleResult
@@ -33,7 +36,7 @@ def attribute_metrics(
     requested: ArrayLike,
     measured: ArrayLike,
     mask: Optional[ArrayLike],
-    attribute_names: Sequence[str],
+    attributes: Union[AttributeSpec, Sequence[str]],
 ) -> dict:
     """How well measured attributes match the requested ones.
 
@@ -47,17 +50,24 @@ def attribute_metrics(
         requested: target 0/1 per image, or one row broadcast to all images. # [N, A] or [A]
         measured: measured 0/1 attributes. # [N, A]
         mask: which entries were requested; None = all. # [N, A], [A] or None
-        attribute_names: the A column names.
+        attributes: the :class:`~lcengine.method.attributes.AttributeSpec` of the A columns
+            (or their names alone: then no group figures).
 
     Returns:
         ``{"per_attribute": {name: {"accuracy", "precision", "recall", "f1", "support",
-        "requested_positive", "measured_positive"}}, "overall_accuracy", "row_accuracy",
-        "num_entries", "num_rows"}``. ``support`` is the number of masked entries;
+        "requested_positive", "measured_positive"}}, "per_group", "overall_accuracy",
+        "row_accuracy", "num_entries", "num_rows"}``. ``support`` is the number of masked entries;
         ``overall_accuracy`` is the fraction of all masked entries that match, ``row_accuracy``
         the fraction of rows with at least one masked entry where *every* masked entry
-        matches. A figure with an empty denominator is None (strict JSON has no NaN).
+        matches (the all-attributes-right rate). ``per_group`` maps each group of the spec to
+        ``{"accuracy", "support", "columns"}``: over the rows that request a class of the group
+        (a masked 1 in its columns; ``support`` of them), the fraction whose measured class,
+        the argmax over the group's columns, is the requested one (a row measured with no
+        class of the group counts as wrong). A figure with an empty denominator is None
+        (strict JSON has no NaN).
     """
-    names = tuple(attribute_names)
+    spec = as_attribute_spec(attributes)
+    names = spec.columns
     meas = as_binary_array(measured, "measured")
     if meas.ndim != 2 or meas.shape[1] != len(names):
         raise ValueError(
@@ -102,10 +112,24 @@ def attribute_metrics(
             "requested_positive": int(r.sum()),
             "measured_positive": int(p.sum()),
         }
+    per_group: dict[str, dict] = {}
+    for group in spec.groups:
+        cols = spec.group_columns(group)
+        asked = (req[:, cols] == 1) & m[:, cols]  # [N, K]
+        rows_g = asked.any(axis=1)
+        requested_class = asked.argmax(axis=1)
+        measured_class = meas[:, cols].argmax(axis=1)
+        right = rows_g & (measured_class == requested_class) & (meas[:, cols].max(axis=1) == 1)
+        per_group[group] = {
+            "accuracy": _safe_div(int(right.sum()), int(rows_g.sum())),
+            "support": int(rows_g.sum()),
+            "columns": [names[c] for c in cols],
+        }
     rows = m.any(axis=1)
     row_ok = ((req == meas) | ~m).all(axis=1) & rows
     return {
         "per_attribute": per,
+        "per_group": per_group,
         "overall_accuracy": _safe_div(int(hit.sum()), int(m.sum())),
         "row_accuracy": _safe_div(int(row_ok.sum()), int(rows.sum())),
         "num_entries": int(m.sum()),
@@ -196,7 +220,7 @@ def evaluate_methods(
     for method in METHODS if methods is None else methods:
         res = lc.generate(yy, mm, method=method, seed=seed, progress=progress)
         measured = as_binary_array(measure(res.images), "measure(images)")
-        m = attribute_metrics(yy, measured, mm, lc.attribute_names)
+        m = attribute_metrics(yy, measured, mm, lc.attribute_spec)
         if features is not None and reference_features is not None:
             m["fcd"] = frechet_distance(features(res.images), reference_features)
         m["accepted_fraction"] = float(res.converged.mean())

@@ -1,12 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Attribute requests: parsing, target checks, and completion of partial requests.
 
-A *request* names the attributes a sample or an edit must have: ``"a !b"``, ``["a", "b=0"]`` or
-``{"a": 1, "b": 0}``. :func:`parse_request` turns it into a target vector and a mask of the
-requested attributes over the model's attribute names. What a request may say beyond plain
-names is the application's :class:`RequestVocabulary`: one-hot groups (requesting one member
-sets the others to 0), negation aliases (``"thin"`` = ``"!thick"``) and shorthands (a bare
-token standing for a name).
+A *request* names the attributes a sample or an edit must have: ``"a !b"``, ``["a", "b=0"]``,
+``{"a": 1, "b": 0}``, or a class of a categorical group (``"hair=blond"``, or ``"blond"`` where
+the label is unambiguous). :func:`parse_request` turns it into a target vector and a mask of the
+requested attributes over the columns of an :class:`~lcengine.method.attributes.AttributeSpec`,
+which declares the binary attributes, the groups with their classes (requesting a class sets
+the group's other classes to 0) and the request words (negations such as ``"old"`` =
+``"!young"``, aliases). A request naming an unknown word, two classes of one group, or a class
+together with its group's negation is a ``ValueError`` naming the word or the group.
+
+:class:`RequestVocabulary` is the older form of the request words (one-hot groups, negation
+aliases, shorthands) kept for checkpoints written before the spec and for callers that pass
+column names; :meth:`AttributeSpec.from_names` converts names plus a vocabulary into a spec.
 
 :func:`complete_requests` turns a partial request into full attribute vectors for the
 conditional realism critic by borrowing the unrequested attributes from data rows that match
@@ -30,16 +36,17 @@ from lcengine.validation import (
     config_errors,
 )
 
+from .attributes import NEGATION_PREFIXES, AttributeSpec, as_attribute_spec
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 Request = Union[str, Mapping[str, int], Sequence[str]]
-
-# Prefixes that request the value 0 ("!thick", "not_thick").
-_NEGATION_PREFIXES = ("!", "-", "~", "not_", "no_")
 
 
 @dataclass(frozen=True)
 class RequestVocabulary:
-    """What a request may say beyond the plain attribute names.
+    """What a request may say beyond the plain attribute names (the form before
+    :class:`~lcengine.method.attributes.AttributeSpec`; converted to one by
+    :meth:`AttributeSpec.from_names <lcengine.method.attributes.AttributeSpec.from_names>`).
 
     Attributes:
         one_hot_groups: group label -> member attribute names, at most one of which is 1 (for
@@ -118,6 +125,22 @@ class RequestVocabulary:
         return {label: cols for label, cols in out.items() if cols}
 
 
+def vocabulary_of(spec: AttributeSpec) -> RequestVocabulary:
+    """The :class:`RequestVocabulary` equivalent of a spec's groups and words (for callers of
+    the older form): groups as member columns, bare class labels as shorthands."""
+    shorthands = dict(spec.aliases)
+    for group, classes in spec.groups.items():
+        for label in classes:
+            column = spec.column_name(group, label)
+            if spec.lookup(label) == ("column", spec.index(column)):
+                shorthands[label] = column
+    return RequestVocabulary(
+        one_hot_groups=spec.group_members(),
+        negation_aliases=dict(spec.negations),
+        shorthands=shorthands,
+    )
+
+
 def as_binary_array(a: Any, name: str, shape: Optional[tuple[int, ...]] = None) -> np.ndarray:
     """A 0/1 array (bool, integer or float holding only 0 and 1) as int8.
 
@@ -151,123 +174,188 @@ def _tokens(request: Union[str, Sequence[str]]) -> list[str]:
     return [p for p in (s.strip() for s in parts) if p]
 
 
-def _pairs(request: Request, index: Mapping[str, int]) -> list[tuple[str, int]]:
-    """``(token, value)`` pairs of a request, negation prefixes and ``=0/1`` resolved."""
-    pairs: list[tuple[str, int]] = []
+def _resolve(spec: AttributeSpec, word: str) -> Optional[tuple[str, Any, bool]]:
+    """``(kind, target, negated)`` of a request word, a negation prefix stripped when the word
+    itself is unknown; None when unknown either way."""
+    hit = spec.lookup(word)
+    if hit is not None:
+        return hit[0], hit[1], False
+    low = word.lower()
+    for prefix in NEGATION_PREFIXES:
+        if low.startswith(prefix) and len(low) > len(prefix):
+            hit = spec.lookup(low[len(prefix) :])
+            if hit is not None:
+                return hit[0], hit[1], True
+    return None
+
+
+def _class_column(spec: AttributeSpec, group: str, label: Any, token: str) -> int:
+    if isinstance(label, (bool, np.bool_)) or not isinstance(label, (str, int, np.integer)):
+        raise ValueError(
+            f"request {token!r}: a class of group {group!r} is named by its label "
+            f"({list(spec.groups[group])}), got {label!r}"
+        )
+    text = str(label).strip().lower()
+    for c in spec.groups[group]:
+        if c.lower() == text:
+            return spec.index(spec.column_name(group, c))
+    raise ValueError(
+        f"request {token!r}: group {group!r} has no class {str(label)!r}; its classes are "
+        f"{list(spec.groups[group])}"
+    )
+
+
+def _binary_value(v: Any, token: str) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        v = int(v)
+    if isinstance(v, str) and v.strip() in ("0", "1"):
+        v = int(v.strip())
+    if not isinstance(v, (int, np.integer)) or int(v) not in (0, 1):
+        raise ValueError(f"request {token!r}: value must be 0 or 1, got {v!r}")
+    return int(v)
+
+
+# One resolved request item: ("column", column, value) or ("group", group, 0) (no class).
+_Item = tuple[str, Any, int, str]
+
+
+def _items(request: Request, spec: AttributeSpec) -> tuple[list[_Item], list[str]]:
+    """The resolved items of a request and its unknown words."""
+    items: list[_Item] = []
+    unknown: list[str] = []
+
+    def add(word: str, value: Any, token: str, *, prefixes: bool) -> None:
+        hit = _resolve(spec, word) if prefixes else spec.lookup(word)
+        if hit is None:
+            unknown.append(token)
+            return
+        kind, target, negated = hit if prefixes else (hit[0], hit[1], False)
+        if kind == "group":
+            if value is None:  # a bare group name: "!hair" asks for no class of the group
+                if not negated:
+                    raise ValueError(
+                        f"request {token!r}: name a class of group {target!r} "
+                        f"({target}=<class>, one of {list(spec.groups[target])}), or "
+                        f"!{target} for none"
+                    )
+                items.append(("group", target, 0, token))
+            else:
+                if negated:
+                    raise ValueError(f"request {token!r}: write {target}=<class> or !<class>")
+                items.append(("column", _class_column(spec, target, value, token), 1, token))
+            return
+        v = 1 if value is None else _binary_value(value, token)
+        if kind == "negation":
+            v = 1 - v
+        items.append(("column", target, 1 - v if negated else v, token))
+
     if isinstance(request, Mapping):
         for k, v in request.items():
             if not isinstance(k, str):
                 raise TypeError(f"request keys must be attribute names (str), got {k!r}")
-            if isinstance(v, (bool, np.bool_)):
-                v = int(v)
-            if not isinstance(v, (int, np.integer)) or int(v) not in (0, 1):
-                raise ValueError(f"request[{k!r}] must be 0 or 1, got {v!r}")
-            pairs.append((k.strip(), int(v)))
+            hit = spec.lookup(k)
+            if hit is not None and hit[0] != "group":
+                _binary_value(v, f"{k}={v!r}")  # refuses 2, "yes" before anything else
+            add(k.strip(), v, k, prefixes=False)
     elif isinstance(request, (str, list, tuple)):
         for tok in _tokens(request):
-            value = 1
+            word, value = tok, None
             if "=" in tok:
-                tok, _, rhs = tok.partition("=")
-                if rhs.strip() not in ("0", "1"):
-                    raise ValueError(f"request token {tok + '=' + rhs!r}: value must be 0 or 1")
-                value = int(rhs.strip())
-            low = tok.lower()
-            for prefix in _NEGATION_PREFIXES:
-                if low.startswith(prefix) and low not in index:
-                    low, value = low[len(prefix) :], 1 - value
-                    break
-            pairs.append((low, value))
+                word, _, rhs = tok.partition("=")
+                value = rhs.strip()
+                hit = spec.lookup(word)
+                if not (hit is not None and hit[0] == "group") and value not in ("0", "1"):
+                    raise ValueError(f"request token {tok!r}: value must be 0 or 1")
+            add(word, value, tok, prefixes=True)
     else:
         raise TypeError(
             "request must be a string, a sequence of strings or a dict of "
             f"name -> 0/1, got {type(request).__name__}"
         )
-    return pairs
+    return items, unknown
 
 
 def parse_request(
-    request: Request, attribute_names: Sequence[str], vocabulary: Optional[RequestVocabulary] = None
+    request: Request,
+    attributes: Union[AttributeSpec, Sequence[str]],
+    vocabulary: Optional[RequestVocabulary] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Turns an attribute request into a target vector and a mask of requested attributes.
 
-    Accepted forms (names are case-insensitive):
+    Accepted forms (words are case-insensitive):
 
     * a string of tokens separated by commas, spaces or semicolons: ``"a,b"``, ``"a !b"``. A
-      token is an attribute name (value 1), ``!name`` / ``-name`` / ``~name`` / ``not_name`` /
-      ``no_name`` (value 0), ``name=0`` / ``name=1``, or a word of the vocabulary (a shorthand
-      for a name, or a negation alias);
+      token is a column name (value 1), ``!name`` / ``-name`` / ``~name`` / ``not_name`` /
+      ``no_name`` (value 0), ``name=0`` / ``name=1``, a group's class as ``group=class`` or by
+      its bare label where unambiguous, ``!group`` (no class of the group), or a word of the
+      spec (an alias for a column, or a negation);
     * a sequence of such tokens: ``["a", "b=0"]``;
-    * a dict ``{"a": 1, "b": 0}`` (values 0/1 or bools).
+    * a dict ``{"a": 1, "b": 0, "group": "class"}`` (values 0/1 or bools; a class label for a
+      group).
 
-    Unrequested attributes have mask False and value 0.
+    Requesting a class sets the group's other classes to 0. Unrequested attributes have mask
+    False and value 0.
 
     Args:
         request: the request.
-        attribute_names: the attribute vocabulary, in column order.
-        vocabulary: one-hot groups, aliases and shorthands (none by default).
+        attributes: the :class:`~lcengine.method.attributes.AttributeSpec`, or (the older form)
+            the column names, converted with ``vocabulary`` by
+            :meth:`~lcengine.method.attributes.AttributeSpec.from_names`.
+        vocabulary: only with names: one-hot groups, aliases and shorthands.
 
     Returns:
         ``(values, mask)``: int8 0/1 targets and bool requested-mask. # [A], [A]
 
     Raises:
-        ValueError: empty request, unknown name (the message lists the valid names),
-            contradictory request, or a value other than 0/1.
+        ValueError: empty request, unknown word (the message names it and lists the valid
+            names), a contradictory request (one attribute asked as 0 and 1, two classes of one
+            group, a class with its group's negation: the message names the attribute or the
+            group), or a value other than 0/1.
         TypeError: a request of another type.
     """
-    names = tuple(attribute_names)
-    if not names or not all(isinstance(n, str) for n in names):
-        raise ValueError("attribute_names must be a non-empty sequence of strings")
-    index = {n.lower(): i for i, n in enumerate(names)}
-    if len(index) != len(names):
-        raise ValueError(f"attribute_names has duplicates (case-insensitive): {names}")
-    vocab = vocabulary if vocabulary is not None else RequestVocabulary()
-    pairs = _pairs(request, index)
-    if not pairs:
-        raise ValueError(f"request is empty; name at least one attribute of {list(names)}")
-
-    unknown = []
-    resolved: list[tuple[str, int, int]] = []  # (token, column, value)
-    for tok, value in pairs:
-        low = tok.lower()
-        target = vocab.shorthands.get(low)
-        if low not in index and target is not None and target.lower() in index:
-            low = target.lower()
-        negated = vocab.negation_aliases.get(low)
-        if low not in index and negated is not None and negated.lower() in index:
-            low, value = negated.lower(), 1 - value
-        if low not in index:
-            unknown.append(tok)
-            continue
-        resolved.append((tok, index[low], value))
+    spec = as_attribute_spec(attributes, vocabulary)
+    names = spec.columns
+    items, unknown = _items(request, spec)
     if unknown:
-        words = sorted(k for k, t in vocab.shorthands.items() if t.lower() in index)
-        aliases = sorted(a for a, t in vocab.negation_aliases.items() if t.lower() in index)
+        groups = {g: list(c) for g, c in spec.groups.items()}
         raise ValueError(
             f"unknown attribute name(s) {unknown}; valid names are {list(names)} "
-            f"(also '!name' for 0"
-            + (f", shorthands {words}" if words else "")
-            + (f", aliases {aliases}" if aliases else "")
+            "(also '!name' for 0"
+            + (f"; groups {groups} as group=<class> or the bare class" if groups else "")
+            + (f"; negations {sorted(spec.negations)}" if spec.negations else "")
+            + (f"; aliases {sorted(spec.aliases)}" if spec.aliases else "")
             + ")"
         )
-
+    if not items:
+        raise ValueError(f"request is empty; name at least one attribute of {list(names)}")
     explicit: dict[int, tuple[str, int]] = {}
-    for tok, col, value in resolved:
-        if col in explicit and explicit[col][1] != value:
+    negated_groups: dict[str, str] = {}
+    for kind, target, value, token in items:
+        if kind == "group":
+            negated_groups[target] = token
+            continue
+        if target in explicit and explicit[target][1] != value:
             raise ValueError(
-                f"contradictory request: {names[col]!r} asked as both "
-                f"{explicit[col][1]} and {value}"
+                f"contradictory request: {names[target]!r} asked as both "
+                f"{explicit[target][1]} and {value}"
             )
-        explicit[col] = (tok, value)
+        explicit[target] = (token, value)
     values = np.zeros(len(names), dtype=np.int8)
     mask = np.zeros(len(names), dtype=bool)
-    for label, cols in vocab.group_columns(names).items():
-        positive = [c for c, (_, v) in explicit.items() if v == 1 and c in cols]
+    for group in spec.groups:
+        cols = spec.group_columns(group)
+        positive = [c for c in cols if explicit.get(c, ("", 0))[1] == 1]
         if len(positive) > 1:
             raise ValueError(
-                f"contradictory request: more than one {label} requested "
-                f"{[names[c] for c in positive]}"
+                f"contradictory request: more than one {group} requested "
+                f"{[names[c] for c in positive]}; group {group!r} takes one class"
             )
-        if positive:
+        if positive and group in negated_groups:
+            raise ValueError(
+                f"contradictory request: {names[positive[0]]!r} requested with "
+                f"{negated_groups[group]!r} (no class of group {group!r})"
+            )
+        if positive or group in negated_groups:
             values[cols], mask[cols] = 0, True
     for col, (_, value) in explicit.items():
         values[col], mask[col] = value, True
@@ -399,10 +487,12 @@ def complete_requests(
 
 
 __all__ = [
+    "AttributeSpec",
     "RequestVocabulary",
     "as_binary_array",
     "check_target_tensors",
     "check_targets",
     "complete_requests",
     "parse_request",
+    "vocabulary_of",
 ]

@@ -31,6 +31,7 @@ import numpy as np
 
 from .checkpoint import has_constraints_checkpoint
 from .constraints import LatentConstraints
+from .data import DeviceLike
 from .io import atomic_write_json, read_json_file
 from .latent_model import LatentModel
 from .store import WRITER_LOCK_FILE
@@ -100,6 +101,18 @@ class Application(Protocol):
 
     def updated_config(self, config: Mapping[str, Any], lc: LatentConstraints) -> dict:
         """``config`` after ``lcengine fit`` continued training ``lc`` (new step totals)."""
+
+    # Optional hooks (looked up with getattr; not part of the runtime protocol check):
+    #
+    # training_data(run) -> Mapping[str, Any]
+    #     The run's training data as keyword arguments of LatentConstraints.fit (e.g.
+    #     {"x": images, "attributes": labels}, or {"x": a LatentSource, a path of latent files
+    #     or an iterable of batches}). Checkpoints hold no training rows, so `lcengine fit`
+    #     needs this to continue a run (load_training_data).
+    #
+    # prepare_run(..., device=...)
+    #     An application whose prepare_run takes `device` (accepts_keyword) trains the
+    #     constraints there; `lcengine fit --device` passes it.
 
 
 @dataclass
@@ -210,15 +223,41 @@ def is_preparing(folder: Union[str, Path]) -> bool:
     return (Path(folder) / PREPARING_FILE).is_file()
 
 
-def accepts_stop_requested(app: Application) -> bool:
-    """``app.prepare_run`` takes the keyword ``stop_requested`` (or ``**kwargs``)."""
+def accepts_keyword(app: Application, name: str) -> bool:
+    """``app.prepare_run`` takes the keyword ``name`` (or ``**kwargs``)."""
     try:
         params = inspect.signature(app.prepare_run).parameters
     except (TypeError, ValueError):
         return False
-    return "stop_requested" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def accepts_stop_requested(app: Application) -> bool:
+    """``app.prepare_run`` takes the keyword ``stop_requested`` (or ``**kwargs``)."""
+    return accepts_keyword(app, "stop_requested")
+
+
+def load_training_data(run: "Run", *, progress: bool = False) -> None:
+    """Gives ``run.constraints`` the run's training rows again from the application's optional
+    ``training_data(run)`` hook (see :class:`Application`), so that ``fit`` can continue.
+
+    Raises:
+        ValueError: the application has no ``training_data`` hook, or its answer is not a
+            mapping of ``fit`` keyword arguments.
+    """
+    hook = getattr(run.application, "training_data", None)
+    if not callable(hook):
+        raise ValueError(
+            f"application {run.application_path!r} has no training_data(run) hook; continuing "
+            "training needs the training data again (checkpoints hold no training rows)"
+        )
+    kwargs = hook(run)
+    if not isinstance(kwargs, Mapping) or not set(kwargs) <= {"x", "attributes", "mu", "logvar"}:
+        raise ValueError(
+            f"application {run.application_path!r}: training_data(run) must return a mapping "
+            "with keys among x, attributes, mu, logvar"
+        )
+    run.constraints.attach_data(**kwargs, progress=progress)
 
 
 def is_empty_run_folder(folder: Union[str, Path]) -> bool:
@@ -238,8 +277,10 @@ def attach_rules(lc: LatentConstraints, rules: Mapping[str, Rule]) -> None:
             lc.attach_rule(c.name, rules[c.name])
 
 
-def load_run(folder: Union[str, Path]) -> Run:
-    """Loads a run folder: its application, model and fitted constraints.
+def load_run(folder: Union[str, Path], *, device: DeviceLike = "cpu") -> Run:
+    """Loads a run folder: its application, model and fitted constraints (on ``device``; see
+    :class:`~lcengine.method.constraints.LatentConstraints`). The constraints carry no
+    training rows (:func:`load_training_data` gives them back).
 
     Raises:
         ValueError: not a run folder, an application that cannot be imported, or a missing,
@@ -251,7 +292,7 @@ def load_run(folder: Union[str, Path]) -> Run:
     path, config = read_run_file(folder)
     app = resolve_application(path)
     model, context = app.load_model(folder, config)
-    lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model)
+    lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model, device=device)
     attach_rules(lc, app.zero_shot_rules())
     return Run(folder, app, path, config, lc, context)
 
@@ -263,12 +304,14 @@ __all__ = [
     "RUN_FILE",
     "RUN_FORMAT",
     "Run",
+    "accepts_keyword",
     "accepts_stop_requested",
     "attach_rules",
     "has_checkpoint",
     "is_empty_run_folder",
     "is_preparing",
     "load_run",
+    "load_training_data",
     "read_run_file",
     "resolve_application",
     "write_run_file",

@@ -48,8 +48,8 @@ def time_optimizer(
     cfg = dataclasses.replace(lc.sampling, **overrides) if overrides else lc.sampling
     yy, mm = lc.check_targets(y, mask)  # [N, A], [N, A]
     z0 = lc.prior_latents(yy.shape[0], seed)  # [N, D]
-    y_t = torch.from_numpy(yy.astype(np.float32))  # [N, A]
-    m_t = torch.from_numpy(mm)  # [N, A]
+    y_t = torch.from_numpy(yy.astype(np.float32)).to(lc.device)  # [N, A]
+    m_t = torch.from_numpy(mm).to(lc.device)  # [N, A]
     kwargs = lc.optimizer_arguments(cfg)
     results, seconds = {}, {}
     for backend in ("auto", "eager"):

@@ -31,17 +31,16 @@ exactly.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 import lcengine
-from lcengine.validation import check_finite_tensor
 
 from .config import TrainingConfig
 from .critics import Actor, AttributeCritic, RealismCritic
+from .data import DeviceLike, LatentSource, TrainingData, resolve_device
 
 _SEED_MASK = (1 << 62) - 1
 StopRequested = Callable[[], bool]
@@ -77,51 +76,6 @@ def _empty_history() -> dict[str, dict[str, list]]:
     }
 
 
-@dataclass
-class TrainingData:
-    """Encodings of the labelled training set, as the critics see it.
-
-    Attributes:
-        mu: encoder means. # [N, D]
-        logvar: encoder log-variances. # [N, D]
-        attributes: 0/1 labels as float32. # [N, A]
-    """
-
-    mu: torch.Tensor
-    logvar: torch.Tensor
-    attributes: torch.Tensor
-
-    def __post_init__(self) -> None:
-        for name in ("mu", "logvar", "attributes"):
-            t = getattr(self, name)
-            if not isinstance(t, torch.Tensor) or t.dim() != 2:
-                raise ValueError(
-                    f"TrainingData.{name} must be a 2-D tensor, got "
-                    f"{getattr(t, 'shape', type(t).__name__)}"
-                )
-            check_finite_tensor(f"TrainingData.{name}", t)
-        if self.mu.shape != self.logvar.shape:
-            raise ValueError(
-                f"mu and logvar must have the same shape, got {list(self.mu.shape)} "
-                f"and {list(self.logvar.shape)}"
-            )
-        if self.attributes.shape[0] != self.mu.shape[0]:
-            raise ValueError(
-                f"attributes has {self.attributes.shape[0]} rows but mu has {self.mu.shape[0]}"
-            )
-        if not bool(((self.attributes == 0) | (self.attributes == 1)).all()):
-            raise ValueError("attributes must hold only 0 and 1")
-        if self.mu.shape[0] < 2:
-            raise ValueError("the critics need at least 2 training rows")
-        self.mu = self.mu.detach().to(torch.float32).contiguous()
-        self.logvar = self.logvar.detach().to(torch.float32).contiguous()
-        self.attributes = self.attributes.detach().to(torch.float32).contiguous()
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.mu.shape[0])
-
-
 class ConstraintTrainer:
     """Owns the three networks, their optimizers, step counters and loss history.
 
@@ -134,6 +88,11 @@ class ConstraintTrainer:
         num_attributes: A.
         sigma_bar: per-dimension average encoder scale, for the actor's distance penalty. # [D]
         config: hyperparameters.
+        device: where the networks, their Adam state, ``sigma_bar`` and every batch live
+            (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``, ``"meta"`` or a ``torch.device``).
+            Weights are initialized on the CPU and then moved, and index draws use CPU
+            generators, so a run draws the same batches and starts from the same weights on
+            every device.
     """
 
     def __init__(
@@ -142,8 +101,11 @@ class ConstraintTrainer:
         num_attributes: int,
         sigma_bar: torch.Tensor,
         config: Optional[TrainingConfig] = None,
+        *,
+        device: DeviceLike = "cpu",
     ) -> None:
         self.config = config if config is not None else TrainingConfig()
+        self.device = resolve_device(device)
         c = self.config
         # Weight init is part of the seeded run; the caller's global RNG state is left alone.
         with torch.random.fork_rng(devices=[]):
@@ -155,7 +117,9 @@ class ConstraintTrainer:
                 latent_dim, num_attributes, c.attribute_hidden, c.activation
             )
             self.actor = Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation)
-        self.sigma_bar = sigma_bar.detach().to(torch.float32)  # [D]
+        for module in (self.realism, self.attribute, self.actor):
+            module.to(self.device)
+        self.sigma_bar = sigma_bar.detach().to(device=self.device, dtype=torch.float32)  # [D]
         self.opt_attribute = torch.optim.Adam(self.attribute.parameters(), lr=c.attribute_lr)
         self.opt_realism = torch.optim.Adam(
             self.realism.parameters(), lr=c.realism_lr, betas=c.betas
@@ -166,10 +130,42 @@ class ConstraintTrainer:
         self.actor_step = 0
         self.history = _empty_history()
 
+    def to(self, device: DeviceLike) -> "ConstraintTrainer":
+        """Moves the networks, their Adam state and ``sigma_bar`` to ``device``. Returns self."""
+        self.device = resolve_device(device)
+        for module in self.modules().values():
+            module.to(self.device)
+        for opt in self.optimizers().values():
+            for st in opt.state.values():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor) and k != "step":
+                        st[k] = v.to(self.device)
+        self.sigma_bar = self.sigma_bar.to(self.device)
+        return self
+
+    def _rows(
+        self, data: LatentSource, idx: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``z ~ q(z|x)`` of rows ``idx`` (the stored samples for a source without ``logvar``)
+        and their attributes, on the trainer's device. # [B] -> [B, D], [B, A]"""
+        mu, logvar, y = data.read(idx)  # [B, D], [B, D] | None, [B, A]
+        mu = mu.to(self.device, non_blocking=True)
+        if logvar is None:
+            z = mu
+        else:
+            z = lcengine.reparameterize(
+                mu, logvar.to(self.device, non_blocking=True), seed=seed
+            )  # [B, D]
+        return z, y.to(self.device, non_blocking=True)
+
+    def _attributes(self, data: LatentSource, idx: torch.Tensor) -> torch.Tensor:
+        """Attributes of rows ``idx`` on the trainer's device. # [B] -> [B, A]"""
+        return data.read_attributes(idx).to(self.device, non_blocking=True)
+
     # ------------------------------------------------------------------ attribute critic
     def train_attribute(
         self,
-        data: TrainingData,
+        data: LatentSource,
         until: int,
         *,
         progress: bool = True,
@@ -179,9 +175,9 @@ class ConstraintTrainer:
         """Trains the attribute critic until it has made ``until`` updates in total.
 
         Args:
-            data: training encodings.
+            data: training rows (a :class:`~lcengine.method.data.LatentSource`).
             until: target total number of updates.
-            progress: show a tqdm bar.
+            progress: show a tqdm bar (rate and ETA; it counts from the current total).
             desc: its label.
             stop_requested: polled before each update; True stops the loop there.
 
@@ -194,17 +190,14 @@ class ConstraintTrainer:
         if todo == 0:
             return True
         self.attribute.train()
-        bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
+        bar = _bar(self.attribute_step, until, desc, progress)
         while self.attribute_step < until:
             if stop_requested is not None and stop_requested():
                 break
             step = self.attribute_step
             gen = step_generator(c.seed, "attribute/index", step)
             idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
-            z = lcengine.reparameterize(
-                data.mu[idx], data.logvar[idx], seed=derive_seed(c.seed, "attribute/q", step)
-            )  # [B, D]
-            y = data.attributes[idx]  # [B, A]
+            z, y = self._rows(data, idx, derive_seed(c.seed, "attribute/q", step))  # [B, D], [B, A]
             logits = self.attribute(z)  # [B, A]
             loss = lcengine.constraint_loss(logits, y)
             self.opt_attribute.zero_grad(set_to_none=True)
@@ -224,17 +217,15 @@ class ConstraintTrainer:
 
     # ------------------------------------------------------------------ realism critic + actor
     def _real_block(
-        self, data: TrainingData, purpose: str, step: int, gen: torch.Generator
+        self, data: LatentSource, purpose: str, step: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z ~ q(z|x)`` of random rows, their attributes and indices. # [B, D], [B, A], [B]"""
         b = self.config.batch_size
         idx = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
-        z = lcengine.reparameterize(
-            data.mu[idx], data.logvar[idx], seed=derive_seed(self.config.seed, purpose, step)
-        )  # [B, D]
-        return z, data.attributes[idx], idx
+        z, y = self._rows(data, idx, derive_seed(self.config.seed, purpose, step))
+        return z, y, idx
 
-    def _realism_update(self, data: TrainingData) -> None:
+    def _realism_update(self, data: LatentSource) -> None:
         c = self.config
         step = self.realism_step
         gen = step_generator(c.seed, "realism/index", step)
@@ -243,28 +234,29 @@ class ConstraintTrainer:
 
         # Fakes carry the real block's attributes, so y alone never gives a fake away.
         z_prior = lcengine.standard_normal(
-            (b, d), seed=derive_seed(c.seed, "realism/prior", step)
+            (b, d), seed=derive_seed(c.seed, "realism/prior", step), device=self.device
         )  # [B, D]
         with torch.no_grad():
             z_actor = self.actor(z_prior, y_real)  # [B, D]
-        use_prior = torch.rand(b, generator=gen) < c.prior_fake_prob  # [B]
+        use_prior = (torch.rand(b, generator=gen) < c.prior_fake_prob).to(self.device)  # [B]
         z_fake = torch.where(use_prior[:, None], z_prior, z_actor)  # [B, D]
 
         # Real encodings with the attributes of other rows; rows whose borrowed attributes
         # happen to equal their own are not mismatches and are left out of the loss.
         z_mis, y_own, _ = self._real_block(data, "realism/mismatch", step, gen)  # [B, D], [B, A]
         other = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
-        y_mis = data.attributes[other]  # [B, A]
+        y_mis = self._attributes(data, other)  # [B, A]
         differs = (y_mis != y_own).any(dim=1).float()  # [B]
 
         z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
         y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
-        target = torch.cat([torch.ones(b), torch.zeros(2 * b)])  # [3B]
-        weight = torch.cat([torch.ones(2 * b), differs])  # [3B]
+        dev = self.device
+        target = torch.cat([torch.ones(b, device=dev), torch.zeros(2 * b, device=dev)])  # [3B]
+        weight = torch.cat([torch.ones(2 * b, device=dev), differs])  # [3B]
         logits = self.realism(z_all, y_all)  # [3B]
         bce = lcengine.constraint_loss(logits, target, weight=weight)
 
-        alpha = torch.rand(b, 1, generator=gen)  # [B, 1]
+        alpha = torch.rand(b, 1, generator=gen).to(dev)  # [B, 1]
         z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
         d_hat = self.realism(z_hat, y_real)  # [B]
         (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
@@ -299,27 +291,29 @@ class ConstraintTrainer:
         """
         c = self.config
         z_out = self.actor(z_in, y_in)  # [B, D]
-        realism = lcengine.constraint_loss(self.realism(z_out, y_in), torch.ones(len(z_in)))
+        realism = lcengine.constraint_loss(
+            self.realism(z_out, y_in), torch.ones(len(z_in), device=z_out.device)
+        )
         attribute = (
             lcengine.constraint_loss(self.attribute(z_out), y_in)
             if c.actor_attribute_weight > 0
-            else torch.zeros(())
+            else torch.zeros((), device=z_out.device)
         )
         distance = lcengine.distance_penalty(z_out, z_in, self.sigma_bar)
         loss = realism + c.actor_attribute_weight * attribute + c.lambda_dist * distance
         return loss, {"realism": realism, "attribute": attribute, "distance": distance}
 
-    def _actor_update(self, data: TrainingData) -> None:
+    def _actor_update(self, data: LatentSource) -> None:
         c = self.config
         step = self.actor_step
         gen = step_generator(c.seed, "actor/index", step)
         b, d = c.batch_size, self.actor.latent_dim
         z_prior = lcengine.standard_normal(
-            (b, d), seed=derive_seed(c.seed, "actor/prior", step)
+            (b, d), seed=derive_seed(c.seed, "actor/prior", step), device=self.device
         )  # [B, D]
         z_real, _, _ = self._real_block(data, "actor/real", step, gen)  # [B, D]
         # Attributes of random rows: at sampling time any request meets any starting point.
-        y_in = data.attributes[torch.randint(data.num_rows, (2 * b,), generator=gen)]  # [2B, A]
+        y_in = self._attributes(data, torch.randint(data.num_rows, (2 * b,), generator=gen))
         z_in = torch.cat([z_prior, z_real])  # [2B, D]
         loss, parts = self.actor_loss(z_in, y_in)
         self.opt_actor.zero_grad(set_to_none=True)
@@ -335,7 +329,7 @@ class ConstraintTrainer:
 
     def train_realism_actor(
         self,
-        data: TrainingData,
+        data: LatentSource,
         until: int,
         *,
         progress: bool = True,
@@ -347,9 +341,9 @@ class ConstraintTrainer:
         """Alternates realism-critic updates with an actor update every ``actor_every``.
 
         Args:
-            data: training encodings.
+            data: training rows (a :class:`~lcengine.method.data.LatentSource`).
             until: target total number of realism-critic updates.
-            progress: show a tqdm bar.
+            progress: show a tqdm bar (rate and ETA; the postfix shows the actor's updates).
             desc: its label.
             callback: called with the trainer whenever the total number of realism updates is a
                 multiple of ``callback_every`` (checkpoints).
@@ -366,7 +360,7 @@ class ConstraintTrainer:
             return True
         self.realism.train()
         self.actor.train()
-        bar = tqdm(total=todo, desc=desc, disable=None if progress else True, leave=False)
+        bar = _bar(self.realism_step, until, desc, progress)
         while self.realism_step < until:
             if stop_requested is not None and stop_requested():
                 break
@@ -380,6 +374,7 @@ class ConstraintTrainer:
                     real=f"{h['real_prob'][-1]:.2f}",
                     fake=f"{h['fake_prob'][-1]:.2f}",
                     mis=f"{h['mismatch_prob'][-1]:.2f}",
+                    actor=self.actor_step,
                 )
             if callback is not None and callback_every and self.realism_step % callback_every == 0:
                 callback(self)
@@ -402,16 +397,17 @@ class ConstraintTrainer:
         out: dict[str, torch.Tensor] = {}
         for name, module in self.modules().items():
             for k, v in module.state_dict().items():
-                out[f"net.{name}.{k}"] = v.detach().contiguous().clone()
+                out[f"net.{name}.{k}"] = v.detach().cpu().contiguous().clone()
         for name, opt in self.optimizers().items():
             for i, st in opt.state_dict()["state"].items():
                 for k, v in st.items():
                     t = v if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                    out[f"opt.{name}.{i}.{k}"] = t.detach().contiguous().clone()
+                    out[f"opt.{name}.{i}.{k}"] = t.detach().cpu().contiguous().clone()
         return out
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-        """Restores :meth:`state_tensors`; a missing or mis-shaped tensor raises ValueError."""
+        """Restores :meth:`state_tensors` (CPU tensors, copied onto the trainer's device); a
+        missing or mis-shaped tensor raises ValueError."""
         for name, module in self.modules().items():
             prefix = f"net.{name}."
             sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -473,21 +469,37 @@ class ConstraintTrainer:
         self.history = base
 
 
-def _check_data(data: TrainingData, latent_dim: int, num_attributes: int) -> None:
-    if not isinstance(data, TrainingData):
-        raise TypeError(f"data must be a TrainingData, got {type(data).__name__}")
-    if data.mu.shape[1] != latent_dim:
-        raise ValueError(
-            f"data has latent dimension {data.mu.shape[1]}, the critics expect {latent_dim}"
+def _bar(start: int, until: int, desc: str, progress: bool) -> tqdm:
+    """A tqdm bar over updates ``start..until`` (rate and ETA from the updates made here)."""
+    return tqdm(
+        total=until,
+        initial=start,
+        desc=desc,
+        unit="step",
+        disable=None if progress else True,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def _check_data(data: LatentSource, latent_dim: int, num_attributes: int) -> None:
+    if not isinstance(data, LatentSource):
+        raise TypeError(
+            f"data must be a LatentSource (e.g. TrainingData), got {type(data).__name__}"
         )
-    if data.attributes.shape[1] != num_attributes:
+    if data.latent_dim != latent_dim:
         raise ValueError(
-            f"data has {data.attributes.shape[1]} attributes, the critics expect {num_attributes}"
+            f"data has latent dimension {data.latent_dim}, the critics expect {latent_dim}"
+        )
+    if data.num_attributes != num_attributes:
+        raise ValueError(
+            f"data has {data.num_attributes} attributes, the critics expect {num_attributes}"
         )
 
 
 __all__ = [
     "ConstraintTrainer",
+    "LatentSource",
     "StopRequested",
     "TrainingConfig",
     "TrainingData",

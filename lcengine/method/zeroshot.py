@@ -27,6 +27,7 @@ import lcengine
 from lcengine.validation import check_int
 
 from .critics import AttributeCritic
+from .data import DeviceLike, resolve_device
 from .training import derive_seed, step_generator
 
 Rule = Callable[[np.ndarray], np.ndarray]
@@ -119,6 +120,7 @@ def label_prior_samples(
     for i in tqdm(
         range(0, num_samples, batch_size),
         desc="label prior samples",
+        unit="batch",
         disable=None if progress else True,
         leave=False,
     ):
@@ -139,11 +141,13 @@ def train_zero_shot_critic(
     heldout_fraction: float = 0.1,
     seed: int = 0,
     progress: bool = True,
+    device: DeviceLike = "cpu",
 ) -> tuple[AttributeCritic, float, dict]:
     """Trains a one-logit critic on rule-labelled latents.
 
     Positives and negatives are weighted to contribute equally, so a rare rule is not learned
-    as "always false".
+    as "always false". The critic is initialized on the CPU and trained on ``device`` (index
+    draws stay on CPU generators, so every device sees the same batches).
 
     Returns:
         ``(critic, balanced held-out accuracy, history)``.
@@ -161,21 +165,28 @@ def train_zero_shot_critic(
     perm = np.random.default_rng(derive_seed(seed, "zeroshot/split")).permutation(n)
     n_held = max(2, int(round(heldout_fraction * n)))
     held, train = perm[:n_held], perm[n_held:]
-    y = torch.from_numpy(labels.astype(np.float32))  # [N]
+    dev = resolve_device(device)
+    z = z.to(dev)  # [N, D]
+    y = torch.from_numpy(labels.astype(np.float32)).to(dev)  # [N]
     pos_w = 0.5 / max(rate, 1e-6)
     neg_w = 0.5 / max(1.0 - rate, 1e-6)
-    w = torch.where(y > 0.5, torch.tensor(pos_w), torch.tensor(neg_w))  # [N]
+    w = torch.where(y > 0.5, torch.tensor(pos_w, device=dev), torch.tensor(neg_w, device=dev))
     train_t = torch.from_numpy(train)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "zeroshot/init"))
         critic = AttributeCritic(int(z.shape[1]), 1, tuple(hidden), activation)
+    critic.to(dev)
     opt = torch.optim.Adam(critic.parameters(), lr=lr)
     history: dict = {"step": [], "loss": []}
     for step in tqdm(
-        range(steps), desc="zero-shot critic", disable=None if progress else True, leave=False
+        range(steps),
+        desc="zero-shot critic",
+        unit="step",
+        disable=None if progress else True,
+        leave=False,
     ):
         gen = step_generator(seed, "zeroshot/index", step)
-        idx = train_t[torch.randint(train_t.numel(), (batch_size,), generator=gen)]  # [B]
+        idx = train_t[torch.randint(train_t.numel(), (batch_size,), generator=gen)].to(dev)
         logits = critic(z[idx])  # [B, 1]
         loss = lcengine.constraint_loss(logits, y[idx, None], weight=w[idx, None])
         opt.zero_grad(set_to_none=True)
@@ -186,7 +197,7 @@ def train_zero_shot_critic(
             history["loss"].append(float(loss.item()))
     critic.eval()
     with torch.no_grad():
-        pred = (critic(z[torch.from_numpy(held)])[:, 0] > 0).numpy()  # [H]
+        pred = (critic(z[torch.from_numpy(held).to(dev)])[:, 0] > 0).cpu().numpy()  # [H]
     truth = labels[held]
     tpr = float((pred & truth).sum() / max(truth.sum(), 1))
     tnr = float((~pred & ~truth).sum() / max((~truth).sum(), 1))
@@ -205,6 +216,7 @@ def learn_zero_shot_constraint(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    device: DeviceLike = "cpu",
 ) -> ZeroShotConstraint:
     """Learns a zero-shot constraint from a rule on decoded prior samples (no data labels).
 
@@ -215,7 +227,9 @@ def learn_zero_shot_constraint(
         num_samples: prior samples to label.
         hidden, steps, batch_size, lr: the critic and its training.
         seed: seed of the samples, the split and the training.
-        progress: show tqdm bars.
+        progress: show tqdm bars (rate and ETA).
+        device: where the critic is trained and kept (the prior samples are decoded by the
+            model on its own device).
 
     Returns:
         The :class:`ZeroShotConstraint`.
@@ -240,6 +254,7 @@ def learn_zero_shot_constraint(
         lr=lr,
         seed=seed,
         progress=progress,
+        device=device,
     )
     return ZeroShotConstraint(
         name=name,

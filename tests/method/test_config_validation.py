@@ -272,7 +272,10 @@ CHECKPOINT_TAMPERED = [
     (("sampling", "lr"), -1.0, "sampling.lr"),
     (("transform", "steps"), -3, "transform.steps"),
     (("transform", "typo"), 1, "transform: unknown SamplingConfig keys ['typo']"),
-    (("vocabulary", "one_hot_groups"), {"g": "a0"}, "vocabulary.one_hot_groups['g']"),
+    (("attributes", "groups"), {"g": "a0"}, "attributes.groups['g']"),
+    (("attributes", "binary"), ["a0", "a0"], "attributes: attribute and group names repeat"),
+    (("attributes", "sort"), [], "attributes: unknown AttributeSpec keys ['sort']"),
+    (("attribute_names",), ["a0", "a1", "b"], "attribute_names ['a0', 'a1', 'b'] are not"),
     (("zero_shot", 0, "critic", "hidden"), [HUGE], "hidden[0]"),
 ]
 

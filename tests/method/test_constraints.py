@@ -92,7 +92,7 @@ def test_save_load_roundtrip_and_resume(fitted, tmp_path):
     part.fit(x, att, progress=False)
     part.save(tmp_path / "part")
     resumed = LatentConstraints.load(tmp_path / "part", toy_model())
-    resumed.fit(realism_steps=50, progress=False)
+    resumed.fit(x, att, realism_steps=50, progress=False)  # checkpoints hold no data
     wa, wb = straight.trainer.state_tensors(), resumed.trainer.state_tensors()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 

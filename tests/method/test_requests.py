@@ -46,7 +46,9 @@ def test_vocabulary_groups_aliases_and_shorthands():
     # the group label names the contradiction
     with pytest.raises(ValueError, match="more than one class"):
         parse_request("0 2", NAMES, VOCAB)
-    with pytest.raises(ValueError, match=r"shorthands \['0', '1', '2'\].*aliases \['small'\]"):
+    with pytest.raises(
+        ValueError, match=r"groups \{'class': \['0', '1', '2'\]\}.*negations \['small'\]"
+    ):
         parse_request("huge", NAMES, VOCAB)
 
 

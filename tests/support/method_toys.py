@@ -102,6 +102,7 @@ class ToyApplication:
         progress: bool,
         log,
         checkpoint_every: int = 0,
+        device="cpu",
     ) -> Run:
         folder = Path(folder)
         x, att = toy_data(int(config["rows"]), seed=int(config["seed"]))
@@ -111,6 +112,7 @@ class ToyApplication:
             training=TrainingConfig.from_dict(config["training"]),
             sampling=SamplingConfig(steps=20, lr=0.1),
             transform=SamplingConfig(steps=20, lr=0.1),
+            device=device,
         )
         write_run_file(folder, TOY_APPLICATION_PATH, config)
         lc.fit(
@@ -127,6 +129,11 @@ class ToyApplication:
 
     def zero_shot_rules(self):
         return {"prod": rule_positive_product}
+
+    def training_data(self, run: Run) -> dict:
+        """The run's training rows again (checkpoints hold none)."""
+        x, att = toy_data(int(run.config["rows"]), seed=int(run.config["seed"]))
+        return {"x": x, "attributes": att}
 
     def measure(self, run: Run, outputs: np.ndarray, names: Sequence[str]) -> np.ndarray:
         columns = {n: (outputs[:, i] > 0).astype(np.int8) for i, n in enumerate(NAMES)}

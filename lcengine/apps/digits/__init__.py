@@ -22,13 +22,14 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from .app import APPLICATION, APPLICATION_PATH, DigitsContext, prepare_run
     from .classifier import PixelClassifier, train_pixel_classifier
     from .config import DemoConfig, demo_config
-    from .data import ATTRIBUTE_NAMES, VOCABULARY, MnistAttributes, load_mnist
+    from .data import ATTRIBUTE_NAMES, ATTRIBUTES, VOCABULARY, MnistAttributes, load_mnist
     from .evaluation import measure_attributes
     from .rules import DIGIT_RULES
     from .vae import MnistVAE, load_vae, save_vae, train_vae
 
 __all__ = [
     "APPLICATION",
+    "ATTRIBUTES",
     "APPLICATION_PATH",
     "ATTRIBUTE_NAMES",
     "DIGIT_RULES",
@@ -58,6 +59,7 @@ _EXPORTS = {
     "DemoConfig": ".config",
     "demo_config": ".config",
     "ATTRIBUTE_NAMES": ".data",
+    "ATTRIBUTES": ".data",
     "VOCABULARY": ".data",
     "MnistAttributes": ".data",
     "load_mnist": ".data",

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from lcengine.method.constraints import LatentConstraints
+from lcengine.method.data import DeviceLike, resolve_device
 from lcengine.method.latent_model import LatentModel
 from lcengine.method.run import CONSTRAINTS_DIR, RUN_FILE, Run, read_run_file, write_run_file
 from lcengine.method.store import writer_lock
@@ -41,7 +43,7 @@ from .classifier import (
 )
 from .commands import APPLICATION_PATH
 from .config import DemoConfig, config_from_dict, demo_config
-from .data import VOCABULARY, MnistAttributes, load_mnist
+from .data import ATTRIBUTES, MnistAttributes, load_mnist
 from .evaluation import measure_attributes
 from .rules import DIGIT_RULES
 from .vae import MnistVAE, has_vae_checkpoint, load_vae, save_vae, train_vae
@@ -168,6 +170,7 @@ def prepare_run(
     timings: Optional[dict] = None,
     checkpoint_every: int = 1000,
     stop_requested: Optional[Callable[[], bool]] = None,
+    device: DeviceLike = "cpu",
 ) -> Run:
     """Creates (or resumes) a run folder: data, VAE, classifier, fitted constraints, zero-shot.
 
@@ -186,11 +189,14 @@ def prepare_run(
         stop_requested: polled between training steps; when it returns True the constraints
             are saved at that step and the run is returned as it is (no zero-shot constraint
             yet); calling this again resumes it.
+        device: where the critics, the actor and the zero-shot critic train (the VAE and the
+            classifier stay on the CPU); see :class:`LatentConstraints`.
     """
     folder = Path(folder)
+    dev = resolve_device(device)
     with writer_lock(folder, "run folder"):
         return _prepare_run_locked(
-            folder, cfg, cache, progress, log, timings, checkpoint_every, stop_requested
+            folder, cfg, cache, progress, log, timings, checkpoint_every, stop_requested, dev
         )
 
 
@@ -203,6 +209,7 @@ def _prepare_run_locked(
     timings: Optional[dict],
     checkpoint_every: int,
     stop_requested: Optional[Callable[[], bool]],
+    device: torch.device,
 ) -> Run:
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -225,7 +232,7 @@ def _prepare_run_locked(
     lc = None
     if _same_config(folder, cfg) and (folder / CONSTRAINTS_DIR).is_dir():
         try:
-            lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model)
+            lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model, device=device)
             log(
                 f"resuming from {folder / CONSTRAINTS_DIR} (attribute step "
                 f"{lc.trainer.attribute_step}, realism step {lc.trainer.realism_step})"
@@ -238,11 +245,11 @@ def _prepare_run_locked(
     if lc is None:
         lc = LatentConstraints(
             model,
-            ds.attribute_names,
-            vocabulary=VOCABULARY,
+            ATTRIBUTES,
             training=cfg.training,
             sampling=cfg.sampling,
             transform=cfg.transform,
+            device=device,
         )
         log("training the critics and the actor")
         lc.fit(
@@ -253,8 +260,10 @@ def _prepare_run_locked(
             checkpoint_every=checkpoint_every,
             stop_requested=stop_requested,
         )
-    else:
+    else:  # checkpoints hold no training rows: the data again
         lc.fit(
+            ds.train_images,
+            ds.train_attributes,
             progress=progress,
             checkpoint_dir=folder / CONSTRAINTS_DIR,
             checkpoint_every=checkpoint_every,
@@ -314,6 +323,7 @@ class DigitsApplication:
         log: Callable[[str], None],
         checkpoint_every: int = 1000,
         stop_requested: Optional[Callable[[], bool]] = None,
+        device: DeviceLike = "cpu",
     ) -> Run:
         """:func:`prepare_run` with the cache resolved (``cache_dir`` None: the default)."""
         cache = None
@@ -327,7 +337,13 @@ class DigitsApplication:
             log=log,
             checkpoint_every=checkpoint_every,
             stop_requested=stop_requested,
+            device=device,
         )
+
+    def training_data(self, run: Run) -> dict:
+        """The training split's images and attributes (``lcengine fit`` continuing a run)."""
+        ds = run.context.data
+        return {"x": ds.train_images, "attributes": ds.train_attributes}
 
     def load_model(
         self, folder: Path, config: Mapping[str, Any]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lcengine.method.commands import nonneg_int
+from lcengine.method.commands import add_device_argument, command_device, nonneg_int
 
 # The import path of the digits application (`lcengine.apps.digits.app.APPLICATION_PATH`, the
 # same string; a test keeps them equal), here so that building the parser imports no torch.
@@ -53,6 +53,7 @@ def add_demo_command(subparsers: Any) -> None:
         default=1,
         help="torch threads (default 1: the networks are small; 0 = torch's default)",
     )
+    add_device_argument(demo)
     demo.set_defaults(func=_cmd_demo)
 
 
@@ -67,6 +68,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
         threads=args.threads or None,
+        device=command_device(args),
     )
     t = metrics["conditional"]
     rows = [("method", "accuracy", "FCD")]

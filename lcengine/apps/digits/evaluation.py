@@ -26,7 +26,16 @@ from lcengine.method.zeroshot import Rule, apply_rule
 
 from .classifier import PixelClassifier
 from .config import DemoConfig
-from .data import ATTRIBUTE_NAMES, check_images, digit_one_hot, shape_attributes
+from .data import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTES,
+    DIGIT_COLUMNS,
+    check_images,
+    digit_one_hot,
+    shape_attributes,
+)
+
+_A = len(ATTRIBUTE_NAMES)  # the data's attribute columns (15); zero-shot columns follow
 
 
 def measure_attributes(
@@ -104,7 +113,6 @@ def evaluate_run(
     """
     ctx = run.context
     cfg, ds, clf, lc = ctx.config, ctx.data, ctx.classifier, run.constraints
-    names15 = ds.attribute_names
     eval_idx, ref_idx = _eval_split(cfg, len(ds.heldout_images))
     ref = clf.features(ds.heldout_images[ref_idx])  # [M, F]
     x_eval = ds.heldout_images[eval_idx]  # [N, 28, 28]
@@ -117,18 +125,18 @@ def evaluate_run(
     log(f"evaluating on {len(eval_idx)} held-out attribute vectors")
     t0 = time.perf_counter()
     table: dict[str, dict] = {}
-    real = attribute_metrics(y_eval, measure15(x_eval), None, names15)
+    real = attribute_metrics(y_eval, measure15(x_eval), None, ATTRIBUTES)
     real["fcd"] = _fcd(clf, x_eval, ref)
     table["real"] = real
     mu, _ = lc.model.encode_dataset(x_eval)
     recon = lc.model.decode_batched(mu).numpy().astype(np.float32)
-    rec = attribute_metrics(y_eval, measure15(recon), None, names15)
+    rec = attribute_metrics(y_eval, measure15(recon), None, ATTRIBUTES)
     rec["fcd"] = _fcd(clf, recon, ref)
     table["reconstruction"] = rec
     y_full = np.zeros((len(eval_idx), lc.num_attributes), dtype=np.int8)
-    y_full[:, :15] = y_eval
+    y_full[:, :_A] = y_eval
     mask_full = np.zeros_like(y_full, dtype=bool)
-    mask_full[:, :15] = True
+    mask_full[:, :_A] = True
     gen_metrics, gen_samples = evaluate_methods(
         lc,
         y_full,
@@ -168,7 +176,7 @@ def evaluate_run(
         for method in METHODS:
             res = lc.sample(request, cfg.request_samples, method=method, seed=cfg.seed + 100 + i)
             meas = run.measure(res.images)
-            m = attribute_metrics(res.attributes, meas, res.mask, lc.attribute_names)
+            m = attribute_metrics(res.attributes, meas, res.mask, lc.attribute_spec)
             per_method[method] = {
                 "overall_accuracy": m["overall_accuracy"],
                 "row_accuracy": m["row_accuracy"],
@@ -190,10 +198,10 @@ def evaluate_run(
         leave=False,
     ):
         values, mask = lc.parse(change)
-        base_cols = np.flatnonzero(mask[:15])
+        base_cols = np.flatnonzero(mask[:_A])
         if change == cfg.zero_shot_rule:
             truth = np.asarray(lc.rules()[change](x_eval), dtype=np.int8)
-            needs = truth != values[15:][mask[15:]][0]
+            needs = truth != values[_A:][mask[_A:]][0]
         else:
             needs = ~(y_eval[:, base_cols] == values[base_cols]).all(axis=1)
         src = np.flatnonzero(needs)[: cfg.transform_rows]
@@ -217,7 +225,10 @@ def evaluate_run(
                     "measured_success": float(success.mean()),
                     "unrequested_preserved": float(kept.mean()),
                     "digit_preserved": float(
-                        (meas_edit[:, :10].argmax(1) == meas_src[:, :10].argmax(1)).mean()
+                        (
+                            meas_edit[:, DIGIT_COLUMNS].argmax(1)
+                            == meas_src[:, DIGIT_COLUMNS].argmax(1)
+                        ).mean()
                     ),
                 }
             )

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+# The digit group's columns in a metrics.json written before "per_group" named them.
+_OLD_DIGIT_COLUMNS = tuple(f"digit_{k}" for k in range(10))
+
 ROW_LABELS = {
     "real": "real held-out images",
     "reconstruction": "VAE reconstructions of them",
@@ -105,22 +108,28 @@ def render_report(m: dict) -> str:
             continue
         r = t[key]
         per = r["per_attribute"]
-        digit_acc = [
-            per[n]["accuracy"]
-            for n in per
-            if n.startswith("digit_") and per[n]["accuracy"] is not None
-        ]
+        digit = r.get("per_group", {}).get("digit", {})
+        digit_columns = set(digit.get("columns", _OLD_DIGIT_COLUMNS))
         shape_acc = [
             per[n]["accuracy"]
             for n in per
-            if not n.startswith("digit_") and per[n]["accuracy"] is not None
+            if n not in digit_columns and per[n]["accuracy"] is not None
         ]
+        if "accuracy" in digit:  # the group's identity: argmax over its columns
+            digit_identity = _pct(digit["accuracy"])
+        else:  # metrics.json written before per_group: the mean over the digit columns
+            digit_acc = [
+                per[n]["accuracy"]
+                for n in per
+                if n in digit_columns and per[n]["accuracy"] is not None
+            ]
+            digit_identity = _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a"
         rows.append(
             [
                 ROW_LABELS.get(key, key),
                 _pct(r["overall_accuracy"]),
                 _pct(r.get("row_accuracy")),
-                _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a",
+                digit_identity,
                 _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
                 _f(r.get("fcd"), 1),
                 _pct(r.get("accepted_fraction")),
@@ -134,7 +143,7 @@ def render_report(m: dict) -> str:
                 "images",
                 "attribute accuracy",
                 "all 15 right",
-                "digit attrs",
+                "digit identity",
                 "shape attrs",
                 "FCD",
                 "accepted",

@@ -90,3 +90,21 @@ def test_works_with_parse_request_vocabulary():
     expected = b.pos_centroids[7] - b.global_centroid + (1 - b.frequencies[10]) * b.vectors[10]
     np.testing.assert_allclose(out, np.tile(expected, (5, 1)), atol=1e-6)
     assert b.attribute_names == ATTRIBUTE_NAMES
+
+
+def test_the_digits_declare_their_attributes():
+    from lcengine.apps.digits.data import ATTRIBUTES, DIGIT_COLUMNS
+    from lcengine.method.requests import parse_request as parse
+
+    # the declared spec keeps the column order of every checkpoint and figure
+    assert ATTRIBUTES.columns == ATTRIBUTE_NAMES and DIGIT_COLUMNS == list(range(10))
+    assert ATTRIBUTES.groups == {"digit": tuple(str(k) for k in range(10))}
+    assert ATTRIBUTES.binary == ("thick", "slant_right", "wide", "tall", "large_ink")
+    for request in ("7 thin", "digit=7 !thick", {"digit": 7, "thin": 1}):
+        assert _req(parse(request, ATTRIBUTES)) == _req(parse_request("digit_7 !thick")), request
+    with pytest.raises(ValueError, match=r"more than one digit requested \['digit_3', 'digit_7'\]"):
+        parse("3 7", ATTRIBUTES)
+    with pytest.raises(ValueError, match="no class of group 'digit'"):
+        parse("7 !digit", ATTRIBUTES)
+    with pytest.raises(ValueError, match="group 'digit' has no class '12'"):
+        parse("digit=12", ATTRIBUTES)
