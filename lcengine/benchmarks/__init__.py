@@ -12,6 +12,8 @@ Modules:
     timing: Timer, interleaved measurement (medians and spreads), copy and GEMM probes,
         environment capture.
     row_ops: the memory-bound row ops (:data:`CASES`) and :func:`run`.
+    fit: the trainer's steps per second (:data:`FIT_CASES`): autograd, ``torch.compile``, the
+        hand-derived steps of :mod:`lcengine.method.steps`, :func:`run_fit`.
     optimizer: whole ``optimize_latents`` calls (:data:`OPTIMIZER_CASES`), the compiled
         contender built from ``lcengine.reference.dense_step_ref``, :func:`run_optimizer`.
     plots: the PNG of a report. compare: two saved reports side by side.
@@ -31,8 +33,17 @@ from lcengine._lazy import lazy_package
 
 if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from .cli import format_optimizer_table, format_table, run_from_args
-    from .cli_args import DEFAULT_SHAPES, LARGE_SHAPES, OPTIMIZER_OP, add_arguments
+    from .cli_args import (
+        DEFAULT_SHAPES,
+        FIT_CASE_NAMES,
+        FIT_OP,
+        FIT_STEPS,
+        LARGE_SHAPES,
+        OPTIMIZER_OP,
+        add_arguments,
+    )
     from .compare import REPORT_FORMAT, REPORT_KIND, compare_files, compare_reports, load_report
+    from .fit import FIT_CASES, FitCase, fit_rows, format_fit_table, run_fit
     from .optimizer import (
         OPTIMIZER_CASES,
         OptimizerCase,
@@ -68,6 +79,11 @@ __all__ = [
     "Case",
     "DEFAULT_SHAPES",
     "DTYPES",
+    "FIT_CASES",
+    "FIT_CASE_NAMES",
+    "FIT_OP",
+    "FIT_STEPS",
+    "FitCase",
     "GEMM_PROBES",
     "LARGE_SHAPES",
     "OPTIMIZER_CASES",
@@ -85,6 +101,8 @@ __all__ = [
     "default_optimizer_cases",
     "dense_loop",
     "environment",
+    "fit_rows",
+    "format_fit_table",
     "format_optimizer_table",
     "format_table",
     "gemm_probe",
@@ -95,6 +113,7 @@ __all__ = [
     "optimizer_inputs",
     "parse_shape",
     "run",
+    "run_fit",
     "run_from_args",
     "run_optimizer",
     "summarize",
@@ -111,6 +130,14 @@ _EXPORTS = {
     "compare_files": ".compare",
     "compare_reports": ".compare",
     "load_report": ".compare",
+    "FIT_CASES": ".fit",
+    "FIT_CASE_NAMES": ".cli_args",
+    "FIT_OP": ".cli_args",
+    "FIT_STEPS": ".cli_args",
+    "FitCase": ".fit",
+    "fit_rows": ".fit",
+    "format_fit_table": ".fit",
+    "run_fit": ".fit",
     "OPTIMIZER_CASES": ".optimizer",
     "OPTIMIZER_OP": ".cli_args",
     "OptimizerCase": ".optimizer",
@@ -138,5 +165,5 @@ _EXPORTS = {
     "measure_stats": ".timing",
     "summarize": ".timing",
 }
-_SUBMODULES = ("cli", "cli_args", "compare", "optimizer", "plots", "row_ops", "timing")
+_SUBMODULES = ("cli", "cli_args", "compare", "fit", "optimizer", "plots", "row_ops", "timing")
 __getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS, _SUBMODULES)

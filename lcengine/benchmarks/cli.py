@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from ..backend import unavailable_reason
-from .cli_args import DEFAULT_SHAPES, LARGE_SHAPES, add_arguments
+from .cli_args import DEFAULT_SHAPES, FIT_OP, LARGE_SHAPES, add_arguments
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files
 from .optimizer import OPTIMIZER_CASES, OPTIMIZER_OP, default_optimizer_cases, run_optimizer
 from .row_ops import CASES, DTYPES, parse_shape, run
@@ -113,11 +113,32 @@ def run_from_args(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CASES and n != OPTIMIZER_OP]
+    unknown = [n for n in names if n not in CASES and n not in (OPTIMIZER_OP, FIT_OP)]
     if unknown or not names:
         raise ValueError(
-            f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + [OPTIMIZER_OP]}"
+            f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + [OPTIMIZER_OP, FIT_OP]}"
         )
+    fit_cases = []
+    if FIT_OP in names:
+        from .fit import FIT_CASES
+
+        names.remove(FIT_OP)
+        fit_cases = (
+            [c.strip() for c in args.fit_cases.split(",") if c.strip()]
+            if getattr(args, "fit_cases", None)
+            else list(FIT_CASES)
+        )
+        bad = [c for c in fit_cases if c not in FIT_CASES]
+        if bad or not fit_cases:
+            raise ValueError(f"--fit-cases: unknown case(s) {bad}; choose from {list(FIT_CASES)}")
+        fit_threads = None
+        if getattr(args, "fit_threads", None):
+            try:
+                fit_threads = [int(t) for t in args.fit_threads.split(",") if t.strip()]
+            except ValueError:
+                fit_threads = []
+            if not fit_threads or min(fit_threads) < 1:
+                raise ValueError(f"--fit-threads: positive integers, got {args.fit_threads!r}")
     optimizer_cases = []
     if OPTIMIZER_OP in names:
         names.remove(OPTIMIZER_OP)
@@ -192,11 +213,24 @@ def run_from_args(args: argparse.Namespace) -> int:
             )
             print(format_optimizer_table(opt))
             report["optimizer"] = opt
+        if fit_cases:
+            from .fit import format_fit_table, run_fit
+
+            fit = run_fit(
+                fit_cases,
+                device=device,
+                warmup=args.warmup,
+                reps=args.reps,
+                compile_modes=modes[:1],
+                threads=fit_threads,
+            )
+            print(format_fit_table(fit))
+            report["fit"] = fit
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)
         print(f"saved {args.json_path}")
-    if plot_path:
+    if plot_path and ("rows" in report or "optimizer" in report):  # the fit table has no plot
         _plot(report, plot_path)
     return 0
 

@@ -2,10 +2,11 @@
 """``lcengine bench``'s options, torch-free: building the parser (``lcengine --help``) loads no
 torch. The run they select is :func:`lcengine.benchmarks.cli.run_from_args`.
 
-The shape tables and ``OPTIMIZER_OP`` are defined here; ``ROW_OPS``, ``OPTIMIZER_CASE_NAMES``
-and ``DTYPE_NAMES`` are the keys of :data:`~lcengine.benchmarks.row_ops.CASES`,
-:data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES` and
-:data:`~lcengine.benchmarks.row_ops.DTYPES` (a test keeps them equal).
+The shape tables, ``OPTIMIZER_OP``, ``FIT_OP`` and ``FIT_STEPS`` are defined here; ``ROW_OPS``,
+``OPTIMIZER_CASE_NAMES``, ``FIT_CASE_NAMES`` and ``DTYPE_NAMES`` are the keys of
+:data:`~lcengine.benchmarks.row_ops.CASES`, :data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES`,
+:data:`~lcengine.benchmarks.fit.FIT_CASES` and :data:`~lcengine.benchmarks.row_ops.DTYPES` (tests
+keep them equal).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 import argparse
 
 OPTIMIZER_OP = "optimize_latents"
+FIT_OP = "fit"  # the trainer's steps per second (lcengine.benchmarks.fit)
+FIT_STEPS = ("realism", "attribute", "actor")
+FIT_CASE_NAMES = ("demo_B128_D16_4x256_relu", "paper_B128_D1024_4x2048_relu")
 ROW_OPS = (
     "reparameterize",
     "standard_normal",
@@ -46,13 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(ROW_OPS),
         help=f"comma-separated ops (default: all of {', '.join(ROW_OPS)}); "
         f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
-        "table, the cases of --optimizer-cases)",
+        f"table, the cases of --optimizer-cases); '{FIT_OP}' times the trainer's "
+        f"{', '.join(FIT_STEPS)} steps per second (autograd, torch.compile, hand-derived; "
+        "the cases of --fit-cases)",
     )
     parser.add_argument(
         "--optimizer-cases",
         default=None,
         help="comma-separated optimize_latents cases (default: those sized for "
         f"the device; all: {', '.join(OPTIMIZER_CASE_NAMES)})",
+    )
+    parser.add_argument(
+        "--fit-cases",
+        default=None,
+        help=f"comma-separated cases of --ops {FIT_OP} (default: all: "
+        f"{', '.join(FIT_CASE_NAMES)}; the paper size takes at most 3 reps on CPU)",
+    )
+    parser.add_argument(
+        "--fit-threads",
+        default=None,
+        help=f"comma-separated torch thread counts for --ops {FIT_OP} (default: torch's; "
+        "on CPU the demo case also at 1, the default of `lcengine fit --threads`)",
     )
     parser.add_argument(
         "--weight-dtypes",
@@ -129,6 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 __all__ = [
     "DEFAULT_SHAPES",
     "DTYPE_NAMES",
+    "FIT_CASE_NAMES",
+    "FIT_OP",
+    "FIT_STEPS",
     "LARGE_SHAPES",
     "OPTIMIZER_CASE_NAMES",
     "OPTIMIZER_OP",

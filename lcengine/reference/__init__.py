@@ -18,6 +18,13 @@ from .optimize import (
     optimize_latents_ref,
 )
 from .philox import philox_first_two_ref, philox_normal_ref
+from .training import (
+    actor_loss_ref,
+    actor_step_grads_ref,
+    attribute_step_grads_ref,
+    realism_loss_ref,
+    realism_step_grads_ref,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -25,6 +32,9 @@ __all__ = [
     "CriticMLP",
     "REDUCTIONS",
     "activation_ref",
+    "actor_loss_ref",
+    "actor_step_grads_ref",
+    "attribute_step_grads_ref",
     "constraint_loss_ref",
     "constraint_satisfied_ref",
     "critic_losses_ref",
@@ -35,6 +45,8 @@ __all__ = [
     "optimize_latents_ref",
     "philox_first_two_ref",
     "philox_normal_ref",
+    "realism_loss_ref",
+    "realism_step_grads_ref",
     "reparameterize_ref",
     "standard_normal_ref",
 ]
