@@ -41,6 +41,13 @@ import lcengine
 from .config import TrainingConfig
 from .critics import Actor, AttributeCritic, RealismCritic
 from .data import DeviceLike, LatentSource, TrainingData, resolve_device
+from .steps import (
+    actor_step_grads,
+    apply_grads,
+    attribute_step_grads,
+    realism_step_grads,
+    supports_hand_derived,
+)
 
 _SEED_MASK = (1 << 62) - 1
 StopRequested = Callable[[], bool]
@@ -129,6 +136,12 @@ class ConstraintTrainer:
         self.realism_step = 0
         self.actor_step = 0
         self.history = _empty_history()
+        # Piecewise-linear critics and actor take the hand-derived gradients of
+        # lcengine.method.steps (no double backward; equal to autograd's, see
+        # tests/method/test_steps.py); any other activation takes autograd.
+        self.hand_derived = all(
+            supports_hand_derived(n) for n in (self.realism, self.attribute, self.actor)
+        )
 
     def to(self, device: DeviceLike) -> "ConstraintTrainer":
         """Moves the networks, their Adam state and ``sigma_bar`` to ``device``. Returns self."""
@@ -198,10 +211,15 @@ class ConstraintTrainer:
             gen = step_generator(c.seed, "attribute/index", step)
             idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
             z, y = self._rows(data, idx, derive_seed(c.seed, "attribute/q", step))  # [B, D], [B, A]
-            logits = self.attribute(z)  # [B, A]
-            loss = lcengine.constraint_loss(logits, y)
             self.opt_attribute.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.hand_derived:
+                out = attribute_step_grads(self.attribute, z, y)
+                logits, loss = out.logits, out.loss  # [B, A], []
+                apply_grads(self.attribute, out.grads)
+            else:
+                logits = self.attribute(z)  # [B, A]
+                loss = lcengine.constraint_loss(logits, y)
+                loss.backward()
             self.opt_attribute.step()
             self.attribute_step += 1
             if step % c.log_every == 0 or self.attribute_step == until:
@@ -248,23 +266,28 @@ class ConstraintTrainer:
         y_mis = self._attributes(data, other)  # [B, A]
         differs = (y_mis != y_own).any(dim=1).float()  # [B]
 
-        z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
-        y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
         dev = self.device
-        target = torch.cat([torch.ones(b, device=dev), torch.zeros(2 * b, device=dev)])  # [3B]
-        weight = torch.cat([torch.ones(2 * b, device=dev), differs])  # [3B]
-        logits = self.realism(z_all, y_all)  # [3B]
-        bce = lcengine.constraint_loss(logits, target, weight=weight)
-
         alpha = torch.rand(b, 1, generator=gen).to(dev)  # [B, 1]
-        z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
-        d_hat = self.realism(z_hat, y_real)  # [B]
-        (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
-        gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
-
-        loss = bce + c.gp_weight * gp
         self.opt_realism.zero_grad(set_to_none=True)
-        loss.backward(inputs=list(self.realism.parameters()))
+        if self.hand_derived:
+            out = realism_step_grads(
+                self.realism, z_real, z_fake, z_mis, y_real, y_mis, differs, alpha,
+                gp_weight=c.gp_weight,
+            )  # fmt: skip
+            logits, bce, gp = out.logits, out.parts["bce"], out.parts["gp"]  # [3B], [], []
+            apply_grads(self.realism, out.grads)
+        else:
+            z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
+            y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
+            target = torch.cat([torch.ones(b, device=dev), torch.zeros(2 * b, device=dev)])
+            weight = torch.cat([torch.ones(2 * b, device=dev), differs])  # [3B]
+            logits = self.realism(z_all, y_all)  # [3B]
+            bce = lcengine.constraint_loss(logits, target, weight=weight)
+            z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
+            d_hat = self.realism(z_hat, y_real)  # [B]
+            (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
+            gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
+            (bce + c.gp_weight * gp).backward(inputs=list(self.realism.parameters()))
         self.opt_realism.step()
         self.realism_step += 1
         if step % c.log_every == 0:
@@ -315,9 +338,17 @@ class ConstraintTrainer:
         # Attributes of random rows: at sampling time any request meets any starting point.
         y_in = self._attributes(data, torch.randint(data.num_rows, (2 * b,), generator=gen))
         z_in = torch.cat([z_prior, z_real])  # [2B, D]
-        loss, parts = self.actor_loss(z_in, y_in)
         self.opt_actor.zero_grad(set_to_none=True)
-        loss.backward(inputs=list(self.actor.parameters()))
+        if self.hand_derived:
+            out = actor_step_grads(
+                self.actor, self.realism, self.attribute, z_in, y_in, self.sigma_bar,
+                attribute_weight=c.actor_attribute_weight, lambda_dist=c.lambda_dist,
+            )  # fmt: skip
+            loss, parts = out.loss, out.parts
+            apply_grads(self.actor, out.grads)
+        else:
+            loss, parts = self.actor_loss(z_in, y_in)
+            loss.backward(inputs=list(self.actor.parameters()))
         self.opt_actor.step()
         self.actor_step += 1
         if step % max(1, c.log_every // c.actor_every) == 0:
