@@ -38,8 +38,16 @@ if TYPE_CHECKING:  # the real imports, for type checkers and IDEs
     from .config import DEFAULT_TRANSFORM, PRESETS, Preset, SamplingConfig, TrainingConfig
     from .constraints import LatentConstraints
     from .critics import Actor, AttributeCritic, RealismCritic, StackedAttributeCritic
-    from .data import LatentFiles, LatentSource, encode_batches, open_latents, resolve_device
-    from .latent_model import LatentModel, compute_sigma_bar
+    from .data import (
+        LatentFiles,
+        LatentSamples,
+        LatentSource,
+        encode_batches,
+        label_latents,
+        open_latents,
+        resolve_device,
+    )
+    from .latent_model import EncoderUnavailableError, LatentModel, compute_sigma_bar
     from .requests import RequestVocabulary, complete_requests, parse_request
     from .sampling import (
         METHODS,
@@ -58,9 +66,11 @@ __all__ = [
     "AttributeSpec",
     "ConstraintTrainer",
     "DEFAULT_TRANSFORM",
+    "EncoderUnavailableError",
     "LatentConstraints",
     "LatentFiles",
     "LatentModel",
+    "LatentSamples",
     "LatentSource",
     "METHODS",
     "OptimizeResult",
@@ -79,6 +89,7 @@ __all__ = [
     "compute_sigma_bar",
     "constraint_satisfied",
     "encode_batches",
+    "label_latents",
     "learn_zero_shot_constraint",
     "open_latents",
     "optimize_latents_eager",
@@ -99,6 +110,9 @@ _EXPORTS = {
     "RealismCritic": ".critics",
     "StackedAttributeCritic": ".critics",
     "LatentFiles": ".data",
+    "LatentSamples": ".data",
+    "label_latents": ".data",
+    "EncoderUnavailableError": ".latent_model",
     "LatentSource": ".data",
     "encode_batches": ".data",
     "open_latents": ".data",

@@ -17,7 +17,9 @@ A checkpoint is a folder (:func:`lcengine.method.store.commit_checkpoint` with s
   copies and loaded onto the requested device. Checkpoints written with the training
   encodings (``data.mu``, ``data.logvar``, ``data.attributes``) still load: the summary is
   computed from them and the encodings are dropped;
-* a record holds ``format``, ``latent_dim``, ``data_shape``, ``attribute_names`` (the
+* a record holds ``format``, ``latent_dim``, ``latent_shape`` (the model's latent shape,
+  ``[D]`` for flat latents; a record without it means ``[latent_dim]``), ``data_shape``,
+  ``attribute_names`` (the
   columns), ``attributes`` (the :class:`~lcengine.method.attributes.AttributeSpec`), the
   ``training`` / ``sampling`` / ``transform`` configurations, the training
   ``state`` (step counts and loss history), the zero-shot constraints' descriptions, and
@@ -82,6 +84,7 @@ def save_constraints(lc: "LatentConstraints", path: Union[str, Path]) -> Path:
     cfg = {
         "format": FORMAT,
         "latent_dim": lc.latent_dim,
+        "latent_shape": list(lc.model.latent_shape),
         "data_shape": list(lc.model.data_shape),
         "attribute_names": list(lc.base_attribute_names),
         "attributes": lc.spec.to_dict(),
@@ -175,6 +178,11 @@ def _build(
             f"{_WHAT}: {cfg_path} was trained for latent_dim "
             f"{cfg.get('latent_dim')}, the model has {model.latent_dim}"
         )
+    if cfg.get("latent_shape", [latent_dim]) != list(model.latent_shape):
+        raise ValueError(
+            f"{_WHAT}: {cfg_path} was trained for latent shape "
+            f"{cfg.get('latent_shape')}, the model has {list(model.latent_shape)}"
+        )
     if cfg.get("data_shape") != list(model.data_shape):
         raise ValueError(
             f"{_WHAT}: {cfg_path} was trained for data shape "
@@ -252,9 +260,9 @@ def load_constraints(
 
     Raises:
         ValueError: no record loads: missing/corrupted files, a checksum mismatch between a
-            record and its weights, a model whose latent dimension or data shape differs from
-            the checkpoint's, or tensors that do not fit the configured networks (messages name
-            the files).
+            record and its weights, a model whose latent dimension, latent shape or data shape
+            differs from the checkpoint's, or tensors that do not fit the configured networks
+            (messages name the files).
     """
     d = Path(path)
     if d.exists() and not d.is_dir():

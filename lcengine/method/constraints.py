@@ -36,8 +36,11 @@ from .critics import StackedAttributeCritic
 from .data import (
     DataSummary,
     DeviceLike,
+    LabelFn,
+    LatentSamples,
     LatentSource,
     encode_batches,
+    label_latents,
     open_latents,
     resolve_device,
     summarize,
@@ -469,6 +472,97 @@ class LatentConstraints:
             self.save(checkpoint_dir)
         return self
 
+    def prior_training_latents(self, num_samples: int, seed: int = 0) -> torch.Tensor:
+        """The prior samples ``z ~ N(0, I)`` that :meth:`fit_decoder_only` trains on for
+        ``num_samples`` and ``seed`` (on the CPU), e.g. to label their decoded outputs
+        yourself. # [N, D]"""
+        check_int("num_samples", num_samples, minimum=2)
+        return lcengine.standard_normal(
+            (num_samples, self.latent_dim), seed=derive_seed(seed, "decoder_only/prior")
+        )
+
+    def fit_decoder_only(
+        self,
+        num_samples: Optional[int] = None,
+        label_fn: Optional[LabelFn] = None,
+        *,
+        z: Optional[ArrayLike] = None,
+        attributes: Optional[ArrayLike] = None,
+        seed: int = 0,
+        sigma_bar: Optional[ArrayLike] = None,
+        label_batch_size: int = 1000,
+        attribute_steps: Optional[int] = None,
+        realism_steps: Optional[int] = None,
+        progress: bool = True,
+        checkpoint_dir: Union[str, Path, None] = None,
+        checkpoint_every: int = 0,
+        stop_requested: Optional[Callable[[], bool]] = None,
+    ) -> "LatentConstraints":
+        """:meth:`fit` on labelled latent samples instead of encoded data: the path of models
+        without an encoder (:meth:`LatentModel.from_decoder
+        <lcengine.method.latent_model.LatentModel.from_decoder>`, a GAN generator); any model
+        may use it.
+
+        The training rows are latents ``z`` used as drawn (a
+        :class:`~lcengine.method.data.LatentSamples`): ``num_samples`` prior samples
+        ``z ~ N(0, I)`` (:meth:`prior_training_latents` for ``seed``), or the given ``z``. Every
+        row counts as real for the realism critic. Their attributes are given (``attributes``)
+        or come from ``label_fn`` on the decoded latents
+        (:func:`~lcengine.method.data.label_latents`). ``sigma_bar`` defaults to ones, the
+        prior's scale (a decoder-only model has no encoder scale). A first fit sets the training
+        configuration's ``prior_fake_prob`` to 0: prior samples are real rows here, so the
+        realism critic's fakes are the actor's outputs (and the mismatched attributes).
+
+        Continuing a loaded object works as with :meth:`fit`: pass the same rows again (the
+        same ``num_samples``, ``seed`` and ``label_fn`` give the same rows).
+
+        Args:
+            num_samples: N prior samples to draw (exclusive with ``z``).
+            label_fn: ``label_fn(x [B, *data_shape] float32 numpy) -> [B, A]`` 0/1 with the
+                columns :attr:`base_attribute_names` (exclusive with ``attributes``).
+            z: latents to train on instead of drawn prior samples. # [N, D]
+            attributes: 0/1 labels of the latents. # [N, A]
+            seed: Philox key of the drawn prior samples.
+            sigma_bar: per-dimension scale of the distance penalty. # [D]; default ones
+            label_batch_size: latents decoded per ``label_fn`` call.
+            attribute_steps, realism_steps, progress, checkpoint_dir, checkpoint_every,
+                stop_requested: as in :meth:`fit`.
+
+        Returns:
+            self.
+        """
+        if (num_samples is None) == (z is None):
+            raise ValueError("fit_decoder_only needs exactly one of num_samples and z")
+        if (label_fn is None) == (attributes is None):
+            raise ValueError("fit_decoder_only needs exactly one of label_fn and attributes")
+        if z is not None:
+            z_t = self.model.check_latents(z, "z").detach().cpu().to(torch.float32)  # [N, D]
+        else:
+            z_t = self.prior_training_latents(num_samples, seed)  # [N, D]
+        if label_fn is not None:
+            attributes = label_latents(
+                self.model,
+                z_t,
+                label_fn,
+                num_attributes=len(self.base_attribute_names),
+                batch_size=label_batch_size,
+                progress=progress,
+            )  # [N, A]
+        source = LatentSamples(z_t, attributes, sigma_bar=sigma_bar)
+        if self.trainer is None and self.training.prior_fake_prob > 0:
+            # the rows are prior samples: prior samples among the fakes would be real rows
+            # labelled fake, so the realism critic's fakes are the actor's outputs only
+            self.training = dataclasses.replace(self.training, prior_fake_prob=0.0)
+        return self.fit(
+            source,
+            attribute_steps=attribute_steps,
+            realism_steps=realism_steps,
+            progress=progress,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            stop_requested=stop_requested,
+        )
+
     def to(self, device: DeviceLike) -> "LatentConstraints":
         """Moves the critics, the actor (with their Adam state), the zero-shot critics and
         ``sigma_bar`` to ``device`` (see the constructor). Returns self."""
@@ -722,7 +816,11 @@ class LatentConstraints:
 
         Returns:
             :class:`~lcengine.method.sampling.TransformResult`.
+
+        Raises:
+            EncoderUnavailableError: a decoder-only model (a transform starts from encodings).
         """
+        self.model.require_encoder("transform")
         return generation.transform(
             self,
             x,

@@ -11,6 +11,10 @@ random minibatches without holding the whole set in memory:
   and ``attributes.npy``) or one ``.safetensors`` file with tensors ``mu`` + ``logvar`` or
   ``z``, and ``attributes`` (:meth:`LatentFiles.from_safetensors`); :func:`open_latents` picks
   by path;
+* :class:`LatentSamples`: latent samples ``z`` (no ``logvar``) with attributes, in memory, e.g.
+  labelled prior samples of a decoder-only model (:func:`label_latents` labels decoded
+  latents with a function ``label_fn(x) -> [N, A]``); ``sigma_bar`` defaults to ones, the
+  scale of the prior ``N(0, I)``;
 * :func:`encode_batches`: an iterable of ``(x, attributes)`` batches (a
   ``torch.utils.data.DataLoader``) encoded once, batch by batch, into temporary raw files that
   are then read as :class:`LatentFiles` (removed when the source is garbage collected or
@@ -43,7 +47,7 @@ import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -189,6 +193,119 @@ class TrainingData(LatentSource):
     def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[Rows]:
         for i in range(0, self.num_rows, rows):
             yield self.mu[i : i + rows], self.logvar[i : i + rows], self.attributes[i : i + rows]
+
+
+class LatentSamples(LatentSource):
+    """Latent samples ``z`` with attributes, in memory (a source without ``logvar``).
+
+    The rows are used as drawn (no reparameterization). For prior samples ``z ~ N(0, I)`` of a
+    decoder-only model, every row is a real row for the realism critic, and ``sigma_bar``
+    (the distance penalty's per-dimension scale, otherwise the average encoder scale) is
+    ones: the prior's scale.
+
+    Args:
+        z: latent samples. # [N, D]
+        attributes: 0/1 labels. # [N, A]
+        sigma_bar: per-dimension scale of the distance penalty, positive. # [D]; default ones
+    """
+
+    def __init__(self, z: Any, attributes: Any, *, sigma_bar: Optional[Any] = None) -> None:
+        from .requests import as_binary_array
+
+        if not isinstance(z, torch.Tensor):
+            z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+        if z.dim() != 2:
+            raise ValueError(f"z must be a 2-D tensor [N, D], got shape {list(z.shape)}")
+        check_finite_tensor("z", z)
+        att = as_binary_array(attributes, "attributes")  # [N, A] int8
+        if att.ndim != 2 or att.shape[0] != z.shape[0]:
+            raise ValueError(
+                f"attributes must have shape [{z.shape[0]}, A] (one row per latent), got "
+                f"{list(att.shape)}"
+            )
+        if z.shape[0] < 2:
+            raise ValueError("the critics need at least 2 training rows")
+        self.z = z.detach().cpu().to(torch.float32).contiguous()  # [N, D]
+        self.attributes = torch.from_numpy(att.astype(np.float32))  # [N, A]
+        self.num_rows, self.latent_dim = int(z.shape[0]), int(z.shape[1])
+        self.num_attributes = int(att.shape[1])
+        self.has_logvar = False
+        sb = (
+            torch.ones(self.latent_dim)
+            if sigma_bar is None
+            else torch.as_tensor(np.asarray(sigma_bar, dtype=np.float32)).reshape(-1)
+        )
+        if sb.shape != (self.latent_dim,) or not bool((sb > 0).all()):
+            raise ValueError(
+                f"sigma_bar must hold {self.latent_dim} positive values, got "
+                f"{list(np.shape(sigma_bar))}"
+            )
+        self.sigma_bar = check_finite_tensor("sigma_bar", sb)  # [D]
+
+    def read(self, idx: torch.Tensor) -> Rows:
+        return self.z[idx], None, self.attributes[idx]
+
+    def read_attributes(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.attributes[idx]
+
+    def chunks(self, rows: int = CHUNK_ROWS) -> Iterator[Rows]:
+        for i in range(0, self.num_rows, rows):
+            yield self.z[i : i + rows], None, self.attributes[i : i + rows]
+
+
+LabelFn = Callable[[np.ndarray], Any]
+
+
+@torch.no_grad()
+def label_latents(
+    model: Any,
+    z: torch.Tensor,
+    label_fn: LabelFn,
+    *,
+    num_attributes: int,
+    batch_size: int = 1000,
+    progress: bool = True,
+) -> np.ndarray:
+    """Attributes of latents by a labelling function on their decoded outputs.
+
+    Args:
+        model: a :class:`~lcengine.method.latent_model.LatentModel` (only ``decode`` is used).
+        z: latents, flat rows. # [N, D]
+        label_fn: ``label_fn(x [B, *data_shape] float32 numpy) -> [B, A]`` 0/1 (bool, integer
+            or float, numpy or tensor), e.g. a classifier's thresholded outputs.
+        num_attributes: A.
+        batch_size: latents decoded and labelled per call.
+        progress: a tqdm bar over the batches.
+
+    Returns:
+        The labels. # [N, A] int8
+    """
+    from .requests import as_binary_array
+
+    if not callable(label_fn):
+        raise TypeError(
+            f"label_fn must be callable (x [B, *data_shape] -> [B, A] 0/1), got "
+            f"{type(label_fn).__name__}"
+        )
+    check_int("num_attributes", num_attributes, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    out = []
+    for i in tqdm(
+        range(0, int(z.shape[0]), batch_size),
+        desc="label latents",
+        unit="batch",
+        disable=None if progress else True,
+        leave=False,
+    ):
+        x = model.decode(z[i : i + batch_size]).detach().cpu().numpy().astype(np.float32)
+        lab = as_binary_array(label_fn(x), "label_fn's output")  # [B, A]
+        if lab.shape != (x.shape[0], num_attributes):
+            raise ValueError(
+                f"label_fn returned shape {list(lab.shape)}; it must return one 0/1 row per "
+                f"item, shape [{x.shape[0]}, {num_attributes}]"
+            )
+        out.append(lab)
+    return np.concatenate(out) if out else np.zeros((0, num_attributes), dtype=np.int8)
 
 
 class _RowFile:
@@ -656,10 +773,13 @@ __all__ = [
     "CHUNK_ROWS",
     "DataSummary",
     "DeviceLike",
+    "LabelFn",
     "LatentFiles",
+    "LatentSamples",
     "LatentSource",
     "TrainingData",
     "encode_batches",
+    "label_latents",
     "open_latents",
     "resolve_device",
     "summarize",

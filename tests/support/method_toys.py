@@ -151,3 +151,58 @@ class ToyApplication:
 
 
 TOY_APPLICATION = ToyApplication()
+
+
+# -- decoder-only and spatial-latent toys ---------------------------------------------------
+
+
+def toy_decoder_only_model() -> LatentModel:
+    """The toy decoder alone (no encoder), like a GAN generator."""
+    return LatentModel.from_decoder(toy_decode, LATENT_DIM, data_shape=(5,))
+
+
+def toy_label_fn(x: np.ndarray) -> np.ndarray:
+    """Labels decoded toy outputs exactly: a0..a2 = x0..x2 > 0. # [N, 5] -> [N, 3] int8"""
+    return (x[:, :3] > 0).astype(np.int8)
+
+
+SPATIAL_LATENT_SHAPE = (4, 2, 2)  # [C, H, W]: D = 16
+SPATIAL_DATA_SHAPE = (1, 4, 4)
+
+
+class ConvToyVAE(torch.nn.Module):
+    """An untrained convolutional encoder/decoder with spatial latents ``[4, 2, 2]`` on
+    ``[1, 4, 4]`` images (the user's functions see ``[B, C, H, W]`` latents)."""
+
+    latent_shape = SPATIAL_LATENT_SHAPE
+    data_shape = SPATIAL_DATA_SHAPE
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.enc = torch.nn.Conv2d(1, 8, 3, stride=2, padding=1)  # [B,1,4,4] -> [B,8,2,2]
+        self.dec = torch.nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)  # [B,4,2,2] -> [B,1,4,4]
+
+    def encode(self, x: torch.Tensor):
+        assert x.shape[1:] == SPATIAL_DATA_SHAPE
+        h = self.enc(x)  # [B, 8, 2, 2]
+        return h[:, :4], h[:, 4:].clamp(-4.0, 1.0)  # mu, logvar [B, 4, 2, 2] each
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.shape[1:] == SPATIAL_LATENT_SHAPE, z.shape
+        return self.dec(z)  # [B, 1, 4, 4]
+
+
+def spatial_label_fn(x: np.ndarray) -> np.ndarray:
+    """Two attributes of ``[N, 1, 4, 4]`` images: top half brighter than the bottom; left half
+    brighter than the right. # -> [N, 2] int8"""
+    img = x[:, 0]  # [N, 4, 4]
+    top = img[:, :2].mean((1, 2)) > img[:, 2:].mean((1, 2))
+    left = img[:, :, :2].mean((1, 2)) > img[:, :, 2:].mean((1, 2))
+    return np.stack([top, left], axis=1).astype(np.int8)
+
+
+def spatial_data(n: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``[N, 1, 4, 4]`` float32 images and their :func:`spatial_label_fn` attributes."""
+    x = np.random.default_rng(seed).standard_normal((n,) + SPATIAL_DATA_SHAPE).astype(np.float32)
+    return x, spatial_label_fn(x)
