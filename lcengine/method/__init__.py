@@ -3,23 +3,28 @@
 
 The one object to use is :class:`LatentConstraints`::
 
-    from lcengine.method import LatentConstraints, LatentModel
+    from lcengine.method import AttributeSpec, LatentConstraints, LatentModel
 
     model = LatentModel.from_module(my_vae)            # encode(x) -> (mu, logvar), decode(z)
     spec = AttributeSpec(binary=["smiling"], groups={"hair": ["black", "blond"]})
-    lc = LatentConstraints(model, spec)               # or a list of column names
-    lc.fit(train_x, train_attributes)                  # attribute critic, realism critic, actor
-    samples = lc.sample("a !b", n=16, method="optimize")
-    edits = lc.transform(x, "b")
+    lc = LatentConstraints(model, spec, device="auto")
+    lc.fit(train_x, train_attributes)                  # or latent files, or a DataLoader
+    samples = lc.sample("smiling hair=blond", 16, method="optimize")
+    edits = lc.transform(x, "!smiling")
     lc.add_zero_shot_constraint("c", rule)             # a rule on decoded samples, no labels
     lc.save("run/constraints")
+
+A GAN generator is ``LatentModel.from_decoder(generator)`` fitted with
+:meth:`LatentConstraints.fit_decoder_only` on labelled prior samples.
 
 Modules: :mod:`.constraints` (the facade; its generate and transform in
 :mod:`.generation`), :mod:`.config`, :mod:`.latent_model`, :mod:`.critics`, :mod:`.training`,
 :mod:`.sampling` (its method names, torch-free, in :mod:`.methods`), :mod:`.attributes`
-(the declared attributes, :class:`AttributeSpec`), :mod:`.requests`,
-:mod:`.zeroshot`, :mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.checkpoint`,
-:mod:`.io`, and run folders with their commands in :mod:`.run` and :mod:`.commands`.
+(the declared attributes, :class:`AttributeSpec`), :mod:`.requests`, :mod:`.zeroshot`,
+:mod:`.baseline`, :mod:`.metrics`, :mod:`.timing`, :mod:`.steps` (the hand-derived training
+gradients), :mod:`.data` (devices and training-data sources), :mod:`.checkpoint`,
+:mod:`.store`, :mod:`.io`, :mod:`.figures`, and run folders with their commands in :mod:`.run`
+and :mod:`.commands`.
 Applications (data sets, models, evaluators) live outside this package, under
 ``lcengine.apps``.
 
