@@ -88,4 +88,5 @@ def philox_normal(seed, counter):
     u0 = tl.maximum(uint_to_uniform(w0), MIN_UNIFORM)
     u1 = uint_to_uniform(w1)
     r = tl.sqrt_rn(-2.0 * tl.log(u0))
-    return r * tl.cos(TWO_PI * u1)
+    # tensor * constexpr: Triton 3.9's interpreter cannot take constexpr * tensor into tl.cos
+    return r * tl.cos(u1 * TWO_PI)
