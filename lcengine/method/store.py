@@ -36,7 +36,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import torch
 
@@ -289,6 +289,40 @@ def commit_checkpoint(
         atomic_write_bytes(files.record, data)  # the switch
         _remove_unnamed(files)
     return files.record
+
+
+def commit_module(
+    folder: PathLike,
+    stem: str,
+    module: "torch.nn.Module",
+    record_format: str,
+    *,
+    config: dict,
+    history: Any,
+    what: str,
+) -> Path:
+    """Commits a network (:func:`commit_checkpoint`): its ``state_dict`` as the weights, the
+    record ``{"format", "config", "history"}``, and the format and the configuration (JSON) in
+    the safetensors header.
+
+    Raises:
+        ValueError: ``folder`` exists and is not a folder.
+
+    Returns:
+        The folder.
+    """
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{what}: {d} exists and is not a folder")
+    commit_checkpoint(
+        d,
+        stem,
+        module.state_dict(),
+        {"format": record_format, "config": config, "history": history},
+        metadata={"format": record_format, "config": json.dumps(config, sort_keys=True)},
+        what=what,
+    )
+    return d
 
 
 def load_checkpoint(

@@ -32,7 +32,7 @@ from lcengine.method.latent_model import as_int
 from lcengine.method.store import (
     CheckpointFiles,
     LoadedCheckpoint,
-    commit_checkpoint,
+    commit_module,
     load_checkpoint,
 )
 from lcengine.validation import check_int
@@ -213,18 +213,15 @@ def save_classifier(clf: PixelClassifier, path_dir: Union[str, os.PathLike]) -> 
     weights file first, then one atomic switch of ``classifier.json``."""
     if not isinstance(clf, PixelClassifier):
         raise TypeError(f"clf must be a PixelClassifier, got {type(clf).__name__}")
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"path_dir {d} exists and is not a folder")
-    commit_checkpoint(
-        d,
+    return commit_module(
+        path_dir,
         CLASSIFIER_STEM,
-        clf.state_dict(),
-        {"format": _CLASSIFIER_FORMAT, "config": clf.config(), "history": clf.history},
-        metadata={"format": _CLASSIFIER_FORMAT},
+        clf,
+        _CLASSIFIER_FORMAT,
+        config=clf.config(),
+        history=clf.history,
         what="save_classifier",
     )
-    return d
 
 
 def has_classifier_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:

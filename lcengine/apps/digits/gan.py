@@ -22,7 +22,6 @@ before allocating the network.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -40,7 +39,7 @@ from lcengine.method.latent_model import LatentModel, as_int, to_tensor
 from lcengine.method.store import (
     CheckpointFiles,
     LoadedCheckpoint,
-    commit_checkpoint,
+    commit_module,
     load_checkpoint,
 )
 from lcengine.validation import check_finite_tensor, check_int, check_positive_float
@@ -249,19 +248,15 @@ def save_gan(generator: MnistGenerator, path_dir: Union[str, os.PathLike]) -> Pa
     docstring). Returns the folder."""
     if not isinstance(generator, MnistGenerator):
         raise TypeError(f"generator must be a MnistGenerator, got {type(generator).__name__}")
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"path_dir {d} exists and is not a folder")
-    cfg = generator.config()
-    commit_checkpoint(
-        d,
+    return commit_module(
+        path_dir,
         GAN_STEM,
-        generator.state_dict(),
-        {"format": _GAN_FORMAT, "config": cfg, "history": getattr(generator, "history", [])},
-        metadata={"format": _GAN_FORMAT, "config": json.dumps(cfg, sort_keys=True)},
+        generator,
+        _GAN_FORMAT,
+        config=generator.config(),
+        history=getattr(generator, "history", []),
         what="save_gan",
     )
-    return d
 
 
 def has_gan_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:

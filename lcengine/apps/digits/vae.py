@@ -34,7 +34,7 @@ from lcengine.method.latent_model import as_int, to_tensor
 from lcengine.method.store import (
     CheckpointFiles,
     LoadedCheckpoint,
-    commit_checkpoint,
+    commit_module,
     load_checkpoint,
 )
 from lcengine.validation import check_finite_tensor, check_int, check_positive_float
@@ -258,19 +258,15 @@ def save_vae(vae: MnistVAE, path_dir: Union[str, os.PathLike]) -> Path:
     """
     if not isinstance(vae, MnistVAE):
         raise TypeError(f"vae must be a MnistVAE, got {type(vae).__name__}")
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"path_dir {d} exists and is not a folder")
-    cfg = vae.config()
-    commit_checkpoint(
-        d,
+    return commit_module(
+        path_dir,
         VAE_STEM,
-        vae.state_dict(),
-        {"format": _VAE_FORMAT, "config": cfg, "history": getattr(vae, "history", [])},
-        metadata={"format": _VAE_FORMAT, "config": json.dumps(cfg, sort_keys=True)},
+        vae,
+        _VAE_FORMAT,
+        config=vae.config(),
+        history=getattr(vae, "history", []),
         what="save_vae",
     )
-    return d
 
 
 def has_vae_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
