@@ -148,6 +148,13 @@ def check_parameter_count(
     return count
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """A bool (not an int standing for one)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
 def check_str(name: str, value: Any, *, choices: Optional[Collection[str]] = None) -> str:
     """A non-empty string, one of ``choices`` when given."""
     if not isinstance(value, str):

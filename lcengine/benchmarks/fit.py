@@ -3,20 +3,26 @@
 the attribute critic's step and the actor's step of ``ConstraintTrainer``.
 
 Contenders per (case, step), same networks (own copies), same batch, each step = gradients +
-``Adam.step()`` as the trainer does, timed in alternating blocks (:func:`.timing.measure_stats`):
+``Adam.step()``, timed in alternating blocks (:func:`.timing.measure_stats`):
 
-- ``eager``: today's math through autograd (:mod:`lcengine.reference.training`; the realism
-  critic's penalty through a double backward, ``create_graph=True``);
+- ``eager``: the math through autograd (:mod:`lcengine.reference.training`; the realism
+  critic's penalty through a double backward, ``create_graph=True``) and ``torch.optim.Adam``
+  with torch's default implementation (per-tensor on CPU), the plain PyTorch loop;
+- ``eager+fused_adam``: the same with ``Adam(fused=True)``, what the Adam kernel alone gives;
 - ``compile[mode]``: ``torch.compile`` of that function. aot_autograd has no double backward, so
   the realism step is refused; the row then says "refused" with the error's first line, and
   the same function is tried again with Dynamo tracing ``torch.autograd.grad``
   (``compile[mode]+trace_autograd_ops``, :func:`.optimizer.autograd_tracing`);
-- ``hand``: the hand-derived step (:mod:`lcengine.method.steps`: explicit forward/backward
-  matmuls, no autograd graph);
+- ``hand``: the trainer's step: the hand-derived gradients (:mod:`lcengine.method.steps`:
+  explicit forward/backward matmuls, no autograd graph) and ``Adam(fused=True)``;
 - ``hand+compile[mode]``: the same kernel under ``torch.compile``.
 
 Ratios: ``x eager`` = eager's median / the row's median; ``x compile`` = the fastest timed
-compile contender of the eager math / the row's median.
+compile contender of the eager math / the row's median. Every row also gives the step's matrix
+FLOPs (counted once with ``torch.utils.flop_counter`` on the hand-derived gradients; the
+contenders compute the same products, autograd's double backward some more), their rate, and
+that rate as a fraction of a float32 GEMM probe measured in the same run at the row's thread
+count: the share of the machine's matrix throughput a step reaches.
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ import torch
 
 from ..method.critics import Actor, AttributeCritic, RealismCritic
 from ..method.steps import actor_step_grads, apply_grads, attribute_step_grads, realism_step_grads
+from ..method.training import fused_adam_available
 from ..reference import actor_step_grads_ref, attribute_step_grads_ref, realism_step_grads_ref
 from .cli_args import FIT_OP, FIT_STEPS
 from .optimizer import autograd_tracing
-from .timing import CPU, Timer, environment, measure_stats
+from .timing import CPU, Timer, environment, gemm_probe, measure_stats
 
 GP_WEIGHT = 10.0  # TrainingConfig's defaults
 LAMBDA_DIST = 0.1
@@ -151,9 +158,13 @@ def _grad_fns(step: str, x: dict) -> tuple:
     raise ValueError(f"unknown step {step!r}; choose from {FIT_STEPS}")
 
 
-def _updater(net: torch.nn.Module, grads: Callable, adam: dict) -> Callable[[], None]:
-    """One training step of ``net``: ``grads(net)``, set as ``.grad``, ``Adam.step()``."""
-    opt = torch.optim.Adam(net.parameters(), **adam)
+def _updater(
+    net: torch.nn.Module, grads: Callable, adam: dict, fused: bool = False
+) -> Callable[[], None]:
+    """One training step of ``net``: ``grads(net)``, set as ``.grad``, ``Adam.step()``
+    (``fused``: Adam's fused kernel, where the device has one)."""
+    fused = fused and fused_adam_available(next(net.parameters()).device)
+    opt = torch.optim.Adam(net.parameters(), **adam, fused=fused or None)
 
     def update() -> None:
         apply_grads(net, grads(net))
@@ -181,8 +192,8 @@ def step_contenders(
     contenders: dict[str, Callable[[], None]] = {}
     refused: dict[str, str] = {}
 
-    def add(label: str, grads: Callable, context: Callable = None) -> None:
-        update = _updater(copy.deepcopy(base), grads, adam)
+    def add(label: str, grads: Callable, context: Callable = None, fused: bool = False) -> None:
+        update = _updater(copy.deepcopy(base), grads, adam, fused)
         if context is not None:
             plain = update
 
@@ -202,16 +213,29 @@ def step_contenders(
         return lambda net: ref(net, fn)
 
     add("eager", lambda net: ref(net, ref_fn))
+    add("eager+fused_adam", lambda net: ref(net, ref_fn), fused=True)
     for mode in compile_modes:
         label = f"compile[{mode}]"
         add(label, compiled(mode))
         if label in refused:  # the double backward: let Dynamo trace torch.autograd.grad
             torch._dynamo.reset()  # else the refused frame's cache entry answers again
             add(f"{label}+trace_autograd_ops", compiled(mode), autograd_tracing)
-    add("hand", lambda net: hand(net, False))
+    add("hand", lambda net: hand(net, False), fused=True)
     if compile_modes:
-        add("hand+compile[default]", lambda net: hand(net, True))
+        add("hand+compile[default]", lambda net: hand(net, True), fused=True)
     return contenders, refused
+
+
+def step_flops(step: str, x: dict) -> int:
+    """Matrix FLOPs of one step's gradients, counted on the hand-derived step
+    (``torch.utils.flop_counter``: matmuls, linears, their transposes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    key, _, _, hand, _ = _grad_fns(step, x)
+    net = copy.deepcopy(x[key])
+    with FlopCounterMode(display=False) as counter:
+        hand(net, False)
+    return int(counter.get_total_flops())
 
 
 def run_fit(
@@ -237,6 +261,7 @@ def run_fit(
     """
     timer = Timer(device)
     rows, described = [], []
+    probes: dict[int, tuple[float, str]] = {}  # threads -> float32 GEMM probe
     previous = torch.get_num_threads()
     try:
         for case in cases:
@@ -247,6 +272,10 @@ def run_fit(
             counts = list(threads) if threads else [previous]
             if threads is None and device.type == "cpu" and case.cpu_thread_sweep:
                 counts = sorted({1, previous})
+            for n in counts:
+                if n not in probes:
+                    torch.set_num_threads(n)
+                    probes[n] = gemm_probe(device, torch.float32)
             described.append(
                 {
                     "case": case.name,
@@ -269,7 +298,15 @@ def run_fit(
                         print(f"  {case.name} {step}, {n} threads: timing...", flush=True)
                     contenders, refused = step_contenders(step, x, compile_modes)
                     stats = measure_stats(contenders, timer, warmup=case_warmup, reps=case_reps)
-                    rows += fit_rows(case.name, step, stats, refused, threads=n)
+                    rows += fit_rows(
+                        case.name,
+                        step,
+                        stats,
+                        refused,
+                        threads=n,
+                        flops=step_flops(step, x),
+                        probe=probes[n],
+                    )
     finally:
         torch.set_num_threads(previous)
     return {
@@ -284,15 +321,25 @@ def run_fit(
             "attribute_weight": ATTRIBUTE_WEIGHT,
         },
         "cases": described,
+        "gemm_probe_GFLOPs": {str(n): p[0] for n, p in probes.items()},
+        "gemm_probe": next(iter(probes.values()))[1] if probes else None,
         "rows": rows,
     }
 
 
 def fit_rows(
-    case: str, step: str, stats: dict, refused: dict, threads: Optional[int] = None
+    case: str,
+    step: str,
+    stats: dict,
+    refused: dict,
+    threads: Optional[int] = None,
+    flops: Optional[int] = None,
+    probe: Optional[tuple[float, str]] = None,
 ) -> list[dict]:
     """Report rows of one (case, threads, step) from each contender's :class:`.timing.Stats`
-    and the refusals: ratios are computed here, from the medians."""
+    and the refusals: ratios are computed here, from the medians; ``flops`` (the step's
+    matrix FLOPs) and ``probe`` (``gemm_probe``'s result at these threads) add the rate and
+    its fraction of the probe."""
     threads = torch.get_num_threads() if threads is None else threads
     times = {label: s.median for label, s in stats.items()}
     eager_t = times.get("eager")
@@ -317,6 +364,12 @@ def fit_rows(
                 "compile_ms": None if compile_t is None else compile_t * 1e3,
                 "speedup_vs_eager": None if eager_t is None else eager_t / t,
                 "speedup_vs_compile": None if compile_t is None else compile_t / t,
+                "gflop_per_step": None if flops is None else flops / 1e9,
+                "GFLOPs": None if flops is None else flops / t / 1e9,
+                "gemm_probe_GFLOPs": None if probe is None else probe[0],
+                "fraction_of_gemm_probe": (
+                    None if flops is None or probe is None else flops / t / 1e9 / probe[0]
+                ),
                 "error": None,
             }
         )
@@ -337,17 +390,25 @@ def fit_rows(
                 "compile_ms": None if compile_t is None else compile_t * 1e3,
                 "speedup_vs_eager": None,
                 "speedup_vs_compile": None,
+                "gflop_per_step": None if flops is None else flops / 1e9,
+                "GFLOPs": None,
+                "gemm_probe_GFLOPs": None if probe is None else probe[0],
+                "fraction_of_gemm_probe": None,
                 "error": err,
             }
         )
     return rows
 
 
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.0f}%"
+
+
 def format_fit_table(report: dict) -> str:
     """The steps/s table of a :func:`run_fit` report, refusals as notes below."""
     header = (
         f"{'fit case':<30} {'thr':>3} {'step':<10} {'contender':<38} {'ms/step':>9} "
-        f"{'steps/s':>9} {'x eager':>8} {'x compile':>10}"
+        f"{'steps/s':>9} {'x eager':>8} {'x compile':>10} {'GFLOP/s':>8} {'of GEMM':>8}"
     )
     lines = [header, "-" * len(header)]
 
@@ -364,13 +425,23 @@ def format_fit_table(report: dict) -> str:
         lines.append(
             f"{r['case']:<30} {r['threads']:>3} {r['step']:<10} {r['contender']:<38} "
             f"{r['time_ms']:>9.3f} {r['steps_per_s']:>9.1f} {ratio(r['speedup_vs_eager']):>8} "
-            f"{ratio(r['speedup_vs_compile']):>10}"
+            f"{ratio(r['speedup_vs_compile']):>10} {ratio(r.get('GFLOPs')):>8} "
+            f"{_pct(r.get('fraction_of_gemm_probe')):>8}"
         )
     env = report["environment"]
     lines.append(
-        "step = gradients + Adam.step(); eager: autograd (realism: double backward); hand: "
-        "lcengine.method.steps; x compile: against the fastest compiled eager contender"
+        "step = gradients + Adam.step(); eager: autograd (realism: double backward) and "
+        "torch's default Adam; hand: lcengine.method.steps and Adam(fused=True), the trainer's "
+        "step; x compile: against the fastest compiled eager contender"
     )
+    probes = report.get("gemm_probe_GFLOPs") or {}
+    if probes:
+        lines.append(
+            "GFLOP/s: the step's matrix FLOPs (counted on the hand step) / its time; of GEMM: "
+            f"that rate / the {report.get('gemm_probe')} probe ("
+            + ", ".join(f"{v:.1f} GFLOP/s at {k} threads" for k, v in probes.items())
+            + ")"
+        )
     lines.append(
         f"torch {env['torch']}, {env.get('device_name', env['cpu_name'])}, "
         f"{env['torch_threads']} torch threads by default (thr: the threads of each row)"
@@ -393,4 +464,5 @@ __all__ = [
     "format_fit_table",
     "run_fit",
     "step_contenders",
+    "step_flops",
 ]

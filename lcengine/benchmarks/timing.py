@@ -171,15 +171,22 @@ GEMM_PROBES = {"cpu": (torch.float32, 2048, 2, 5), "cuda": (torch.bfloat16, 8192
 CPU = torch.device("cpu")
 
 
-def gemm_probe(device: torch.device = CPU) -> tuple[float, str]:
+def gemm_probe(
+    device: torch.device = CPU, dtype: Optional[torch.dtype] = None
+) -> tuple[float, str]:
     """GFLOP/s of a large square ``torch.mm`` on ``device`` measured now.
 
     On CPU it uses all torch threads.
 
+    Args:
+        device: where.
+        dtype: the operands' dtype (None: :data:`GEMM_PROBES`' for the device).
+
     Returns:
         ``(GFLOP/s, what was measured)``, e.g. ``(201.3, "fp32 torch.mm 2048^3")``.
     """
-    dtype, n, warmup, reps = GEMM_PROBES[device.type]
+    probe_dtype, n, warmup, reps = GEMM_PROBES[device.type]
+    dtype = probe_dtype if dtype is None else dtype
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))  # [n, n] x2
     c = torch.empty(n, n, device=device, dtype=dtype)  # [n, n]
     t = measure({"mm": lambda: torch.mm(a, b, out=c)}, Timer(device), warmup=warmup, reps=reps)[

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from lcengine._lazy import LazyModule
 
-from .methods import METHODS
+from .methods import AUTOCAST_MODES, METHODS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,6 +114,20 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
         type=nonneg_int,
         default=None,
         help="total realism-critic updates (the actor gets one per actor_every)",
+    )
+    fit.add_argument(
+        "--autocast",
+        choices=AUTOCAST_MODES,
+        default=None,
+        help="bf16: the training updates' matrix products in bfloat16 (for GPUs with bfloat16 "
+        "tensor cores; slower on CPUs without native bfloat16); default: the run's setting, "
+        "off for a new run",
+    )
+    fit.add_argument(
+        "--compile-steps",
+        action="store_true",
+        help="run the hand-derived training steps through torch.compile (compiled on first "
+        "use; pays off on long runs)",
     )
     fit.add_argument(
         "--checkpoint-every",
@@ -376,6 +390,7 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
             lc.training.attribute_steps if args.attribute_steps is None else args.attribute_steps,
             lc.training.realism_steps if args.realism_steps is None else args.realism_steps,
         )
+        _apply_speed_settings(lc, args)
         if a_total > before[0] or r_total > before[1]:
             load_training_data(run, progress=progress)  # checkpoints hold no training rows
         with _StopOnSignals(stop, received):
@@ -402,6 +417,8 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         for k, v in (
             ("attribute_steps", args.attribute_steps),
             ("realism_steps", args.realism_steps),
+            ("autocast", args.autocast),
+            ("compile_steps", args.compile_steps or None),
         )
         if v is not None
     }
@@ -417,6 +434,17 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         f"{t.realism_step} updates, zero-shot {[c.name for c in run.constraints.zero_shot]}"
     )
     return 0
+
+
+def _apply_speed_settings(lc, args: argparse.Namespace) -> None:
+    """``--autocast`` and ``--compile-steps`` on a continued run (they change no weights)."""
+    from .training import check_autocast
+
+    if args.autocast is not None:
+        check_autocast(args.autocast, lc.device)
+        lc.training.autocast = args.autocast  # the trainer's config is the same object
+    if args.compile_steps:
+        lc.training.compile_steps = True
 
 
 def _measured_summary(run, res, measured) -> dict:

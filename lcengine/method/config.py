@@ -22,6 +22,7 @@ from lcengine.validation import (
     MAX_INT64,
     MAX_ROWS,
     MAX_STEPS,
+    check_bool,
     check_float,
     check_int,
     check_keys,
@@ -34,6 +35,7 @@ from lcengine.validation import (
 )
 
 from .critics import DEFAULT_EMBED_DIM, DEFAULT_HIDDEN
+from .methods import AUTOCAST_MODES
 
 _Config = TypeVar("_Config")
 Check = Callable[[str, Any], Any]  # (name, value) -> the value, normalized; raises if bad
@@ -193,6 +195,14 @@ class TrainingConfig:
         actor_attribute_weight: weight of the attribute-critic term in the actor's loss.
         log_every: record losses in the history every this many updates.
         seed: run seed; every noise stream and index draw derives from it.
+        autocast: "off" | "bf16": "bf16" runs the three updates' matrix products in bfloat16
+            under ``torch.autocast`` (weights, Adam state, losses and gradients stay float32).
+            Meant for GPUs with bfloat16 tensor cores; CPUs without native bfloat16 arithmetic
+            run it slower than float32.
+        compile_steps: run the hand-derived steps of ReLU and leaky-ReLU networks through
+            ``torch.compile`` (compiled on first use; other activations are unaffected). It
+            pays off on long runs: see docs/benchmarks.md for the per-step gain and the
+            compile time.
     """
 
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
@@ -214,6 +224,8 @@ class TrainingConfig:
     actor_attribute_weight: float = 1.0
     log_every: int = 20
     seed: int = 0
+    autocast: str = "off"
+    compile_steps: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self, _TRAINING_CHECKS, "TrainingConfig.")
@@ -273,6 +285,8 @@ _TRAINING_CHECKS: dict[str, Check] = {
     "actor_attribute_weight": _weight,
     "log_every": _every,
     "seed": _seed,
+    "autocast": lambda n, v: check_str(n, v, choices=AUTOCAST_MODES),
+    "compile_steps": check_bool,
 }
 
 

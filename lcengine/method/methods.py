@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ways of generating, as names: what ``lcengine sample --method`` offers.
+"""Names the command parsers offer: the ways of generating (``lcengine sample --method``) and
+the training's autocast modes (``lcengine fit --autocast``).
 
 A torch-free module, so that the command parsers (:mod:`lcengine.method.commands`) load no
-torch; :mod:`lcengine.method.sampling` re-exports it.
+torch; :mod:`lcengine.method.sampling` re-exports ``METHODS``, :mod:`lcengine.method.config`
+``AUTOCAST_MODES``.
 """
 
 # Raw prior samples (the unconstrained reference), one pass of the actor, gradient-based
 # optimization of the latents, and attribute-vector arithmetic.
 METHODS = ("prior", "actor", "optimize", "baseline")
 
-__all__ = ["METHODS"]
+# TrainingConfig.autocast: float32 throughout, or the updates' products in bfloat16.
+AUTOCAST_MODES = ("off", "bf16")
+
+__all__ = ["AUTOCAST_MODES", "METHODS"]

@@ -124,12 +124,13 @@ def _unpack(net: nn.Module, what: str) -> tuple:
 
 
 def apply_grads(net: nn.Module, grads: Sequence[torch.Tensor]) -> None:
-    """Sets ``p.grad`` of every parameter of ``net`` (in ``net.parameters()`` order)."""
+    """Sets ``p.grad`` of every parameter of ``net`` (in ``net.parameters()`` order), in the
+    parameter's dtype (gradients computed under bfloat16 autocast are cast back)."""
     params = list(net.parameters())
     if len(params) != len(grads):
         raise ValueError(f"{len(grads)} gradients for {len(params)} parameters")
     for p, g in zip(params, grads, strict=True):
-        p.grad = g
+        p.grad = g.to(p.dtype)
 
 
 # ---------------------------------------------------------------------- kernels (pure tensors)

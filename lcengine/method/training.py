@@ -30,6 +30,7 @@ exactly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any, Callable, Mapping, Optional
 
@@ -66,6 +67,32 @@ def derive_seed(seed: int, *parts: Any) -> int:
 def step_generator(seed: int, *parts: Any) -> torch.Generator:
     """A CPU torch.Generator for index draws, seeded by :func:`derive_seed`."""
     return torch.Generator().manual_seed(derive_seed(seed, *parts))
+
+
+def check_autocast(mode: str, device: torch.device) -> None:
+    """bfloat16 autocast needs a CPU or a CUDA device that computes in bfloat16 (a
+    ``ValueError`` naming ``training.autocast`` otherwise)."""
+    if mode == "off":
+        return
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"training.autocast={mode!r} needs device cpu or cuda, got device {str(device)!r}"
+        )
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"training.autocast={mode!r}: {torch.cuda.get_device_name(device)} has no "
+            "bfloat16 support; use autocast='off'"
+        )
+
+
+def fused_adam_available(device: torch.device) -> bool:
+    """Adam's fused kernel runs on CPUs and CUDA devices (one kernel for every parameter:
+    0.24 ms against 1.27 ms per step of a 4 x 256 critic on one CPU thread)."""
+    return device.type in ("cpu", "cuda")
+
+
+def _adam(net: torch.nn.Module, device: torch.device, **kw: Any) -> torch.optim.Adam:
+    return torch.optim.Adam(net.parameters(), fused=fused_adam_available(device), **kw)
 
 
 def _empty_history() -> dict[str, dict[str, list]]:
@@ -113,6 +140,7 @@ class ConstraintTrainer:
     ) -> None:
         self.config = config if config is not None else TrainingConfig()
         self.device = resolve_device(device)
+        check_autocast(self.config.autocast, self.device)
         c = self.config
         # Weight init is part of the seeded run; the caller's global RNG state is left alone.
         with torch.random.fork_rng(devices=[]):
@@ -127,11 +155,9 @@ class ConstraintTrainer:
         for module in (self.realism, self.attribute, self.actor):
             module.to(self.device)
         self.sigma_bar = sigma_bar.detach().to(device=self.device, dtype=torch.float32)  # [D]
-        self.opt_attribute = torch.optim.Adam(self.attribute.parameters(), lr=c.attribute_lr)
-        self.opt_realism = torch.optim.Adam(
-            self.realism.parameters(), lr=c.realism_lr, betas=c.betas
-        )
-        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr, betas=c.betas)
+        self.opt_attribute = _adam(self.attribute, self.device, lr=c.attribute_lr)
+        self.opt_realism = _adam(self.realism, self.device, lr=c.realism_lr, betas=c.betas)
+        self.opt_actor = _adam(self.actor, self.device, lr=c.actor_lr, betas=c.betas)
         self.attribute_step = 0
         self.realism_step = 0
         self.actor_step = 0
@@ -143,16 +169,27 @@ class ConstraintTrainer:
             supports_hand_derived(n) for n in (self.realism, self.attribute, self.actor)
         )
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` to bfloat16 on the trainer's device when the configuration's
+        ``autocast`` is "bf16", else a no-op context."""
+        if self.config.autocast == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def to(self, device: DeviceLike) -> "ConstraintTrainer":
         """Moves the networks, their Adam state and ``sigma_bar`` to ``device``. Returns self."""
+        check_autocast(self.config.autocast, resolve_device(device))
         self.device = resolve_device(device)
         for module in self.modules().values():
             module.to(self.device)
         for opt in self.optimizers().values():
+            fused = fused_adam_available(self.device)
+            for group in opt.param_groups:
+                group["fused"] = fused
             for st in opt.state.values():
                 for k, v in st.items():
-                    if isinstance(v, torch.Tensor) and k != "step":
-                        st[k] = v.to(self.device)
+                    if isinstance(v, torch.Tensor):  # fused Adam keeps its step on the device
+                        st[k] = v.to(self.device if k != "step" or fused else "cpu")
         self.sigma_bar = self.sigma_bar.to(self.device)
         return self
 
@@ -212,14 +249,15 @@ class ConstraintTrainer:
             idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
             z, y = self._rows(data, idx, derive_seed(c.seed, "attribute/q", step))  # [B, D], [B, A]
             self.opt_attribute.zero_grad(set_to_none=True)
-            if self.hand_derived:
-                out = attribute_step_grads(self.attribute, z, y)
-                logits, loss = out.logits, out.loss  # [B, A], []
-                apply_grads(self.attribute, out.grads)
-            else:
-                logits = self.attribute(z)  # [B, A]
-                loss = lcengine.constraint_loss(logits, y)
-                loss.backward()
+            with self.autocast():
+                if self.hand_derived:
+                    out = attribute_step_grads(self.attribute, z, y, compiled=c.compile_steps)
+                    logits, loss = out.logits, out.loss  # [B, A], []
+                    apply_grads(self.attribute, out.grads)
+                else:
+                    logits = self.attribute(z)  # [B, A]
+                    loss = lcengine.constraint_loss(logits.float(), y)
+                    loss.backward()
             self.opt_attribute.step()
             self.attribute_step += 1
             if step % c.log_every == 0 or self.attribute_step == until:
@@ -254,8 +292,8 @@ class ConstraintTrainer:
         z_prior = lcengine.standard_normal(
             (b, d), seed=derive_seed(c.seed, "realism/prior", step), device=self.device
         )  # [B, D]
-        with torch.no_grad():
-            z_actor = self.actor(z_prior, y_real)  # [B, D]
+        with torch.no_grad(), self.autocast():
+            z_actor = self.actor(z_prior, y_real).float()  # [B, D]
         use_prior = (torch.rand(b, generator=gen) < c.prior_fake_prob).to(self.device)  # [B]
         z_fake = torch.where(use_prior[:, None], z_prior, z_actor)  # [B, D]
 
@@ -269,25 +307,26 @@ class ConstraintTrainer:
         dev = self.device
         alpha = torch.rand(b, 1, generator=gen).to(dev)  # [B, 1]
         self.opt_realism.zero_grad(set_to_none=True)
-        if self.hand_derived:
-            out = realism_step_grads(
-                self.realism, z_real, z_fake, z_mis, y_real, y_mis, differs, alpha,
-                gp_weight=c.gp_weight,
-            )  # fmt: skip
-            logits, bce, gp = out.logits, out.parts["bce"], out.parts["gp"]  # [3B], [], []
-            apply_grads(self.realism, out.grads)
-        else:
-            z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
-            y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
-            target = torch.cat([torch.ones(b, device=dev), torch.zeros(2 * b, device=dev)])
-            weight = torch.cat([torch.ones(2 * b, device=dev), differs])  # [3B]
-            logits = self.realism(z_all, y_all)  # [3B]
-            bce = lcengine.constraint_loss(logits, target, weight=weight)
-            z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
-            d_hat = self.realism(z_hat, y_real)  # [B]
-            (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
-            gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
-            (bce + c.gp_weight * gp).backward(inputs=list(self.realism.parameters()))
+        with self.autocast():
+            if self.hand_derived:
+                out = realism_step_grads(
+                    self.realism, z_real, z_fake, z_mis, y_real, y_mis, differs, alpha,
+                    gp_weight=c.gp_weight, compiled=c.compile_steps,
+                )  # fmt: skip
+                logits, bce, gp = out.logits, out.parts["bce"], out.parts["gp"]  # [3B], [], []
+                apply_grads(self.realism, out.grads)
+            else:
+                z_all = torch.cat([z_real, z_fake, z_mis])  # [3B, D]
+                y_all = torch.cat([y_real, y_real, y_mis])  # [3B, A]
+                target = torch.cat([torch.ones(b, device=dev), torch.zeros(2 * b, device=dev)])
+                weight = torch.cat([torch.ones(2 * b, device=dev), differs])  # [3B]
+                logits = self.realism(z_all, y_all).float()  # [3B]
+                bce = lcengine.constraint_loss(logits, target, weight=weight)
+                z_hat = (alpha * z_real + (1.0 - alpha) * z_fake).requires_grad_(True)  # [B, D]
+                d_hat = self.realism(z_hat, y_real).float()  # [B]
+                (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
+                gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
+                (bce + c.gp_weight * gp).backward(inputs=list(self.realism.parameters()))
         self.opt_realism.step()
         self.realism_step += 1
         if step % c.log_every == 0:
@@ -313,12 +352,12 @@ class ConstraintTrainer:
             y_in: requested attributes. # [B, A]
         """
         c = self.config
-        z_out = self.actor(z_in, y_in)  # [B, D]
+        z_out = self.actor(z_in, y_in).float()  # [B, D] (float32 under autocast too)
         realism = lcengine.constraint_loss(
-            self.realism(z_out, y_in), torch.ones(len(z_in), device=z_out.device)
+            self.realism(z_out, y_in).float(), torch.ones(len(z_in), device=z_out.device)
         )
         attribute = (
-            lcengine.constraint_loss(self.attribute(z_out), y_in)
+            lcengine.constraint_loss(self.attribute(z_out).float(), y_in)
             if c.actor_attribute_weight > 0
             else torch.zeros((), device=z_out.device)
         )
@@ -339,16 +378,18 @@ class ConstraintTrainer:
         y_in = self._attributes(data, torch.randint(data.num_rows, (2 * b,), generator=gen))
         z_in = torch.cat([z_prior, z_real])  # [2B, D]
         self.opt_actor.zero_grad(set_to_none=True)
-        if self.hand_derived:
-            out = actor_step_grads(
-                self.actor, self.realism, self.attribute, z_in, y_in, self.sigma_bar,
-                attribute_weight=c.actor_attribute_weight, lambda_dist=c.lambda_dist,
-            )  # fmt: skip
-            loss, parts = out.loss, out.parts
-            apply_grads(self.actor, out.grads)
-        else:
-            loss, parts = self.actor_loss(z_in, y_in)
-            loss.backward(inputs=list(self.actor.parameters()))
+        with self.autocast():
+            if self.hand_derived:
+                out = actor_step_grads(
+                    self.actor, self.realism, self.attribute, z_in, y_in, self.sigma_bar,
+                    attribute_weight=c.actor_attribute_weight, lambda_dist=c.lambda_dist,
+                    compiled=c.compile_steps,
+                )  # fmt: skip
+                loss, parts = out.loss, out.parts
+                apply_grads(self.actor, out.grads)
+            else:
+                loss, parts = self.actor_loss(z_in, y_in)
+                loss.backward(inputs=list(self.actor.parameters()))
         self.opt_actor.step()
         self.actor_step += 1
         if step % max(1, c.log_every // c.actor_every) == 0:
@@ -531,9 +572,11 @@ def _check_data(data: LatentSource, latent_dim: int, num_attributes: int) -> Non
 __all__ = [
     "ConstraintTrainer",
     "LatentSource",
+    "check_autocast",
     "StopRequested",
     "TrainingConfig",
     "TrainingData",
     "derive_seed",
+    "fused_adam_available",
     "step_generator",
 ]

@@ -12,9 +12,11 @@ from lcengine.benchmarks import add_arguments, cli_args, run_from_args
 from lcengine.benchmarks.fit import (
     FIT_CASES,
     FitCase,
+    fit_inputs,
     fit_rows,
     format_fit_table,
     run_fit,
+    step_flops,
 )
 from lcengine.benchmarks.timing import summarize
 
@@ -38,11 +40,22 @@ def _timed(rows):
 
 def test_report_rows_and_ratios_come_from_the_measured_times():
     report = run_fit([TINY], warmup=0, reps=3, compile_modes=(), progress=False)
-    assert set(report) == {"environment", "settings", "cases", "rows"}
+    assert set(report) == {
+        "environment",
+        "settings",
+        "cases",
+        "rows",
+        "gemm_probe_GFLOPs",
+        "gemm_probe",
+    }
     assert report["cases"][0]["case"] == "tiny" and report["cases"][0]["reps"] == 3
+    probe = report["gemm_probe_GFLOPs"][str(torch.get_num_threads())]
+    assert probe > 0 and report["gemm_probe"].startswith("fp32 torch.mm")
     rows = report["rows"]
     assert [(r["step"], r["contender"]) for r in rows] == [
-        (s, c) for s in ("realism", "attribute", "actor") for c in ("eager", "hand")
+        (s, c)
+        for s in ("realism", "attribute", "actor")
+        for c in ("eager", "eager+fused_adam", "hand")
     ]
     for r in rows:
         assert r["op"] == "fit" and r["case"] == "tiny" and r["status"] == "timed"
@@ -54,9 +67,29 @@ def test_report_rows_and_ratios_come_from_the_measured_times():
         assert r["eager_ms"] == eager["time_ms"]
         assert r["speedup_vs_eager"] == pytest.approx(eager["time_ms"] / r["time_ms"])
         assert r["speedup_vs_compile"] is None and r["best_compile"] is None
+        assert r["GFLOPs"] == pytest.approx(r["gflop_per_step"] / (r["time_ms"] / 1e3))
+        assert r["fraction_of_gemm_probe"] == pytest.approx(r["GFLOPs"] / probe)
     json.dumps(report)
     table = format_fit_table(report)
     assert "tiny" in table and "hand" in table and "steps/s" in table
+
+
+def test_step_flops_count_the_step_matmuls():
+    """The realism step at TINY (B=6, D=4, A=3, E=2, hidden 8x8): forward and backward over
+    the 4B rows, the penalty's second pass over B rows and the weight GEMMs, counted by hand."""
+    x = fit_inputs(TINY)
+    b, widths = 6, [4 + 2, 8, 8, 1]
+    f = sum(a * c for a, c in zip(widths[:-1], widths[1:]))  # MACs of one row's forward
+    mac = (
+        4 * b * 3 * 2  # embedding forward (A x E per row)
+        + 4 * b * f  # forward
+        + 4 * b * (f - widths[0] * widths[1])  # backward deltas of layers 1..L
+        + 4 * b * widths[0] * widths[1]  # the input gradient
+        + b * (f - widths[-2] * widths[-1])  # the penalty's pass over the B rows
+        + 4 * b * f  # weight gradients over 4B rows
+        + 3 * b * 2 * 3  # embedding gradient
+    )
+    assert step_flops("realism", x) == 2 * mac
 
 
 def test_fit_rows_pick_the_fastest_compile_and_keep_refusals():
@@ -110,7 +143,7 @@ def test_cli_runs_fit_and_saves_its_section(tmp_path, capsys, monkeypatch):
     assert "rows" not in report and "optimizer" not in report
     fit = report["fit"]
     assert {r["case"] for r in fit["rows"]} == {"tiny"}
-    assert {r["contender"] for r in fit["rows"]} == {"eager", "hand"}
+    assert {r["contender"] for r in fit["rows"]} == {"eager", "eager+fused_adam", "hand"}
     assert {r["threads"] for r in fit["rows"]} == {1} and fit["cases"][0]["threads"] == [1]
     assert not (tmp_path / "fit.png").exists()  # no plot for the fit table
     assert "tiny" in capsys.readouterr().out

@@ -157,6 +157,27 @@ def test_fit_continues_and_updates_the_application_config(toy_run, tmp_path):
     assert read_run_file(folder)[1]["training"]["realism_steps"] == 50
 
 
+def test_fit_takes_the_speed_settings_on_new_and_continued_runs(tmp_path, capsys):
+    folder = tmp_path / "bf16"
+    argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH, "--no-progress"]
+    n = torch.get_num_threads()
+    try:
+        assert main(argv + ["--autocast", "bf16"]) == 0
+        assert read_run_file(folder)[1]["training"]["autocast"] == "bf16"
+        assert load_run(folder).constraints.training.autocast == "bf16"
+        assert main(argv[:3] + ["--realism-steps", "50", "--autocast", "off"]) == 0
+        assert read_run_file(folder)[1]["training"]["autocast"] == "off"
+        assert load_run(folder).constraints.trainer.realism_step == 50
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:  # argparse names the argument and the choices
+            main(argv[:3] + ["--autocast", "fp16"])
+        assert exc.value.code == 2 and "--autocast: invalid choice" in capsys.readouterr().err
+        assert main(argv[:3] + ["--autocast", "bf16", "--device", "meta"]) == 2
+        assert "training.autocast" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_zero_shot_rules_come_back_from_the_application(toy_run, tmp_path):
     import shutil
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""scripts/gpu_check.sh: valid bash, under 8 minutes by its own phase limits, clear refusals."""
+"""scripts/gpu_check.sh: valid bash, under 10 minutes (one device command) by its own phase
+limits, clear refusals."""
 
 import re
 import subprocess
@@ -16,16 +17,18 @@ def test_gpu_check_is_valid_bash():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-def test_gpu_check_phase_limits_fit_in_eight_minutes():
+def test_gpu_check_phase_limits_fit_in_ten_minutes():
     text = SCRIPT.read_text()
     limits = re.search(
-        r"^BUILD_S=(\d+) TESTS_S=(\d+) BENCH_ROWS_S=(\d+) BENCH_OPT_S=(\d+)$", text, re.M
+        r"^BUILD_S=(\d+) TESTS_S=(\d+) BENCH_ROWS_S=(\d+) BENCH_OPT_S=(\d+) BENCH_FIT_S=(\d+)$",
+        text,
+        re.M,
     )
     assert limits is not None, "the phase limits line is missing"
     # each phase may take its limit plus timeout's 10 s grace; 30 s for probing and the summary
     total = sum(int(x) + 10 for x in limits.groups()) + 30
-    assert total < 8 * 60, total
-    for name in ("BUILD_S", "TESTS_S", "BENCH_ROWS_S", "BENCH_OPT_S"):
+    assert total < 10 * 60, total
+    for name in ("BUILD_S", "TESTS_S", "BENCH_ROWS_S", "BENCH_OPT_S", "BENCH_FIT_S"):
         assert f'"${name}"' in text, f"{name} is not used"
 
 

@@ -4,9 +4,14 @@
 A digits run folder is a method run folder (:mod:`lcengine.method.run`) whose ``run.json``
 names :data:`APPLICATION` and stores a :class:`~lcengine.apps.digits.config.DemoConfig`; next to
 ``constraints/`` it holds ``vae/`` (the MLP VAE, :mod:`~lcengine.apps.digits.vae`) and
-``classifier/`` (the evaluation classifier, :mod:`~lcengine.apps.digits.classifier`).
+``classifier/`` (the evaluation classifier, :mod:`~lcengine.apps.digits.classifier`). A run
+whose configuration has a ``gan`` (the full and fast presets) also holds the decoder-only model:
+``gan/`` (a DCGAN-style generator, :mod:`~lcengine.apps.digits.gan`) and ``gan_constraints/``
+(its constraints, fitted on prior samples labelled by the pixel classifier and the shape
+measurements). The run's own constraints (``constraints/``, what ``lcengine sample`` and
+``transform`` use) are the VAE's.
 
-The "pretrained" VAE and classifier are trained once and cached (``$LCENGINE_CACHE`` or
+The "pretrained" VAE, classifier and generator are trained once and cached (``$LCENGINE_CACHE`` or
 ``~/.cache/lcengine``), keyed by their settings, the seed and the split.
 
 :func:`prepare_run` holds the run folder's writer lock (:func:`lcengine.method.store.writer_lock`)
@@ -16,6 +21,7 @@ while it writes the folder, and stops early, with the constraints saved, when it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +33,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from lcengine.method.checkpoint import has_constraints_checkpoint
+from lcengine.method.config import TrainingConfig
 from lcengine.method.constraints import LatentConstraints
 from lcengine.method.data import DeviceLike, resolve_device
 from lcengine.method.latent_model import LatentModel
@@ -45,10 +53,21 @@ from .commands import APPLICATION_PATH
 from .config import DemoConfig, config_from_dict, demo_config
 from .data import ATTRIBUTES, MnistAttributes, load_mnist
 from .evaluation import measure_attributes
+from .gan import (
+    MnistGenerator,
+    digits_label_fn,
+    gan_latent_model,
+    has_gan_checkpoint,
+    load_gan,
+    save_gan,
+    train_gan,
+)
 from .rules import DIGIT_RULES
 from .vae import MnistVAE, has_vae_checkpoint, load_vae, save_vae, train_vae
 
 _CACHE_VERSION = 1
+GAN_DIR = "gan"  # the generator's checkpoint in a run folder
+GAN_CONSTRAINTS_DIR = "gan_constraints"  # its constraints
 
 
 @dataclass
@@ -60,12 +79,17 @@ class DigitsContext:
         data: the train/held-out split with attributes and shape thresholds.
         vae: the model the constraints were learned for.
         classifier: the evaluation classifier (digit identity, FCD features).
+        gan: the decoder-only model (None: the configuration has no ``gan``, or it is not
+            fitted yet).
+        gan_constraints: its constraints (None likewise).
     """
 
     config: DemoConfig
     data: MnistAttributes
     vae: MnistVAE
     classifier: PixelClassifier
+    gan: Optional[MnistGenerator] = None
+    gan_constraints: Optional[LatentConstraints] = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +166,30 @@ def obtain_classifier(
     if cache is not None:
         save_classifier(clf, cache / _cache_key("pixel_classifier", cfg, params))
     return clf, False
+
+
+def obtain_gan(
+    cfg: DemoConfig,
+    ds: MnistAttributes,
+    cache: Optional[Path],
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[MnistGenerator, bool]:
+    """The decoder-only model (real training images only, no labels), cached like the VAE."""
+    params = dict(cfg.gan)
+    if cache is not None:
+        folder = cache / _cache_key("mnist_gan", cfg, params)
+        if has_gan_checkpoint(folder):
+            try:
+                return load_gan(folder), True
+            except ValueError as exc:
+                log(f"cached generator unusable ({exc}); training a new one")
+    log(f"training the GAN generator ({params.get('epochs', 'default')} epochs)")
+    gen = train_gan(ds.train_images, seed=cfg.seed, progress=progress, **params)
+    if cache is not None:
+        save_gan(gen, cache / _cache_key("mnist_gan", cfg, params))
+    return gen, False
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +343,78 @@ def _prepare_run_locked(
         )
         lc.save(folder / CONSTRAINTS_DIR)
     timings["zero_shot"] = time.perf_counter() - t0
+
+    if cfg.gan:
+        _prepare_gan(run, folder, cache, progress, log, timings, checkpoint_every,
+                     stop_requested, device)  # fmt: skip
     return run
+
+
+def _prepare_gan(
+    run: Run,
+    folder: Path,
+    cache: Optional[Path],
+    progress: bool,
+    log: Callable[[str], None],
+    timings: dict,
+    checkpoint_every: int,
+    stop_requested: Optional[Callable[[], bool]],
+    device: torch.device,
+) -> None:
+    """The decoder-only stage: the generator and its constraints, fitted on prior samples
+    labelled by the pixel classifier and the shape measurements (resumed like the VAE's)."""
+    ctx: DigitsContext = run.context
+    cfg, ds = ctx.config, ctx.data
+    t0 = time.perf_counter()
+    gen, gan_cached = obtain_gan(cfg, ds, cache, progress=progress, log=log)
+    save_gan(gen, folder / GAN_DIR)
+    timings["gan"] = time.perf_counter() - t0
+    timings["gan_cached"] = gan_cached
+
+    t0 = time.perf_counter()
+    model = gan_latent_model(gen)
+    target = folder / GAN_CONSTRAINTS_DIR
+    lc = None
+    if has_constraints_checkpoint(target):
+        try:
+            lc = LatentConstraints.load(target, model, device=device)
+            log(f"resuming the generator's constraints from {target}")
+        except ValueError as exc:
+            log(f"not resuming the generator's constraints: {exc}")
+            lc = None
+        if lc is not None and lc.training.to_dict() != _decoder_only(cfg.gan_training).to_dict():
+            log(f"not resuming {target}: its training configuration differs")
+            lc = None
+    if lc is None:
+        lc = LatentConstraints(
+            model,
+            ATTRIBUTES,
+            training=cfg.gan_training,
+            sampling=cfg.sampling,
+            transform=cfg.transform,
+            device=device,
+        )
+        log(
+            f"fitting the generator's constraints on {cfg.gan_label_samples} prior samples "
+            "labelled by the pixel classifier"
+        )
+    lc.fit_decoder_only(
+        cfg.gan_label_samples,
+        digits_label_fn(ctx.classifier, ds.shape_thresholds),
+        seed=cfg.seed,
+        progress=progress,
+        checkpoint_dir=target,
+        checkpoint_every=checkpoint_every,
+        stop_requested=stop_requested,
+    )
+    timings["gan_constraints"] = time.perf_counter() - t0
+    ctx.gan = gen
+    ctx.gan_constraints = lc if not lc.fit_stopped else None
+
+
+def _decoder_only(training: TrainingConfig) -> TrainingConfig:
+    """The training configuration ``fit_decoder_only`` trains with (no prior fakes)."""
+    return dataclasses.replace(training, prior_fake_prob=0.0)
 
 
 class DigitsApplication:
@@ -348,12 +467,21 @@ class DigitsApplication:
     def load_model(
         self, folder: Path, config: Mapping[str, Any]
     ) -> tuple[LatentModel, DigitsContext]:
-        """The run's VAE (wrapped) and its context: data split, VAE, classifier."""
-        cfg = config_from_dict(config, source=str(Path(folder) / RUN_FILE))
+        """The run's VAE (wrapped) and its context: data split, VAE, classifier, and the
+        generator with its constraints when the folder holds them (on the CPU)."""
+        folder = Path(folder)
+        cfg = config_from_dict(config, source=str(folder / RUN_FILE))
         ds = load_mnist(cfg.seed, cfg.heldout_fraction)
-        vae = load_vae(Path(folder) / "vae")
-        clf = load_classifier(Path(folder) / "classifier")
-        return LatentModel.from_module(vae), DigitsContext(cfg, ds, vae, clf)
+        vae = load_vae(folder / "vae")
+        clf = load_classifier(folder / "classifier")
+        ctx = DigitsContext(cfg, ds, vae, clf)
+        if cfg.gan and has_gan_checkpoint(folder / GAN_DIR):
+            ctx.gan = load_gan(folder / GAN_DIR)
+            if has_constraints_checkpoint(folder / GAN_CONSTRAINTS_DIR):
+                ctx.gan_constraints = LatentConstraints.load(
+                    folder / GAN_CONSTRAINTS_DIR, gan_latent_model(ctx.gan)
+                )
+        return LatentModel.from_module(vae), ctx
 
     def zero_shot_rules(self) -> Mapping[str, Rule]:
         return DIGIT_RULES
@@ -391,9 +519,12 @@ __all__ = [
     "APPLICATION",
     "APPLICATION_PATH",
     "DigitsApplication",
+    "GAN_CONSTRAINTS_DIR",
+    "GAN_DIR",
     "DigitsContext",
     "default_cache_dir",
     "obtain_classifier",
+    "obtain_gan",
     "obtain_vae",
     "prepare_run",
 ]

@@ -54,6 +54,13 @@ class DemoConfig:
         zero_shot_rule: name of the rule in :data:`~lcengine.apps.digits.rules.DIGIT_RULES`.
         zero_shot_samples: prior samples labelled by the rule.
         zero_shot_steps: training steps of its critic.
+        gan: keyword arguments of :func:`~lcengine.apps.digits.gan.train_gan` for the
+            decoder-only model (a DCGAN-style generator); empty: the run has no decoder-only
+            stage.
+        gan_training: the training configuration of the generator's constraints (fitted with
+            :meth:`~lcengine.method.constraints.LatentConstraints.fit_decoder_only`).
+        gan_label_samples: prior samples of the generator labelled by the pixel classifier and
+            the shape measurements (its training rows).
     """
 
     name: str = "full"
@@ -72,6 +79,9 @@ class DemoConfig:
     zero_shot_rule: str = "top_heavy"
     zero_shot_samples: int = 20000
     zero_shot_steps: int = 1500
+    gan: dict = field(default_factory=dict)
+    gan_training: TrainingConfig = field(default_factory=TrainingConfig)
+    gan_label_samples: int = 20000
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -80,6 +90,7 @@ class DemoConfig:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["training"] = self.training.to_dict()
+        d["gan_training"] = self.gan_training.to_dict()
         d["sampling"] = self.sampling.to_dict()
         d["transform"] = self.transform.to_dict()
         d["requests"], d["transform_changes"] = list(self.requests), list(self.transform_changes)
@@ -87,6 +98,7 @@ class DemoConfig:
         d["classifier"] = {
             k: list(v) if isinstance(v, tuple) else v for k, v in self.classifier.items()
         }
+        d["gan"] = dict(self.gan)
         return d
 
 
@@ -139,6 +151,22 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
             transform_rows=6,
             zero_shot_samples=600,
             zero_shot_steps=30,
+            gan={"latent_dim": 8, "channels": 4, "epochs": 1},
+            gan_training=TrainingConfig(
+                hidden=(32, 32),
+                attribute_hidden=(32, 32),
+                embed_dim=8,
+                batch_size=32,
+                attribute_batch_size=64,
+                attribute_steps=40,
+                realism_steps=40,
+                realism_lr=1e-3,
+                actor_lr=1e-3,
+                lambda_dist=0.01,
+                log_every=5,
+                seed=seed,
+            ),
+            gan_label_samples=400,
         )
     return DemoConfig(
         name="full",
@@ -158,6 +186,19 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
         request_samples=32,
         transform_changes=DEMO_TRANSFORMS,
         transform_rows=64,
+        # the decoder-only model: a DCGAN-style generator (10 epochs, 56 s on one thread of
+        # the 2-core machine, cached like the VAE) with constraints fitted on 20,000 labelled
+        # prior samples
+        gan={"latent_dim": 16, "channels": 32, "epochs": 10},
+        gan_training=TrainingConfig(
+            attribute_steps=1500,
+            realism_steps=3000,
+            realism_lr=3e-4,
+            actor_lr=1e-3,
+            lambda_dist=0.01,
+            seed=seed,
+        ),
+        gan_label_samples=20000,
     )
 
 
@@ -223,6 +264,26 @@ _CLASSIFIER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "channels": _check_channels,
     "feature_dim": check_width,
 }
+_GAN_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "latent_dim": check_width,
+    "channels": check_width,
+    "epochs": _steps,
+    "batch_size": _rows,
+    "lr": check_positive_float,
+}
+
+
+def _check_gan(name: str, v: Any) -> dict:
+    """Keyword arguments of ``train_gan`` (``seed``, ``progress``: elsewhere)."""
+    d = check_keys(name, v, _GAN_CHECKS, what="gan keys")
+    out = {k: _GAN_CHECKS[k](f"{name}.{k}", x) for k, x in d.items()}
+    c, latent = out.get("channels", 32), out.get("latent_dim", 16)
+    # linear D -> 2c x 7 x 7, deconv 4x4 2c -> c, deconv 4x4 c -> 1, batch norms
+    convs = 16 * 2 * c * c + 16 * c + 4 * (2 * c * 49 + c)
+    check_parameter_count(name, (latent, 2 * c * 49), extra=convs)
+    return out
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "name": check_str,
     "seed": lambda n, v: check_int(n, v, minimum=0, maximum=MAX_INT64),
@@ -242,12 +303,17 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "zero_shot_rule": check_str,
     "zero_shot_samples": _rows,
     "zero_shot_steps": _steps,
+    "gan": _check_gan,
+    "gan_training": _instance(TrainingConfig),
+    "gan_label_samples": _rows,
 }
 _METHOD_CONFIGS = {
     "training": TrainingConfig,
     "sampling": SamplingConfig,
     "transform": SamplingConfig,
+    "gan_training": TrainingConfig,
 }
+_REQUIRED = ("training", "sampling", "transform")
 
 
 def config_from_dict(
@@ -256,7 +322,7 @@ def config_from_dict(
     """Inverse of :meth:`DemoConfig.to_dict` (the ``config`` of run.json), every key checked.
 
     ``training``, ``sampling`` and ``transform`` are required; other keys left out take their
-    defaults.
+    defaults (a ``config`` without ``gan`` has no decoder-only stage).
 
     Args:
         d: the JSON object.
@@ -269,7 +335,7 @@ def config_from_dict(
     """
     with config_errors(source):
         d = check_keys(key, d, _CHECKS)
-        missing = [k for k in _METHOD_CONFIGS if k not in d]
+        missing = [k for k in _REQUIRED if k not in d]
         if missing:
             raise ValueError(f"{key}: missing keys {missing}")
         args = {}

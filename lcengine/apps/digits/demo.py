@@ -8,9 +8,12 @@ Stages (each timed in ``metrics.json``):
    (``$LCENGINE_CACHE`` or ``~/.cache/lcengine``); the evaluation pixel classifier, likewise;
 3. :class:`~lcengine.method.constraints.LatentConstraints` fit (attribute critic, realism
    critic, actor), checkpointed in the run folder so an interrupted demo resumes;
-4. a zero-shot constraint learned from a rule on decoded prior samples;
+4. a zero-shot constraint learned from a rule on decoded prior samples; the decoder-only model
+   (a DCGAN-style generator, cached like the VAE) with constraints fitted on prior samples
+   labelled by the pixel classifier;
 5. evaluation against held-out real images (attribute accuracy/precision/recall/F1, FCD) for
-   prior, actor, optimizer and baseline samples; identity-preserving transforms; zero-shot;
+   prior, actor, optimizer and baseline samples of both models; identity-preserving transforms;
+   zero-shot;
 6. outputs: ``metrics.json``, ``report.md``, ``figures/*.png``, ``samples.npz``.
 
 The output folder is also a run folder (:mod:`lcengine.method.run`) for ``lcengine fit``,
@@ -48,15 +51,19 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
     """``samples.npz``: every generated image with its target attributes and method."""
     names = run.constraints.attribute_names
     images, attrs, masks, methods, requests, measured, accepted = [], [], [], [], [], [], []
+    models: list[str] = []
 
-    def add(res, meas, request):
-        n = res.images.shape[0]
+    def add(res, meas, request, model="vae"):
+        n, a = res.images.shape[0], len(names)
+        # the generator's constraints have the data's attributes only: zero-shot columns 0/False
+        pad = lambda v, dtype: np.pad(v.astype(dtype), ((0, 0), (0, a - v.shape[1])))  # noqa: E731
         images.append(res.images.astype(np.float32))
-        attrs.append(res.attributes.astype(np.int8))
-        masks.append(res.mask.astype(bool))
+        attrs.append(pad(res.attributes, np.int8))
+        masks.append(pad(res.mask, bool))
         methods.extend([res.method] * n)
         requests.extend([request] * n)
-        measured.append(meas.astype(np.int8))
+        models.extend([model] * n)
+        measured.append(pad(meas, np.int8))
         accepted.append(res.converged.astype(bool))
 
     for request, per_method in art["requests"].items():
@@ -66,12 +73,15 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
         add(res, meas, request)
     for res in art["conditional"].values():
         add(res, run.measure(res.images), "heldout_attributes")
+    for res in art.get("decoder_only", {}).values():
+        add(res, run.measure(res.images), "heldout_attributes", model="gan")
     out = {
         "images": np.clip(np.concatenate(images), 0.0, 1.0).astype(np.float32),
         "attributes": np.concatenate(attrs).astype(np.int8),
         "requested_mask": np.concatenate(masks),
         "attribute_names": np.array(names),
         "method": np.array(methods),
+        "model": np.array(models),
         "request": np.array(requests),
         "measured": np.concatenate(measured).astype(np.int8),
         "accepted": np.concatenate(accepted),
@@ -80,6 +90,7 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
     return {
         "rows": int(out["images"].shape[0]),
         "methods": {m: int((out["method"] == m).sum()) for m in METHODS},
+        "models": {m: int((out["model"] == m).sum()) for m in ("vae", "gan")},
     }
 
 

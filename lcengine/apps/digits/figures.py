@@ -10,6 +10,8 @@ from lcengine.method.figures import draw_image_row, pyplot, save_figure
 from lcengine.method.run import Run
 from lcengine.method.sampling import METHODS
 
+from .data import DIGIT_COLUMNS
+
 
 def slug(text: str) -> str:
     """A file-name-safe form of a request: ``"7 thick"`` -> ``"7_thick"``."""
@@ -20,7 +22,8 @@ def write_figures(
     folder: Path, run: Run, metrics: dict, art: dict, *, columns: int = 8
 ) -> list[str]:
     """PNG figures: a sample grid per request and method, a strip per transform, the
-    zero-shot samples and the training curves. Returns their paths relative to ``folder``.
+    zero-shot samples, the decoder-only model's samples and the training curves. Returns
+    their paths relative to ``folder``.
 
     Args:
         folder: the output folder (figures go to ``figures/``).
@@ -82,6 +85,28 @@ def write_figures(
         fig.suptitle(f"zero-shot constraint {run.context.config.zero_shot_rule!r}", fontsize=9)
         save_figure(fig, folder / "figures/zero_shot.png")
         written.append("figures/zero_shot.png")
+
+    if art.get("decoder_only"):
+        per_method = art["decoder_only"]
+        table = metrics["decoder_only"]["conditional"]
+        fig, axes = plt.subplots(
+            len(per_method), columns, figsize=(columns * 0.9, len(per_method) + 0.8), squeeze=False
+        )
+        for r, (method, res) in enumerate(per_method.items()):
+            draw_image_row(axes[r], res.images[:columns])
+            identity = table[method].get("per_group", {}).get("digit", {}).get("accuracy")
+            label = method if identity is None else f"{method}\n{identity:.0%}"
+            axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        targets = next(iter(per_method.values())).attributes[:columns]
+        digits = targets[:, DIGIT_COLUMNS].argmax(1)
+        for c in range(min(columns, len(digits))):
+            axes[0][c].set_title(f"want {digits[c]}", fontsize=7)
+        fig.suptitle(
+            "GAN generator: the same held-out targets per column (row label: digit identity)",
+            fontsize=9,
+        )
+        save_figure(fig, folder / "figures/gan_heldout.png")
+        written.append("figures/gan_heldout.png")
 
     h = run.constraints.trainer.history
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))

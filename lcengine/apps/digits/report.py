@@ -40,6 +40,104 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+_CONDITIONAL_HEADER = [
+    "images",
+    "attribute accuracy",
+    "all 15 right",
+    "digit identity",
+    "shape attrs",
+    "FCD",
+    "accepted",
+    "mean steps",
+    "seconds",
+]
+
+
+def _conditional_table(t: dict, keys: tuple[str, ...], labels: Optional[dict] = None) -> str:
+    """The conditional-generation table of the methods ``keys`` of ``t`` (metrics per row)."""
+    labels = ROW_LABELS if labels is None else labels
+    rows = []
+    for key in keys:
+        if key not in t:
+            continue
+        r = t[key]
+        if "unavailable" in r:
+            rows.append([labels.get(key, key), f"n/a: {r['unavailable']}"] + [""] * 7)
+            continue
+        per = r["per_attribute"]
+        digit = r.get("per_group", {}).get("digit", {})
+        digit_columns = set(digit.get("columns", _OLD_DIGIT_COLUMNS))
+        shape_acc = [
+            per[n]["accuracy"]
+            for n in per
+            if n not in digit_columns and per[n]["accuracy"] is not None
+        ]
+        if "accuracy" in digit:  # the group's identity: argmax over its columns
+            digit_identity = _pct(digit["accuracy"])
+        else:  # metrics.json written before per_group: the mean over the digit columns
+            digit_acc = [
+                per[n]["accuracy"]
+                for n in per
+                if n in digit_columns and per[n]["accuracy"] is not None
+            ]
+            digit_identity = _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a"
+        rows.append(
+            [
+                labels.get(key, key),
+                _pct(r["overall_accuracy"]),
+                _pct(r.get("row_accuracy")),
+                digit_identity,
+                _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
+                _f(r.get("fcd"), 1),
+                _pct(r.get("accepted_fraction")),
+                _f(r.get("mean_steps"), 1) if "mean_steps" in r else "",
+                _f(r.get("seconds"), 1) if "seconds" in r else "",
+            ]
+        )
+    return _table(_CONDITIONAL_HEADER, rows)
+
+
+GAN_ROW_LABELS = {
+    "prior": "generator G(z), z ~ N(0, I)",
+    "actor": "actor, then the generator",
+    "optimize": "optimizer, then the generator",
+    "baseline": "attribute-vector baseline, then the generator",
+}
+
+
+def _decoder_only_section(add, dec: dict, vae_table: dict) -> None:
+    """The decoder-only model's table, beside the real-image row it is read against."""
+    info = dec.get("info", {})
+    g = info.get("generator") or {}
+    add("## A decoder-only model: a GAN generator")
+    add("")
+    add(
+        f"The same {info.get('rows')} held-out target vectors, the same measurements and the "
+        "same FCD reference, for a DCGAN-style generator trained on the training images "
+        f"without labels (latent {g.get('latent_dim')}, {g.get('channels')} channels) that has "
+        "no encoder. Its constraints are fitted on "
+        f"{info.get('labelled_prior_samples')} prior samples labelled by the pixel classifier "
+        "(digit) and the shape measurements, every prior sample counting as real for the "
+        f"realism critic ({info.get('attribute_steps')} attribute-critic, "
+        f"{info.get('realism_steps')} realism-critic and {info.get('actor_steps')} actor "
+        "updates). The classifier that labels the training latents also reads the digit "
+        "identity below, so that column measures how well the constraints learned the "
+        "classifier's own decision, not agreement with an independent judge."
+    )
+    add("")
+    table = dict(dec["conditional"])
+    if "real" in vae_table:
+        table = {"real": vae_table["real"], **table}
+    add(
+        _conditional_table(
+            table,
+            ("real", "prior", "actor", "optimize", "baseline"),
+            {**ROW_LABELS, **GAN_ROW_LABELS},
+        )
+    )
+    add("")
+
+
 def render_report(m: dict) -> str:
     """Markdown report of a metrics dict written by :func:`lcengine.apps.digits.demo.run_demo`."""
     cfg = m.get("config", {})
@@ -102,57 +200,7 @@ def render_report(m: dict) -> str:
         "limit)."
     )
     add("")
-    rows = []
-    for key in ("real", "reconstruction", "prior", "actor", "optimize", "baseline"):
-        if key not in t:
-            continue
-        r = t[key]
-        per = r["per_attribute"]
-        digit = r.get("per_group", {}).get("digit", {})
-        digit_columns = set(digit.get("columns", _OLD_DIGIT_COLUMNS))
-        shape_acc = [
-            per[n]["accuracy"]
-            for n in per
-            if n not in digit_columns and per[n]["accuracy"] is not None
-        ]
-        if "accuracy" in digit:  # the group's identity: argmax over its columns
-            digit_identity = _pct(digit["accuracy"])
-        else:  # metrics.json written before per_group: the mean over the digit columns
-            digit_acc = [
-                per[n]["accuracy"]
-                for n in per
-                if n in digit_columns and per[n]["accuracy"] is not None
-            ]
-            digit_identity = _pct(sum(digit_acc) / len(digit_acc)) if digit_acc else "n/a"
-        rows.append(
-            [
-                ROW_LABELS.get(key, key),
-                _pct(r["overall_accuracy"]),
-                _pct(r.get("row_accuracy")),
-                digit_identity,
-                _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
-                _f(r.get("fcd"), 1),
-                _pct(r.get("accepted_fraction")),
-                _f(r.get("mean_steps"), 1) if "mean_steps" in r else "",
-                _f(r.get("seconds"), 1) if "seconds" in r else "",
-            ]
-        )
-    add(
-        _table(
-            [
-                "images",
-                "attribute accuracy",
-                "all 15 right",
-                "digit identity",
-                "shape attrs",
-                "FCD",
-                "accepted",
-                "mean steps",
-                "seconds",
-            ],
-            rows,
-        )
-    )
+    add(_conditional_table(t, ("real", "reconstruction", "prior", "actor", "optimize", "baseline")))
     add("")
     add("Per-attribute accuracy / precision / recall / F1:")
     add("")
@@ -183,6 +231,10 @@ def render_report(m: dict) -> str:
         "VAE gives; the baseline shifts them along attribute-centroid differences."
     )
     add("")
+
+    dec = m.get("decoder_only")
+    if dec:
+        _decoder_only_section(add, dec, t)
 
     add("## Attribute requests")
     add("")

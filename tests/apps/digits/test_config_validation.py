@@ -68,6 +68,15 @@ TAMPERED = [
     ("zero_shot_rule", ["top_heavy"], "config.zero_shot_rule"),
     ("zero_shot_samples", HUGE, "config.zero_shot_samples"),
     ("zero_shot_steps", -1, "config.zero_shot_steps"),
+    ("gan", [], "config.gan must be a JSON object"),
+    ("gan.channels", 0, "config.gan.channels"),
+    ("gan.latent_dim", HUGE, "config.gan.latent_dim"),
+    ("gan.epochs", -1, "config.gan.epochs"),
+    ("gan.channels", 65536, "config.gan: layers"),
+    ("gan.colour", 1, "config.gan: unknown gan keys ['colour']"),
+    ("gan_training.hidden", [HUGE], "config.gan_training.hidden[0]"),
+    ("gan_training.autocast", "fp16", "config.gan_training.autocast"),
+    ("gan_label_samples", 0, "config.gan_label_samples"),
     ("typo", 1, "config: unknown keys ['typo']"),
 ]
 
@@ -125,3 +134,12 @@ def test_keys_left_out_take_their_defaults_and_the_constructor_checks():
         DemoConfig(eval_rows=0)
     with pytest.raises(TypeError, match=r"DemoConfig\.requests"):
         DemoConfig(requests="7 thick")
+
+
+def test_a_config_without_gan_keys_has_no_decoder_only_stage():
+    d = demo_config(fast=True).to_dict()
+    for key in ("gan", "gan_training", "gan_label_samples"):
+        del d[key]
+    cfg = config_from_dict(d, source=SOURCE)
+    assert cfg.gan == {} and not cfg.gan
+    assert demo_config().gan and demo_config(fast=True).gan  # both presets have the stage

@@ -11,7 +11,7 @@ import torch
 from lcengine.apps.digits.app import APPLICATION_PATH, prepare_run
 from lcengine.apps.digits.config import demo_config
 from lcengine.cli import main
-from lcengine.method.run import read_run_file
+from lcengine.method.run import load_run, read_run_file
 from lcengine.method.sampling import METHODS
 
 warnings.filterwarnings("ignore", message=".*falling back to the eager.*")
@@ -107,6 +107,39 @@ def test_demo_writes_every_output(demo_run):
         assert s["method"].shape == (n,) and set(s["method"]) == set(METHODS)
         assert s["requested_mask"].shape == (n, a) and s["requested_mask"].dtype == bool
         assert s["measured"].shape == (n, a)
+
+
+def test_demo_reports_the_decoder_only_model(demo_run):
+    """The GAN generator goes through fit and sampling in the demo and is scored like the VAE:
+    its table in metrics.json and report.md, its samples in samples.npz and a figure."""
+    out, cache = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    dec = m["decoder_only"]
+    assert dec["info"]["rows"] == m["conditional_info"]["rows"]
+    assert dec["info"]["labelled_prior_samples"] == m["config"]["gan_label_samples"]
+    assert dec["info"]["realism_steps"] == m["config"]["gan_training"]["realism_steps"]
+    assert set(dec["conditional"]) == set(METHODS)
+    for method in ("prior", "actor", "optimize"):  # the baseline may lack a digit's latents
+        r = dec["conditional"][method]
+        assert 0.0 <= r["per_group"]["digit"]["accuracy"] <= 1.0 and r["fcd"] >= 0.0
+    assert m["timings_seconds"]["gan_constraints"] > 0
+    report = (out / "report.md").read_text()
+    assert "## A decoder-only model: a GAN generator" in report
+    assert "optimizer, then the generator" in report
+    assert (out / "figures" / "gan_heldout.png").read_bytes()[:8] == PNG_MAGIC
+    with np.load(out / "samples.npz", allow_pickle=False) as s:
+        gan = s["model"] == "gan"
+        assert gan.sum() == m["samples"]["models"]["gan"] > 0
+        assert set(s["method"][gan]) <= set(METHODS)
+    assert (out / "gan" / "gan.json").is_file()
+    assert (out / "gan_constraints" / "constraints.json").is_file()
+    assert any(p.name.startswith("mnist_gan-") for p in cache.iterdir())  # cached like the VAE
+    run = load_run(out)
+    ctx = run.context
+    assert ctx.gan is not None and ctx.gan_constraints is not None
+    assert not ctx.gan_constraints.model.has_encoder
+    res = ctx.gan_constraints.sample("3 thick", 2, method="actor", seed=1)
+    assert res.images.shape == (2, 28, 28)
 
 
 def test_run_folder_commands(demo_run, tmp_path, capsys):
