@@ -15,7 +15,10 @@ Contenders per (case, step), same networks (own copies), same batch, each step =
   (``compile[mode]+trace_autograd_ops``, :func:`.optimizer.autograd_tracing`);
 - ``hand``: the trainer's step: the hand-derived gradients (:mod:`lcengine.method.steps`:
   explicit forward/backward matmuls, no autograd graph) and ``Adam(fused=True)``;
-- ``hand+compile[mode]``: the same kernel under ``torch.compile``.
+- ``hand+compile[mode]``: the same kernel under ``torch.compile``;
+- ``hand+bf16_autocast``: ``hand`` under ``torch.autocast`` to bfloat16 (``TrainingConfig(
+  autocast="bf16")``); on CUDA for every case, on CPU only for cases with ``cpu_autocast``
+  (without native bfloat16 arithmetic it is an order of magnitude slower there).
 
 Ratios: ``x eager`` = eager's median / the row's median; ``x compile`` = the fastest timed
 compile contender of the eager math / the row's median. Every row also gives the step's matrix
@@ -28,6 +31,7 @@ count: the share of the machine's matrix throughput a step reaches.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -61,6 +65,7 @@ class FitCase:
         cpu_reps: at most this many timed calls per contender on CPU (None: ``--reps``).
         cpu_thread_sweep: on CPU, by default time it at one thread and at all of torch's
             threads (``lcengine fit --threads`` defaults to 1); else at torch's threads only.
+        cpu_autocast: on CPU, time the ``hand+bf16_autocast`` contender too.
     """
 
     name: str
@@ -72,12 +77,20 @@ class FitCase:
     attribute_batch: int = 256
     cpu_reps: Optional[int] = None
     cpu_thread_sweep: bool = False
+    cpu_autocast: bool = False
 
 
 FIT_CASES = {
     c.name: c
     for c in [
-        FitCase("demo_B128_D16_4x256_relu", 128, 16, (256,) * 4, cpu_thread_sweep=True),
+        FitCase(
+            "demo_B128_D16_4x256_relu",
+            128,
+            16,
+            (256,) * 4,
+            cpu_thread_sweep=True,
+            cpu_autocast=True,
+        ),
         FitCase("paper_B128_D1024_4x2048_relu", 128, 1024, (2048,) * 4, cpu_reps=3),
     ]
 }
@@ -174,15 +187,18 @@ def _updater(
 
 
 def step_contenders(
-    step: str, x: dict, compile_modes: Sequence[str] = ("default",)
+    step: str, x: dict, compile_modes: Sequence[str] = ("default",), autocast: bool = False
 ) -> tuple[dict, dict]:
-    """The timed callables of one step and the compile refusals.
+    """The timed callables of one step and the compile refusals (``autocast``: with the
+    ``hand+bf16_autocast`` contender).
 
     Every contender trains its own copy of the network (the critics the actor reads are shared
     and frozen). Compiled contenders are compiled here (their first call), outside any timing.
 
     Returns:
-        ``(contenders, refused)``: label -> callable; label -> first line of the error.
+        ``(contenders, refused, first_call_s)``: label -> callable; label -> first line of the
+        error; label -> seconds of the contender's first call (for compiled contenders, the
+        compile time).
     """
     key, ref_fn, ref, hand, adam = _grad_fns(step, x)
     # Inductor's CPU code fixes its OpenMP thread count when it is generated: compile afresh
@@ -191,6 +207,7 @@ def step_contenders(
     base = x[key]
     contenders: dict[str, Callable[[], None]] = {}
     refused: dict[str, str] = {}
+    first_call_s: dict[str, float] = {}
 
     def add(label: str, grads: Callable, context: Callable = None, fused: bool = False) -> None:
         update = _updater(copy.deepcopy(base), grads, adam, fused)
@@ -201,11 +218,13 @@ def step_contenders(
                 with context():
                     plain()
 
+        t0 = time.perf_counter()
         try:
             update()  # compiles a compiled contender; a refusal raises here
         except Exception as exc:  # reported, not hidden
             refused[label] = first_line(exc)
             return
+        first_call_s[label] = time.perf_counter() - t0
         contenders[label] = update
 
     def compiled(mode: str) -> Callable:
@@ -223,7 +242,14 @@ def step_contenders(
     add("hand", lambda net: hand(net, False), fused=True)
     if compile_modes:
         add("hand+compile[default]", lambda net: hand(net, True), fused=True)
-    return contenders, refused
+    if autocast:
+        device_type = next(base.parameters()).device.type
+
+        def bf16() -> torch.autocast:
+            return torch.autocast(device_type, dtype=torch.bfloat16)
+
+        add("hand+bf16_autocast", lambda net: hand(net, False), bf16, fused=True)
+    return contenders, refused, first_call_s
 
 
 def step_flops(step: str, x: dict) -> int:
@@ -296,7 +322,8 @@ def run_fit(
                 for step in steps:
                     if progress:
                         print(f"  {case.name} {step}, {n} threads: timing...", flush=True)
-                    contenders, refused = step_contenders(step, x, compile_modes)
+                    autocast = device.type == "cuda" or case.cpu_autocast
+                    contenders, refused, first = step_contenders(step, x, compile_modes, autocast)
                     stats = measure_stats(contenders, timer, warmup=case_warmup, reps=case_reps)
                     rows += fit_rows(
                         case.name,
@@ -306,6 +333,7 @@ def run_fit(
                         threads=n,
                         flops=step_flops(step, x),
                         probe=probes[n],
+                        first_call_s=first,
                     )
     finally:
         torch.set_num_threads(previous)
@@ -335,11 +363,12 @@ def fit_rows(
     threads: Optional[int] = None,
     flops: Optional[int] = None,
     probe: Optional[tuple[float, str]] = None,
+    first_call_s: Optional[dict] = None,
 ) -> list[dict]:
     """Report rows of one (case, threads, step) from each contender's :class:`.timing.Stats`
     and the refusals: ratios are computed here, from the medians; ``flops`` (the step's
     matrix FLOPs) and ``probe`` (``gemm_probe``'s result at these threads) add the rate and
-    its fraction of the probe."""
+    its fraction of the probe; ``first_call_s`` each contender's first call (compile time)."""
     threads = torch.get_num_threads() if threads is None else threads
     times = {label: s.median for label, s in stats.items()}
     eager_t = times.get("eager")
@@ -364,6 +393,7 @@ def fit_rows(
                 "compile_ms": None if compile_t is None else compile_t * 1e3,
                 "speedup_vs_eager": None if eager_t is None else eager_t / t,
                 "speedup_vs_compile": None if compile_t is None else compile_t / t,
+                "first_call_s": (first_call_s or {}).get(label),
                 "gflop_per_step": None if flops is None else flops / 1e9,
                 "GFLOPs": None if flops is None else flops / t / 1e9,
                 "gemm_probe_GFLOPs": None if probe is None else probe[0],
@@ -446,6 +476,13 @@ def format_fit_table(report: dict) -> str:
         f"torch {env['torch']}, {env.get('device_name', env['cpu_name'])}, "
         f"{env['torch_threads']} torch threads by default (thr: the threads of each row)"
     )
+    firsts = [
+        f"{r['contender']} {r['step']} {r['first_call_s']:.1f} s ({r['case']}, {r['threads']} thr)"
+        for r in report["rows"]
+        if "compile" in r["contender"] and r.get("first_call_s") is not None
+    ]
+    if firsts:
+        lines.append("first call, compile included: " + "; ".join(firsts))
     for r in report["rows"]:
         if r["status"] == "refused":
             lines.append(

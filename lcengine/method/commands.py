@@ -382,6 +382,10 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         print(f"completed {folder}: realism critic {run.constraints.trainer.realism_step} updates")
         return 0
     if (folder / RUN_FILE).is_file():
+        if args.autocast is not None:  # before anything is loaded onto the device
+            from .training import check_autocast
+
+            check_autocast(args.autocast, device)
         run = load_run(folder, device=device)
         lc = run.constraints
         before = (lc.trainer.attribute_step, lc.trainer.realism_step)
@@ -438,10 +442,7 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
 
 def _apply_speed_settings(lc, args: argparse.Namespace) -> None:
     """``--autocast`` and ``--compile-steps`` on a continued run (they change no weights)."""
-    from .training import check_autocast
-
-    if args.autocast is not None:
-        check_autocast(args.autocast, lc.device)
+    if args.autocast is not None:  # checked against the device before the run was loaded
         lc.training.autocast = args.autocast  # the trainer's config is the same object
     if args.compile_steps:
         lc.training.compile_steps = True

@@ -149,3 +149,15 @@ def test_cli_runs_fit_and_saves_its_section(tmp_path, capsys, monkeypatch):
     assert "tiny" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--fit-cases"):
         bench(["--ops", "fit", "--fit-cases", "nope", "--device", "cpu"])
+
+
+def test_bf16_autocast_contender_on_cases_that_ask_for_it():
+    import dataclasses
+
+    case = dataclasses.replace(TINY, cpu_autocast=True)
+    report = run_fit(
+        [case], steps=("attribute",), warmup=0, reps=2, compile_modes=(), progress=False
+    )
+    by = {r["contender"]: r for r in report["rows"]}
+    assert set(by) == {"eager", "eager+fused_adam", "hand", "hand+bf16_autocast"}
+    assert by["hand+bf16_autocast"]["status"] == "timed" and by["hand+bf16_autocast"]["time_ms"] > 0
