@@ -13,18 +13,10 @@ from lcengine.method.config import TrainingConfig
 from lcengine.method.constraints import LatentConstraints
 from lcengine.method.data import LatentSamples
 from lcengine.method.training import ConstraintTrainer
-from support.method_toys import NAMES, toy_data, toy_model
+from support.method_toys import NAMES, tiny_training, toy_data, toy_model
 
-TINY = TrainingConfig(
-    hidden=(32, 32),
-    attribute_hidden=(32, 32),
-    embed_dim=8,
-    batch_size=32,
-    attribute_batch_size=32,
-    attribute_steps=3,
-    realism_steps=10,
-    log_every=1,
-    seed=3,
+TINY = tiny_training(
+    attribute_batch_size=32, attribute_steps=3, realism_steps=10, log_every=1, seed=3
 )
 
 

@@ -118,6 +118,32 @@ def _cache_key(kind: str, cfg: DemoConfig, params: dict) -> str:
     return f"{kind}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
+def _obtain(
+    kind: str,
+    what: str,
+    cfg: DemoConfig,
+    params: dict,
+    cache: Optional[Path],
+    files: tuple[Callable, Callable, Callable],
+    train: Callable[[], Any],
+    log: Callable[[str], None],
+) -> tuple[Any, bool]:
+    """A model from the cache when there (``kind`` and ``params`` key it), else ``train()``-ed
+    and cached. ``files`` = (has_checkpoint, load, save). -> (model, from the cache)"""
+    has, load, save = files
+    folder = None if cache is None else cache / _cache_key(kind, cfg, params)
+    if folder is not None and has(folder):
+        try:
+            return load(folder), True
+        except ValueError as exc:
+            log(f"cached {what} unusable ({exc}); training a new one")
+    log(f"training the {what} ({params.get('epochs', 'default')} epochs)")
+    model = train()
+    if folder is not None:
+        save(model, folder)
+    return model, False
+
+
 def obtain_vae(
     cfg: DemoConfig,
     ds: MnistAttributes,
@@ -128,18 +154,16 @@ def obtain_vae(
 ) -> tuple[MnistVAE, bool]:
     """The demo's VAE: from the cache if there, else trained (and cached). -> (vae, cached)"""
     params = dict(cfg.vae)
-    if cache is not None:
-        folder = cache / _cache_key("mnist_vae", cfg, params)
-        if has_vae_checkpoint(folder):
-            try:
-                return load_vae(folder), True
-            except ValueError as exc:
-                log(f"cached VAE unusable ({exc}); training a new one")
-    log(f"training the VAE ({params.get('epochs')} epochs)")
-    vae = train_vae(ds.train_images, seed=cfg.seed, progress=progress, **params)
-    if cache is not None:
-        save_vae(vae, cache / _cache_key("mnist_vae", cfg, params))
-    return vae, False
+    return _obtain(
+        "mnist_vae",
+        "VAE",
+        cfg,
+        params,
+        cache,
+        (has_vae_checkpoint, load_vae, save_vae),
+        lambda: train_vae(ds.train_images, seed=cfg.seed, progress=progress, **params),
+        log,
+    )
 
 
 def obtain_classifier(
@@ -152,20 +176,18 @@ def obtain_classifier(
 ) -> tuple[PixelClassifier, bool]:
     """The evaluation classifier (real training images only), cached like the VAE."""
     params = dict(cfg.classifier)
-    if cache is not None:
-        folder = cache / _cache_key("pixel_classifier", cfg, params)
-        if has_classifier_checkpoint(folder):
-            try:
-                return load_classifier(folder), True
-            except ValueError as exc:
-                log(f"cached classifier unusable ({exc}); training a new one")
-    log(f"training the evaluation classifier ({params.get('epochs', 'default')} epochs)")
-    clf = train_pixel_classifier(
-        ds.train_images, ds.train_digits, seed=cfg.seed, progress=progress, **params
+    return _obtain(
+        "pixel_classifier",
+        "evaluation classifier",
+        cfg,
+        params,
+        cache,
+        (has_classifier_checkpoint, load_classifier, save_classifier),
+        lambda: train_pixel_classifier(
+            ds.train_images, ds.train_digits, seed=cfg.seed, progress=progress, **params
+        ),
+        log,
     )
-    if cache is not None:
-        save_classifier(clf, cache / _cache_key("pixel_classifier", cfg, params))
-    return clf, False
 
 
 def obtain_gan(
@@ -178,18 +200,16 @@ def obtain_gan(
 ) -> tuple[MnistGenerator, bool]:
     """The decoder-only model (real training images only, no labels), cached like the VAE."""
     params = dict(cfg.gan)
-    if cache is not None:
-        folder = cache / _cache_key("mnist_gan", cfg, params)
-        if has_gan_checkpoint(folder):
-            try:
-                return load_gan(folder), True
-            except ValueError as exc:
-                log(f"cached generator unusable ({exc}); training a new one")
-    log(f"training the GAN generator ({params.get('epochs', 'default')} epochs)")
-    gen = train_gan(ds.train_images, seed=cfg.seed, progress=progress, **params)
-    if cache is not None:
-        save_gan(gen, cache / _cache_key("mnist_gan", cfg, params))
-    return gen, False
+    return _obtain(
+        "mnist_gan",
+        "GAN generator",
+        cfg,
+        params,
+        cache,
+        (has_gan_checkpoint, load_gan, save_gan),
+        lambda: train_gan(ds.train_images, seed=cfg.seed, progress=progress, **params),
+        log,
+    )
 
 
 # --------------------------------------------------------------------------------------------

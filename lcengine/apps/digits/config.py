@@ -123,25 +123,26 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     is what the report's figures mean.
     """
     if fast:
+        tiny = TrainingConfig(
+            hidden=(32, 32),
+            attribute_hidden=(32, 32),
+            embed_dim=8,
+            batch_size=32,
+            attribute_batch_size=64,
+            attribute_steps=60,
+            realism_steps=60,
+            realism_lr=1e-3,
+            actor_lr=1e-3,
+            lambda_dist=0.01,
+            log_every=5,
+            seed=seed,
+        )
         return DemoConfig(
             name="fast",
             seed=seed,
             vae={"latent_dim": 8, "epochs": 3, "hidden": (128,), "lr": 3e-3, "batch_size": 128},
             classifier={"epochs": 1, "channels": (4, 8), "feature_dim": 32},
-            training=TrainingConfig(
-                hidden=(32, 32),
-                attribute_hidden=(32, 32),
-                embed_dim=8,
-                batch_size=32,
-                attribute_batch_size=64,
-                attribute_steps=60,
-                realism_steps=60,
-                realism_lr=1e-3,
-                actor_lr=1e-3,
-                lambda_dist=0.01,
-                log_every=5,
-                seed=seed,
-            ),
+            training=tiny,
             sampling=SamplingConfig(steps=20, lr=0.3, w_dist=0.001, tau_r=0.9),
             transform=SamplingConfig(steps=20, lr=0.05, w_dist=0.01, tau_r=0.5, tau_a=0.99),
             eval_rows=48,
@@ -152,20 +153,7 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
             zero_shot_samples=600,
             zero_shot_steps=30,
             gan={"latent_dim": 8, "channels": 4, "epochs": 1},
-            gan_training=TrainingConfig(
-                hidden=(32, 32),
-                attribute_hidden=(32, 32),
-                embed_dim=8,
-                batch_size=32,
-                attribute_batch_size=64,
-                attribute_steps=40,
-                realism_steps=40,
-                realism_lr=1e-3,
-                actor_lr=1e-3,
-                lambda_dist=0.01,
-                log_every=5,
-                seed=seed,
-            ),
+            gan_training=dataclasses.replace(tiny, attribute_steps=40, realism_steps=40),
             gan_label_samples=400,
         )
     return DemoConfig(
