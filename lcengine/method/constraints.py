@@ -691,7 +691,9 @@ class LatentConstraints:
             n: number of samples.
             method: "actor" (one pass of G), "optimize" (Adam on z against both critics),
                 "prior" (unconstrained samples, for comparison) or "baseline" (attribute-vector
-                arithmetic on prior samples).
+                arithmetic on prior samples). A request naming a zero-shot attribute takes
+                "optimize" (or "prior"): the actor and the baseline know only the attributes
+                they were fitted with and raise ValueError naming the combination.
             seed: seed of the prior samples and of the completion of unrequested attributes.
             progress: tqdm bar for the optimizer.
             **overrides: :class:`SamplingConfig` fields for ``method="optimize"`` (``steps``,

@@ -25,6 +25,22 @@ if TYPE_CHECKING:
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
+def refuse_zero_shot(lc: "LatentConstraints", mask: np.ndarray, method: str, what: str) -> None:
+    """The actor and the baseline know the data's attributes only: a request that names a
+    zero-shot attribute (a requested column past the data's) is refused for them, naming the
+    method and the attributes, instead of being dropped. # mask [N, A]"""
+    a_base = len(lc.base_attribute_names)
+    requested = np.asarray(mask)[:, a_base:].any(axis=0)  # [A - A_base]
+    if method in ("actor", "baseline") and requested.any():
+        names = [n for n, r in zip(lc.attribute_names[a_base:], requested) if r]
+        raise ValueError(
+            f"{what}(method={method!r}) cannot satisfy the zero-shot attribute(s) {names}: "
+            f"the {method} knows only the attributes it was fitted with "
+            f"({list(lc.base_attribute_names)}); use method='optimize', which reads the "
+            "zero-shot critics"
+        )
+
+
 def generate(
     lc: "LatentConstraints",
     y: ArrayLike,
@@ -43,6 +59,7 @@ def generate(
     lc.require_trainer(f"sample(method={method!r})")
     cfg = dataclasses.replace(lc.sampling, **overrides) if overrides else lc.sampling
     yy, mm = lc.check_targets(y, mask)  # [N, A], [N, A]
+    refuse_zero_shot(lc, mm, method, "sample")
     n = yy.shape[0]
     if complete:
         yy = lc.complete(yy, mm, seed=seed)
@@ -118,6 +135,7 @@ def transform(
     else:
         v, m = lc.parse(changes)  # [A], [A]
         values, mask = np.broadcast_to(v, (b, v.size)), np.broadcast_to(m, (b, m.size))
+    refuse_zero_shot(lc, mask, method, "transform")
     if source_attributes is None:
         src = lc.source_attributes(mu)  # [B, A_data]
     else:

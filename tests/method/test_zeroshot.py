@@ -96,6 +96,14 @@ def test_zero_shot_in_sampling_transform_and_checkpoints(tmp_path):
     tr = lc.transform(src, {"prod": 1})
     assert rule_positive_product(tr.images[tr.converged]).mean() > 0.8
 
+    # the actor and the baseline know the data's attributes only: refused, never dropped
+    for method in ("actor", "baseline"):
+        with pytest.raises(ValueError, match=rf"method='{method}'.*zero-shot.*\['prod'\]"):
+            lc.sample("prod a0", 4, method=method)
+        with pytest.raises(ValueError, match=rf"transform\(method='{method}'\).*\['prod'\]"):
+            lc.transform(src, {"prod": 1}, method=method)
+        assert lc.sample("a0", 4, method=method).images.shape[0] == 4  # data attributes: fine
+
     lc.save(tmp_path / "zs")
     back = LatentConstraints.load(tmp_path / "zs", toy_model())
     assert back.attribute_names == lc.attribute_names
