@@ -118,9 +118,9 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     """The demo's presets.
 
     ``fast`` (used by the tests) shrinks every stage to seconds; its figures are
-    not meaningful. The full preset finishes in a few minutes on 2 CPU cores from an empty cache
-    (VAE and classifier training included; 208 s measured on the 2-core development machine) and
-    is what the report's figures mean.
+    not meaningful. The full preset is what the report's figures mean: 604 s on the 2-core
+    development machine from an empty cache (VAE, classifier and generator trained, two other
+    jobs sharing the cores), 379 s with the VAE and the classifier cached.
     """
     if fast:
         tiny = TrainingConfig(
