@@ -184,6 +184,36 @@ def frechet_distance(features_a: ArrayLike, features_b: ArrayLike) -> float:
     return max(d, 0.0)
 
 
+def feature_diversity(features: ArrayLike, groups: ArrayLike) -> Optional[float]:
+    """Mean pairwise Euclidean distance between the feature rows of each group, averaged over
+    the groups weighted by their number of pairs (groups of one row have none). Divided by the
+    same figure of real data with the same groups, it detects mode collapse within a condition,
+    which accuracy and a pooled Frechet distance can miss.
+
+    Args:
+        features: one feature row per sample. # [N, F]
+        groups: the condition of each row (e.g. the requested class). # [N]
+
+    Returns:
+        The mean within-group distance; None when no group has two rows.
+    """
+    f = _as_features(features, "features").astype(np.float64)  # [N, F]
+    g = np.asarray(groups).reshape(-1)  # [N]
+    if g.shape[0] != f.shape[0]:
+        raise ValueError(f"groups has {g.shape[0]} rows, features has {f.shape[0]}")
+    total, pairs = 0.0, 0
+    for value in np.unique(g):
+        x = f[g == value]  # [k, F]
+        k = x.shape[0]
+        if k < 2:
+            continue
+        sq = (x * x).sum(1)  # [k]
+        d2 = np.clip(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0, None)  # [k, k]
+        total += float(np.sqrt(d2)[np.triu_indices(k, 1)].sum())
+        pairs += k * (k - 1) // 2
+    return total / pairs if pairs else None
+
+
 def evaluate_methods(
     lc: LatentConstraints,
     y: ArrayLike,
@@ -231,4 +261,4 @@ def evaluate_methods(
     return metrics, samples
 
 
-__all__ = ["attribute_metrics", "evaluate_methods", "frechet_distance"]
+__all__ = ["attribute_metrics", "evaluate_methods", "feature_diversity", "frechet_distance"]

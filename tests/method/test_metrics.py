@@ -89,3 +89,16 @@ def test_frechet_distance_errors():
         frechet_distance(np.zeros((1, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.full((3, 2), np.nan), np.zeros((3, 2)))
+
+
+def test_feature_diversity_is_the_mean_within_group_distance():
+    from lcengine.method.metrics import feature_diversity
+
+    f = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [0.0, 1.0], [9.0, 9.0]])
+    groups = np.array([0, 0, 1, 1, 2])  # pair distances 5 and 1; group 2 has no pair
+    assert feature_diversity(f, groups) == pytest.approx(3.0)
+    collapsed = np.repeat(f[:1], 5, axis=0)
+    assert feature_diversity(collapsed, groups) == pytest.approx(0.0)
+    assert feature_diversity(f[:1].repeat(2, 0), np.array([0, 1])) is None  # no pair at all
+    with pytest.raises(ValueError, match="groups has 3 rows"):
+        feature_diversity(f, groups[:3])

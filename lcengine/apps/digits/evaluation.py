@@ -20,7 +20,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from lcengine.method.metrics import attribute_metrics, evaluate_methods, frechet_distance
+from lcengine.method.metrics import (
+    attribute_metrics,
+    evaluate_methods,
+    feature_diversity,
+    frechet_distance,
+)
 from lcengine.method.run import Run
 from lcengine.method.sampling import METHODS
 from lcengine.method.timing import time_optimizer
@@ -102,6 +107,20 @@ def _fcd(clf: PixelClassifier, images: np.ndarray, ref: np.ndarray) -> float:
     return frechet_distance(clf.features(images), ref)
 
 
+def _digit(attributes: np.ndarray) -> np.ndarray:
+    """The digit class of each 15-column attribute row. # [N, 15] -> [N]"""
+    return np.asarray(attributes)[:, DIGIT_COLUMNS].argmax(1)
+
+
+def _diversity(
+    clf: PixelClassifier, images: np.ndarray, targets: np.ndarray, real: Optional[float]
+) -> Optional[float]:
+    """Within-digit feature diversity of images for their target digits, over real images'
+    (:func:`~lcengine.method.metrics.feature_diversity`; 1 = as diverse as real digits)."""
+    d = feature_diversity(clf.features(images), _digit(targets))
+    return None if d is None or not real else d / real
+
+
 def evaluate_run(
     run: Run, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> tuple[dict, dict]:
@@ -127,13 +146,20 @@ def evaluate_run(
     log(f"evaluating on {len(eval_idx)} held-out attribute vectors")
     t0 = time.perf_counter()
     table: dict[str, dict] = {}
-    real = attribute_metrics(y_eval, measure15(x_eval), None, ATTRIBUTES)
+    measured_real = measure15(x_eval)  # [N, 15]
+    real = attribute_metrics(y_eval, measured_real, None, ATTRIBUTES)
     real["fcd"] = _fcd(clf, x_eval, ref)
+    real_diversity = feature_diversity(clf.features(x_eval), _digit(y_eval))
+    real["diversity_vs_real"] = 1.0
     table["real"] = real
+    # chance: real images read against the targets of other rows
+    shuffled = np.random.default_rng(cfg.seed + 777).permutation(len(eval_idx))
+    table["chance"] = attribute_metrics(y_eval[shuffled], measured_real, None, ATTRIBUTES)
     mu, _ = lc.model.encode_dataset(x_eval)
     recon = lc.model.decode_batched(mu).numpy().astype(np.float32)
     rec = attribute_metrics(y_eval, measure15(recon), None, ATTRIBUTES)
     rec["fcd"] = _fcd(clf, recon, ref)
+    rec["diversity_vs_real"] = _diversity(clf, recon, y_eval, real_diversity)
     table["reconstruction"] = rec
     y_full = np.zeros((len(eval_idx), lc.num_attributes), dtype=np.int8)
     y_full[:, :_A] = y_eval
@@ -151,6 +177,9 @@ def evaluate_run(
         progress=progress,
     )
     for k, v in gen_metrics.items():
+        v["diversity_vs_real"] = _diversity(
+            clf, gen_samples[k].images, gen_samples[k].attributes[:, :_A], real_diversity
+        )
         table[k] = v
     metrics["conditional"] = table
     metrics["conditional_info"] = {
@@ -163,7 +192,13 @@ def evaluate_run(
     art["conditional_mask"] = mask_full
     if ctx.gan_constraints is not None:
         metrics["decoder_only"], art["decoder_only"] = evaluate_decoder_only(
-            run, y_eval, ref, seed=cfg.seed + 1, progress=progress, log=log
+            run,
+            y_eval,
+            ref,
+            seed=cfg.seed + 1,
+            reference_diversity=real_diversity,
+            progress=progress,
+            log=log,
         )
     # the fused optimizer against its eager autograd loop, on the same conditional workload
     log("timing the optimizer: fused vs the eager autograd loop")
@@ -283,6 +318,7 @@ def evaluate_decoder_only(
     reference_features: np.ndarray,
     *,
     seed: int,
+    reference_diversity: Optional[float] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[dict, dict]:
@@ -295,6 +331,8 @@ def evaluate_decoder_only(
         y_eval: the held-out target vectors. # [N, 15]
         reference_features: classifier features of the FCD reference images. # [M, F]
         seed: seed of the prior samples every method starts from.
+        reference_diversity: within-digit feature diversity of the real images of the targets
+            (None: no diversity figure).
         progress: tqdm bars.
         log: stage messages.
 
@@ -332,6 +370,9 @@ def evaluate_decoder_only(
             table[method] = {"unavailable": str(exc)}
             log(f"decoder-only baseline unavailable: {exc}")
             continue
+        t[method]["diversity_vs_real"] = _diversity(
+            clf, smp[method].images, y_eval, reference_diversity
+        )
         table.update(t)
         samples.update(smp)
     tr = glc.trainer

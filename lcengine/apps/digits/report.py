@@ -10,6 +10,7 @@ _OLD_DIGIT_COLUMNS = tuple(f"digit_{k}" for k in range(10))
 
 ROW_LABELS = {
     "real": "real held-out images",
+    "chance": "chance: real images, other rows' targets",
     "reconstruction": "VAE reconstructions of them",
     "prior": "raw prior samples",
     "actor": "actor G(z, y)",
@@ -47,6 +48,7 @@ _CONDITIONAL_HEADER = [
     "digit identity",
     "shape attrs",
     "FCD",
+    "diversity (x real)",
     "accepted",
     "mean steps",
     "seconds",
@@ -62,7 +64,7 @@ def _conditional_table(t: dict, keys: tuple[str, ...], labels: Optional[dict] = 
             continue
         r = t[key]
         if "unavailable" in r:
-            rows.append([labels.get(key, key), f"n/a: {r['unavailable']}"] + [""] * 7)
+            rows.append([labels.get(key, key), f"n/a: {r['unavailable']}"] + [""] * 8)
             continue
         per = r["per_attribute"]
         digit = r.get("per_group", {}).get("digit", {})
@@ -89,6 +91,7 @@ def _conditional_table(t: dict, keys: tuple[str, ...], labels: Optional[dict] = 
                 digit_identity,
                 _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
                 _f(r.get("fcd"), 1),
+                _f(r.get("diversity_vs_real"), 2),
                 _pct(r.get("accepted_fraction")),
                 _f(r.get("mean_steps"), 1) if "mean_steps" in r else "",
                 _f(r.get("seconds"), 1) if "seconds" in r else "",
@@ -126,12 +129,13 @@ def _decoder_only_section(add, dec: dict, vae_table: dict) -> None:
     )
     add("")
     table = dict(dec["conditional"])
-    if "real" in vae_table:
-        table = {"real": vae_table["real"], **table}
+    for key in ("chance", "real"):
+        if key in vae_table:
+            table = {key: vae_table[key], **table}
     add(
         _conditional_table(
             table,
-            ("real", "prior", "actor", "optimize", "baseline"),
+            ("real", "chance", "prior", "actor", "optimize", "baseline"),
             {**ROW_LABELS, **GAN_ROW_LABELS},
         )
     )
@@ -200,7 +204,18 @@ def render_report(m: dict) -> str:
         "limit)."
     )
     add("")
-    add(_conditional_table(t, ("real", "reconstruction", "prior", "actor", "optimize", "baseline")))
+    add(
+        _conditional_table(
+            t, ("real", "chance", "reconstruction", "prior", "actor", "optimize", "baseline")
+        )
+    )
+    add("")
+    add(
+        "*Chance* reads the real images against the targets of other rows (a shuffle): what a "
+        "method scores by ignoring its target. *Diversity (x real)*: mean pairwise distance "
+        "between the classifier features of samples that share a target digit, over the same "
+        "for real images (1 = as varied as real digits; mode collapse gives values near 0)."
+    )
     add("")
     add("Per-attribute accuracy / precision / recall / F1:")
     add("")

@@ -65,8 +65,12 @@ def test_demo_writes_every_output(demo_run):
     for row in ("real", "reconstruction") + METHODS:
         r = m["conditional"][row]
         assert 0.0 <= r["overall_accuracy"] <= 1.0 and r["fcd"] >= 0.0
+        assert r["diversity_vs_real"] >= 0.0
         for name in ("digit_7", "thick", "slant_right"):
             assert set(r["per_attribute"][name]) >= {"accuracy", "precision", "recall", "f1"}
+    chance = m["conditional"]["chance"]  # real images against shuffled targets
+    assert chance["per_group"]["digit"]["accuracy"] < m["conditional"]["real"]["row_accuracy"]
+    assert "diversity (x real)" in (out / "report.md").read_text()
     for goal in m["goals"].values():
         assert isinstance(goal["met"], bool)
     t = m["transforms_overall"]
