@@ -50,6 +50,7 @@ from .classifier import (
     train_pixel_classifier,
 )
 from .commands import APPLICATION_PATH
+from .conditional import KINDS
 from .config import DemoConfig, config_from_dict, demo_config
 from .data import ATTRIBUTES, MnistAttributes, load_mnist
 from .evaluation import measure_attributes
@@ -210,6 +211,61 @@ def obtain_gan(
         lambda: train_gan(ds.train_images, seed=cfg.seed, progress=progress, **params),
         log,
     )
+
+
+@dataclass
+class ConditionalModel:
+    """A trained conditional model of the comparison (:mod:`.conditional`).
+
+    Attributes:
+        model: anything with ``generate(attributes [N, 15], seed) -> images [N, 28, 28]``.
+        train_seconds: its training (or fitting) time on this machine: measured now, or the sum
+            of the epochs' seconds recorded when it was trained and cached.
+        cached: it came from the cache.
+    """
+
+    model: Any
+    train_seconds: Optional[float]
+    cached: bool
+
+
+def recorded_seconds(model: Any) -> Optional[float]:
+    """The training seconds a model's ``history`` records (the sum over its epochs), if any."""
+    history = getattr(model, "history", None) or []
+    secs = [h.get("seconds") for h in history if isinstance(h, dict)]
+    return float(sum(secs)) if secs and all(isinstance(x, (int, float)) for x in secs) else None
+
+
+def obtain_conditional_models(
+    cfg: DemoConfig,
+    ds: MnistAttributes,
+    vae: MnistVAE,
+    cache: Optional[Path],
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, ConditionalModel]:
+    """The configuration's conditional models (``cfg.conditional``), trained on the training
+    split or taken from the cache (``latent_gmm`` is fitted on ``vae`` every time)."""
+    out = {}
+    for name, settings in cfg.conditional.items():
+        kind = KINDS[name]
+        t0 = time.perf_counter()
+
+        def train(kind=kind, settings=settings):
+            return kind.train(ds, vae, cfg.seed, progress, **settings)
+
+        if kind.files is None:
+            log(f"fitting the conditional model {name}")
+            model, cached = train(), False
+        else:
+            model, cached = _obtain(
+                name, f"conditional model {name}", cfg, dict(settings), cache, kind.files,
+                train, log,
+            )  # fmt: skip
+        seconds = recorded_seconds(model) if cached else time.perf_counter() - t0
+        out[name] = ConditionalModel(model, seconds, cached)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,11 +595,14 @@ __all__ = [
     "APPLICATION",
     "APPLICATION_PATH",
     "DigitsApplication",
+    "ConditionalModel",
     "GAN_CONSTRAINTS_DIR",
     "GAN_DIR",
     "DigitsContext",
     "default_cache_dir",
     "obtain_classifier",
+    "obtain_conditional_models",
+    "recorded_seconds",
     "obtain_gan",
     "obtain_vae",
     "prepare_run",

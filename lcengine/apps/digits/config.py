@@ -30,6 +30,8 @@ from lcengine.validation import (
     config_errors,
 )
 
+from .conditional import check_settings, default_settings
+
 IMAGE_PIXELS = 28 * 28  # the digits' images (lcengine.apps.digits.data.IMAGE_SIDE squared)
 
 
@@ -61,6 +63,9 @@ class DemoConfig:
             :meth:`~lcengine.method.constraints.LatentConstraints.fit_decoder_only`).
         gan_label_samples: prior samples of the generator labelled by the pixel classifier and
             the shape measurements (its training rows).
+        conditional: ``{method: settings}`` of the conditional models the method is compared
+            against (:data:`~lcengine.apps.digits.conditional.CONDITIONAL_METHODS`); empty:
+            no comparison.
     """
 
     name: str = "full"
@@ -82,6 +87,7 @@ class DemoConfig:
     gan: dict = field(default_factory=dict)
     gan_training: TrainingConfig = field(default_factory=TrainingConfig)
     gan_label_samples: int = 20000
+    conditional: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -99,6 +105,10 @@ class DemoConfig:
             k: list(v) if isinstance(v, tuple) else v for k, v in self.classifier.items()
         }
         d["gan"] = dict(self.gan)
+        d["conditional"] = {
+            m: {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
+            for m, kw in self.conditional.items()
+        }
         return d
 
 
@@ -155,6 +165,7 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
             gan={"latent_dim": 8, "channels": 4, "epochs": 1},
             gan_training=dataclasses.replace(tiny, attribute_steps=40, realism_steps=40),
             gan_label_samples=400,
+            conditional=default_settings(fast=True),
         )
     return DemoConfig(
         name="full",
@@ -190,6 +201,7 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
             seed=seed,
         ),
         gan_label_samples=20000,
+        conditional=default_settings(fast=False),
     )
 
 
@@ -297,6 +309,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "gan": _check_gan,
     "gan_training": _instance(TrainingConfig),
     "gan_label_samples": _rows,
+    "conditional": check_settings,
 }
 _METHOD_CONFIGS = {
     "training": TrainingConfig,

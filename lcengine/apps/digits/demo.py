@@ -27,6 +27,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
@@ -40,7 +41,7 @@ from lcengine.method.sampling import METHODS
 from lcengine.method.store import writer_lock
 from lcengine.validation import check_int
 
-from .app import default_cache_dir, prepare_run
+from .app import default_cache_dir, obtain_conditional_models, prepare_run, recorded_seconds
 from .config import demo_config
 from .evaluation import evaluate_run, quality_goals
 from .figures import write_figures
@@ -75,6 +76,16 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
         add(res, run.measure(res.images), "heldout_attributes")
     for res in art.get("decoder_only", {}).values():
         add(res, run.measure(res.images), "heldout_attributes", model="gan")
+    targets = art["conditional_targets"]  # [N, A]
+    for name, (cm_images, cm_measured) in art.get("conditional_models", {}).items():
+        res = SimpleNamespace(
+            images=cm_images,
+            attributes=targets[:, : cm_measured.shape[1]],
+            mask=np.ones_like(cm_measured, dtype=bool),
+            method=name,
+            converged=np.zeros(len(cm_images), dtype=bool),  # no critic verdict
+        )
+        add(res, cm_measured, "heldout_attributes", model=name)
     out = {
         "images": np.clip(np.concatenate(images), 0.0, 1.0).astype(np.float32),
         "attributes": np.concatenate(attrs).astype(np.int8),
@@ -90,7 +101,7 @@ def write_samples(folder: Path, run: Run, art: dict) -> dict:
     return {
         "rows": int(out["images"].shape[0]),
         "methods": {m: int((out["method"] == m).sum()) for m in METHODS},
-        "models": {m: int((out["model"] == m).sum()) for m in ("vae", "gan")},
+        "models": {m: int((out["model"] == m).sum()) for m in sorted(set(models))},
     }
 
 
@@ -199,7 +210,11 @@ def _run_demo_locked(
         folder, cfg, cache=cache, progress=progress, log=log, timings=timings, device=device
     )
     t0 = time.perf_counter()
-    metrics, art = evaluate_run(run, progress=progress, log=log)
+    ctx = run.context
+    models = obtain_conditional_models(cfg, ctx.data, ctx.vae, cache, progress=progress, log=log)
+    timings["conditional_models"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics, art = evaluate_run(run, conditional_models=models, progress=progress, log=log)
     timings["evaluation"] = time.perf_counter() - t0
     metrics["goals"] = quality_goals(metrics)
 
@@ -234,6 +249,7 @@ def _run_demo_locked(
             "vae": {
                 "config": ctx.vae.config(),
                 "final_epoch": (ctx.vae.history[-1] if getattr(ctx.vae, "history", None) else None),
+                "train_seconds": recorded_seconds(ctx.vae),
             },
             "classifier": {
                 "config": ctx.classifier.config(),

@@ -32,6 +32,7 @@ from lcengine.method.timing import time_optimizer
 from lcengine.method.zeroshot import Rule, apply_rule
 
 from .classifier import PixelClassifier
+from .conditional import KINDS
 from .config import DemoConfig
 from .data import (
     ATTRIBUTE_NAMES,
@@ -122,13 +123,19 @@ def _diversity(
 
 
 def evaluate_run(
-    run: Run, *, progress: bool = True, log: Callable[[str], None] = print
+    run: Run,
+    *,
+    conditional_models: Optional[Mapping[str, Any]] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
 ) -> tuple[dict, dict]:
     """All the demo's measurements. -> (metrics, artifacts for figures and samples.npz)
 
     Args:
         run: a digits run folder (its context is a
             :class:`~lcengine.apps.digits.app.DigitsContext`).
+        conditional_models: ``{method: ConditionalModel}`` to score on the same targets
+            (:func:`~lcengine.apps.digits.app.obtain_conditional_models`).
         progress: tqdm bars.
         log: stage messages.
     """
@@ -199,6 +206,10 @@ def evaluate_run(
             reference_diversity=real_diversity,
             progress=progress,
             log=log,
+        )
+    if conditional_models:
+        metrics["conditional_models"], art["conditional_models"] = evaluate_conditional_models(
+            conditional_models, clf, ds.shape_thresholds, y_eval, ref, real_diversity, cfg.seed + 1
         )
     # the fused optimizer against its eager autograd loop, on the same conditional workload
     log("timing the optimizer: fused vs the eager autograd loop")
@@ -389,6 +400,40 @@ def evaluate_decoder_only(
     return {"conditional": table, "info": info}, samples
 
 
+def evaluate_conditional_models(
+    models: Mapping[str, Any],
+    clf: PixelClassifier,
+    thresholds: Mapping[str, float],
+    y_eval: np.ndarray,
+    reference_features: np.ndarray,
+    reference_diversity: Optional[float],
+    seed: int,
+) -> tuple[dict, dict]:
+    """Each conditional model (:mod:`~lcengine.apps.digits.conditional`) generating for the
+    held-out targets, read like the method's samples: attribute metrics, FCD, diversity, and
+    its training and generation seconds.
+
+    Returns:
+        ``({method: metrics}, {method: (images, measured)})``.
+    """
+    table, samples = {}, {}
+    for name, cm in models.items():
+        t0 = time.perf_counter()
+        images = np.asarray(cm.model.generate(y_eval, seed), dtype=np.float32)  # [N, 28, 28]
+        seconds = time.perf_counter() - t0
+        measured = measure_attributes(images, clf, thresholds)  # [N, 15]
+        m = attribute_metrics(y_eval, measured, None, ATTRIBUTES)
+        m["fcd"] = frechet_distance(clf.features(images), reference_features)
+        m["diversity_vs_real"] = _diversity(clf, images, y_eval, reference_diversity)
+        m["seconds"] = seconds
+        m["train_seconds"] = cm.train_seconds
+        m["cached"] = cm.cached
+        m["retrains"] = KINDS[name].retrains
+        table[name] = m
+        samples[name] = (images, measured)
+    return table, samples
+
+
 def quality_goals(metrics: dict) -> dict:
     """The demo's quality goals, each with its target, measured value and verdict."""
     t = metrics["conditional"]
@@ -428,4 +473,10 @@ def quality_goals(metrics: dict) -> dict:
     return goals
 
 
-__all__ = ["evaluate_decoder_only", "evaluate_run", "measure_attributes", "quality_goals"]
+__all__ = [
+    "evaluate_conditional_models",
+    "evaluate_decoder_only",
+    "evaluate_run",
+    "measure_attributes",
+    "quality_goals",
+]

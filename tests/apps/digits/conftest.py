@@ -8,6 +8,16 @@ from lcengine.apps.digits.classifier import train_pixel_classifier
 from lcengine.apps.digits.data import load_mnist
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_for_shared_fixtures():
+    """Session and module fixtures (the classifier, trained models) are built before the
+    per-test fixture below runs: one thread for them too, torch's count restored at the end."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Small networks: one thread is faster, and immune to oversubscribed CI machines; the

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lcengine.apps.digits.app import APPLICATION_PATH, prepare_run
+from lcengine.apps.digits.conditional import CONDITIONAL_METHODS
 from lcengine.apps.digits.config import demo_config
 from lcengine.cli import main
 from lcengine.method.run import load_run, read_run_file
@@ -108,7 +109,8 @@ def test_demo_writes_every_output(demo_run):
         names = list(s["attribute_names"])
         assert len(names) == a and names[:3] == ["digit_0", "digit_1", "digit_2"]
         assert "thick" in names and "slant_right" in names and "top_heavy" in names
-        assert s["method"].shape == (n,) and set(s["method"]) == set(METHODS)
+        assert s["method"].shape == (n,)
+        assert set(s["method"]) == set(METHODS) | set(CONDITIONAL_METHODS)
         assert s["requested_mask"].shape == (n, a) and s["requested_mask"].dtype == bool
         assert s["measured"].shape == (n, a)
 
@@ -144,6 +146,26 @@ def test_demo_reports_the_decoder_only_model(demo_run):
     assert not ctx.gan_constraints.model.has_encoder
     res = ctx.gan_constraints.sample("3 thick", 2, method="actor", seed=1)
     assert res.images.shape == (2, 28, 28)
+
+
+def test_demo_compares_the_conditional_models(demo_run):
+    """Every conditional model generates for the same targets and is scored in the same way,
+    with its training seconds; its samples are in samples.npz under its method name."""
+    out, cache = demo_run
+    m = json.loads((out / "metrics.json").read_text())
+    cm = m["conditional_models"]
+    assert set(cm) == set(CONDITIONAL_METHODS)
+    for name, r in cm.items():
+        assert 0.0 <= r["per_group"]["digit"]["accuracy"] <= 1.0, name
+        assert r["fcd"] >= 0.0 and r["diversity_vs_real"] >= 0.0 and r["train_seconds"] > 0
+        assert r["retrains"] == (name != "latent_gmm")
+    report = (out / "report.md").read_text()
+    assert "## Why not retrain a conditional model?" in report and "conditional GAN" in report
+    with np.load(out / "samples.npz", allow_pickle=False) as s:
+        for name in CONDITIONAL_METHODS:
+            rows = s["method"] == name
+            assert rows.sum() == m["conditional_info"]["rows"] and (s["model"][rows] == name).all()
+            assert not s["accepted"][rows].any()  # no critic verdict for them
 
 
 def test_run_folder_commands(demo_run, tmp_path, capsys):
