@@ -77,6 +77,12 @@ TAMPERED = [
     ("gan_training.hidden", [HUGE], "config.gan_training.hidden[0]"),
     ("gan_training.autocast", "fp16", "config.gan_training.autocast"),
     ("gan_label_samples", 0, "config.gan_label_samples"),
+    ("conditional", [], "config.conditional must be a JSON object"),
+    ("conditional.cvae.epochs", 0, "config.conditional.cvae.epochs"),
+    ("conditional.cvae.hidden", [HUGE], "config.conditional.cvae.hidden[0]"),
+    ("conditional.cgan.colour", 1, "config.conditional.cgan: unknown keys ['colour']"),
+    ("conditional.flow", {}, "config.conditional: unknown conditional models ['flow']"),
+    ("conditional.latent_gmm.use_means", 1, "config.conditional.latent_gmm.use_means"),
     ("typo", 1, "config: unknown keys ['typo']"),
 ]
 
@@ -138,8 +144,8 @@ def test_keys_left_out_take_their_defaults_and_the_constructor_checks():
 
 def test_a_config_without_gan_keys_has_no_decoder_only_stage():
     d = demo_config(fast=True).to_dict()
-    for key in ("gan", "gan_training", "gan_label_samples"):
+    for key in ("gan", "gan_training", "gan_label_samples", "conditional"):
         del d[key]
     cfg = config_from_dict(d, source=SOURCE)
-    assert cfg.gan == {} and not cfg.gan
+    assert cfg.gan == {} and not cfg.gan and cfg.conditional == {}
     assert demo_config().gan and demo_config(fast=True).gan  # both presets have the stage
