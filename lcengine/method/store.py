@@ -325,6 +325,79 @@ def commit_module(
     return d
 
 
+def build_module(
+    ck: "LoadedCheckpoint",
+    *,
+    record_format: str,
+    kind: str,
+    what: str,
+    parse: Callable[[dict, Path, str], dict],
+    make: Callable[..., "torch.nn.Module"],
+) -> "torch.nn.Module":
+    """A network from a record written by :func:`commit_module`, everything checked before it
+    is allocated: the format, ``config`` an object, the keyword arguments ``parse(record, path,
+    what)`` reads from it, ``history`` a list, and the parameter count of ``make(**kwargs)``
+    (built on the meta device) against the weights; then the tensor names and shapes. The
+    record's ``history`` is attached as ``module.history``. For :func:`load_checkpoint`'s
+    ``build``.
+
+    Raises:
+        ValueError: naming the file and the key that is wrong.
+    """
+    from .io import check_tensors_match, record_value
+
+    path, w_path = ck.record_path, ck.weights_path
+    if ck.record.get("format") != record_format:
+        raise ValueError(
+            f"{what}: {path} is not an lcengine {kind} record (key 'format' is "
+            f"{ck.record.get('format')!r}, expected {record_format!r})"
+        )
+    if not isinstance(record_value(ck.record, "config", path, what), dict):
+        raise ValueError(f"{what}: {path} key 'config' must be an object")
+    kwargs = parse(ck.record, path, what)
+    history = ck.record.get("history", [])
+    if not isinstance(history, list):
+        raise ValueError(f"{what}: {path} key 'history' must be a list")
+    with torch.device("meta"):  # the parameter count, before anything is allocated
+        shapes = make(**kwargs).state_dict()
+    held = sum(t.numel() for t in ck.tensors.values())
+    needed = sum(t.numel() for t in shapes.values())
+    if held != needed:
+        raise ValueError(
+            f"{what}: {w_path} does not match the configuration: it holds {held} values, "
+            f"the architecture in {path} has {needed}"
+        )
+    module = make(**kwargs)
+    check_tensors_match(ck.tensors, module.state_dict(), w_path, what)
+    module.load_state_dict(ck.tensors)
+    module.history = history
+    return module
+
+
+def load_module(
+    folder: PathLike,
+    stem: str,
+    what: str,
+    build: Callable[["LoadedCheckpoint"], "torch.nn.Module"],
+    device: Any = "cpu",
+) -> "torch.nn.Module":
+    """:func:`load_checkpoint` of a network (``build``, e.g. through :func:`build_module`),
+    moved to ``device``, in eval mode.
+
+    Raises:
+        ValueError: ``folder`` is a file, or nothing loadable (the message names the file).
+    """
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise ValueError(f"{what}: {d} is not a folder")
+    return load_checkpoint(d, stem, what, build).to(device).eval()
+
+
+def has_checkpoint(folder: PathLike, stem: str) -> bool:
+    """The folder holds a record of ``stem`` (``<stem>.json`` or ``<stem>.previous.json``)."""
+    return CheckpointFiles(Path(folder), stem).exists()
+
+
 def load_checkpoint(
     folder: PathLike, stem: str, what: str, build: Callable[[LoadedCheckpoint], T]
 ) -> T:

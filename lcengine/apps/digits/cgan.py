@@ -44,13 +44,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import lcengine
-from lcengine.method.io import check_tensors_match, record_value, record_width
+from lcengine.method.io import record_value, record_width
 from lcengine.method.latent_model import as_int
 from lcengine.method.store import (
-    CheckpointFiles,
     LoadedCheckpoint,
+    build_module,
     commit_module,
-    load_checkpoint,
+    has_checkpoint,
+    load_module,
 )
 from lcengine.validation import check_int
 
@@ -293,40 +294,25 @@ def save_cgan(generator: ConditionalGenerator, path_dir: Union[str, os.PathLike]
 def has_cgan_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
     """The folder holds a conditional generator record (``cgan.json`` or
     ``cgan.previous.json``)."""
-    return CheckpointFiles(Path(path_dir), CGAN_STEM).exists()
+    return has_checkpoint(path_dir, CGAN_STEM)
+
+
+def _cgan_widths(record: dict, path: Path, what: str) -> dict:
+    return {
+        k: record_width(record_value(record, f"config.{k}", path, what), f"config.{k}", path, what)
+        for k in ("latent_dim", "channels", "embed_dim")
+    }
 
 
 def _build_cgan(ck: LoadedCheckpoint) -> ConditionalGenerator:
-    what, cfg_path, w_path, tensors = "load_cgan", ck.record_path, ck.weights_path, ck.tensors
-    if ck.record.get("format") != _CGAN_FORMAT:
-        raise ValueError(
-            f"load_cgan: {cfg_path} is not an lcengine conditional generator record (key "
-            f"'format' is {ck.record.get('format')!r}, expected {_CGAN_FORMAT!r})"
-        )
-    if not isinstance(record_value(ck.record, "config", cfg_path, what), dict):
-        raise ValueError(f"load_cgan: {cfg_path} key 'config' must be an object")
-    widths = {
-        k: record_width(
-            record_value(ck.record, f"config.{k}", cfg_path, what), f"config.{k}", cfg_path, what
-        )
-        for k in ("latent_dim", "channels", "embed_dim")
-    }
-    if not isinstance(ck.record.get("history", []), list):
-        raise ValueError(f"load_cgan: {cfg_path} key 'history' must be a list")
-    with torch.device("meta"):  # the parameter count, before anything is allocated
-        shapes = ConditionalGenerator(**widths).state_dict()
-    held = sum(t.numel() for t in tensors.values())
-    needed = sum(t.numel() for t in shapes.values())
-    if held != needed:
-        raise ValueError(
-            f"load_cgan: {w_path} does not match the configuration: it holds {held} values, "
-            f"the architecture in {cfg_path} has {needed}"
-        )
-    gen = ConditionalGenerator(**widths)
-    check_tensors_match(tensors, gen.state_dict(), w_path, what)
-    gen.load_state_dict(tensors)
-    gen.history = ck.record.get("history", [])
-    return gen
+    return build_module(
+        ck,
+        record_format=_CGAN_FORMAT,
+        kind="conditional generator",
+        what="load_cgan",
+        parse=_cgan_widths,
+        make=ConditionalGenerator,
+    )
 
 
 def load_cgan(
@@ -339,10 +325,7 @@ def load_cgan(
     Raises:
         ValueError: nothing loadable; the message names the file.
     """
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"load_cgan: {d} is not a folder")
-    return load_checkpoint(d, CGAN_STEM, "load_cgan", _build_cgan).to(device).eval()
+    return load_module(path_dir, CGAN_STEM, "load_cgan", _build_cgan, device)
 
 
 __all__ = [

@@ -42,13 +42,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import lcengine
-from lcengine.method.io import check_tensors_match, record_value, record_width, record_widths
+from lcengine.method.io import record_value, record_width, record_widths
 from lcengine.method.latent_model import as_int
 from lcengine.method.store import (
-    CheckpointFiles,
     LoadedCheckpoint,
+    build_module,
     commit_module,
-    load_checkpoint,
+    has_checkpoint,
+    load_module,
 )
 from lcengine.validation import check_int, check_positive_float
 
@@ -393,43 +394,29 @@ def save_cvae(model: ConditionalVAE, path_dir: Union[str, os.PathLike]) -> Path:
 
 def has_cvae_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
     """The folder holds a conditional VAE record (``cvae.json`` or ``cvae.previous.json``)."""
-    return CheckpointFiles(Path(path_dir), CVAE_STEM).exists()
+    return has_checkpoint(path_dir, CVAE_STEM)
+
+
+def _cvae_architecture(record: dict, path: Path, what: str) -> dict:
+    return {
+        "latent_dim": record_width(
+            record_value(record, "config.latent_dim", path, what), "config.latent_dim", path, what
+        ),
+        "hidden": record_widths(
+            record_value(record, "config.hidden", path, what), "config.hidden", path, what
+        ),
+    }
 
 
 def _build_cvae(ck: LoadedCheckpoint) -> ConditionalVAE:
-    what, cfg_path, w_path, tensors = "load_cvae", ck.record_path, ck.weights_path, ck.tensors
-    if ck.record.get("format") != _CVAE_FORMAT:
-        raise ValueError(
-            f"load_cvae: {cfg_path} is not an lcengine conditional VAE record (key 'format' is "
-            f"{ck.record.get('format')!r}, expected {_CVAE_FORMAT!r})"
-        )
-    if not isinstance(record_value(ck.record, "config", cfg_path, what), dict):
-        raise ValueError(f"load_cvae: {cfg_path} key 'config' must be an object")
-    latent_dim = record_width(
-        record_value(ck.record, "config.latent_dim", cfg_path, what),
-        "config.latent_dim",
-        cfg_path,
-        what,
+    return build_module(
+        ck,
+        record_format=_CVAE_FORMAT,
+        kind="conditional VAE",
+        what="load_cvae",
+        parse=_cvae_architecture,
+        make=ConditionalVAE,
     )
-    hidden = record_widths(
-        record_value(ck.record, "config.hidden", cfg_path, what), "config.hidden", cfg_path, what
-    )
-    if not isinstance(ck.record.get("history", []), list):
-        raise ValueError(f"load_cvae: {cfg_path} key 'history' must be a list")
-    with torch.device("meta"):  # the parameter count, before anything is allocated
-        shapes = ConditionalVAE(latent_dim=latent_dim, hidden=hidden).state_dict()
-    held = sum(t.numel() for t in tensors.values())
-    needed = sum(t.numel() for t in shapes.values())
-    if held != needed:
-        raise ValueError(
-            f"load_cvae: {w_path} does not match the configuration: it holds {held} values, "
-            f"the architecture in {cfg_path} has {needed}"
-        )
-    model = ConditionalVAE(latent_dim=latent_dim, hidden=hidden)
-    check_tensors_match(tensors, model.state_dict(), w_path, what)
-    model.load_state_dict(tensors)
-    model.history = ck.record.get("history", [])
-    return model
 
 
 def load_cvae(
@@ -442,10 +429,7 @@ def load_cvae(
     Raises:
         ValueError: nothing loadable; the message names the file.
     """
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"load_cvae: {d} is not a folder")
-    return load_checkpoint(d, CVAE_STEM, "load_cvae", _build_cvae).to(device).eval()
+    return load_module(path_dir, CVAE_STEM, "load_cvae", _build_cvae, device)
 
 
 __all__ = [

@@ -34,13 +34,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import lcengine
-from lcengine.method.io import check_tensors_match, record_value, record_width
+from lcengine.method.io import record_value, record_width
 from lcengine.method.latent_model import LatentModel, as_int, to_tensor
 from lcengine.method.store import (
-    CheckpointFiles,
     LoadedCheckpoint,
+    build_module,
     commit_module,
-    load_checkpoint,
+    has_checkpoint,
+    load_module,
 )
 from lcengine.validation import check_finite_tensor, check_int, check_positive_float
 
@@ -261,34 +262,25 @@ def save_gan(generator: MnistGenerator, path_dir: Union[str, os.PathLike]) -> Pa
 
 def has_gan_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
     """The folder holds a generator record (``gan.json`` or ``gan.previous.json``)."""
-    return CheckpointFiles(Path(path_dir), GAN_STEM).exists()
+    return has_checkpoint(path_dir, GAN_STEM)
+
+
+def _gan_widths(record: dict, path: Path, what: str) -> dict:
+    return {
+        k: record_width(record_value(record, f"config.{k}", path, what), k, path, what)
+        for k in ("latent_dim", "channels")
+    }
 
 
 def _build_gan(ck: LoadedCheckpoint) -> MnistGenerator:
-    what, cfg_path, w_path, tensors = "load_gan", ck.record_path, ck.weights_path, ck.tensors
-    if ck.record.get("format") != _GAN_FORMAT:
-        raise ValueError(
-            f"load_gan: {cfg_path} is not an lcengine generator record (key 'format' is "
-            f"{ck.record.get('format')!r}, expected {_GAN_FORMAT!r})"
-        )
-    widths = {
-        k: record_width(record_value(ck.record, f"config.{k}", cfg_path, what), k, cfg_path, what)
-        for k in ("latent_dim", "channels")
-    }
-    with torch.device("meta"):  # the parameter count, before anything is allocated
-        shapes = MnistGenerator(**widths).state_dict()
-    held = sum(t.numel() for t in tensors.values())
-    needed = sum(t.numel() for t in shapes.values())
-    if held != needed:
-        raise ValueError(
-            f"load_gan: {w_path} does not match the configuration: it holds {held} values, "
-            f"the architecture in {cfg_path} has {needed}"
-        )
-    gen = MnistGenerator(**widths)
-    check_tensors_match(tensors, gen.state_dict(), w_path, what)
-    gen.load_state_dict(tensors)
-    gen.history = ck.record.get("history", [])
-    return gen
+    return build_module(
+        ck,
+        record_format=_GAN_FORMAT,
+        kind="generator",
+        what="load_gan",
+        parse=_gan_widths,
+        make=MnistGenerator,
+    )
 
 
 def load_gan(
@@ -301,10 +293,7 @@ def load_gan(
     Raises:
         ValueError: nothing loadable; the message names the file.
     """
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"load_gan: {d} is not a folder")
-    return load_checkpoint(d, GAN_STEM, "load_gan", _build_gan).to(device).eval()
+    return load_module(path_dir, GAN_STEM, "load_gan", _build_gan, device)
 
 
 __all__ = [

@@ -43,13 +43,14 @@ from torch import nn
 from torch.nn import functional as F
 
 import lcengine
-from lcengine.method.io import check_tensors_match, record_value, record_width, record_widths
+from lcengine.method.io import record_value, record_width, record_widths
 from lcengine.method.latent_model import as_int
 from lcengine.method.store import (
-    CheckpointFiles,
     LoadedCheckpoint,
+    build_module,
     commit_module,
-    load_checkpoint,
+    has_checkpoint,
+    load_module,
 )
 from lcengine.validation import (
     MAX_LAYERS,
@@ -67,7 +68,7 @@ from .latent_gmm import (
     check_training_images,
     module_device,
 )
-from .vae import MnistVAE, vae_loss, vae_parameter_count
+from .vae import MnistVAE, vae_loss
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -397,7 +398,7 @@ def save_vae_head(model: VAEWithHead, path_dir: Union[str, os.PathLike]) -> Path
 
 def has_vae_head_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
     """The folder holds a record (``vae_head.json`` or ``vae_head.previous.json``)."""
-    return CheckpointFiles(Path(path_dir), VAE_HEAD_STEM).exists()
+    return has_checkpoint(path_dir, VAE_HEAD_STEM)
 
 
 def _record_float(meta: dict, key: str, path: Path, what: str) -> float:
@@ -407,35 +408,12 @@ def _record_float(meta: dict, key: str, path: Path, what: str) -> float:
     return float(v)
 
 
-def _build_vae_head(ck: LoadedCheckpoint) -> VAEWithHead:
-    what, path, w_path, meta = "load_vae_head", ck.record_path, ck.weights_path, ck.record
-    if meta.get("format") != _VAE_HEAD_FORMAT:
-        raise ValueError(
-            f"{what}: {path} is not an lcengine VAE-with-head record (key 'format' is "
-            f"{meta.get('format')!r}, expected {_VAE_HEAD_FORMAT!r})"
-        )
-    config = record_value(meta, "config", path, what)
-    if not isinstance(config, dict):
-        raise ValueError(f"{what}: {path} key 'config' must be an object")
+def _vae_head_architecture(meta: dict, path: Path, what: str) -> dict:
+    config = meta["config"]
     known = {"latent_dim", "hidden", "decoder_scale", "head_hidden", "head_weight", "candidates"}
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"{what}: {path} key 'config' has unknown keys {unknown}")
-    latent_dim = record_width(
-        record_value(meta, "config.latent_dim", path, what), "config.latent_dim", path, what
-    )
-    hidden = record_widths(
-        record_value(meta, "config.hidden", path, what), "config.hidden", path, what
-    )
-    head_hidden = record_widths(
-        record_value(meta, "config.head_hidden", path, what),
-        "config.head_hidden",
-        path,
-        what,
-        min_len=0,
-    )
-    scale = _record_float(meta, "config.decoder_scale", path, what)
-    head_weight = _record_float(meta, "config.head_weight", path, what)
     candidates = record_value(meta, "config.candidates", path, what)
     if (
         isinstance(candidates, bool)
@@ -446,28 +424,35 @@ def _build_vae_head(ck: LoadedCheckpoint) -> VAEWithHead:
             f"{what}: {path} key 'config.candidates' must be an integer in "
             f"[1, {MAX_CANDIDATES}], got {candidates!r}"
         )
-    history = meta.get("history", [])
-    if not isinstance(history, list):
-        raise ValueError(f"{what}: {path} key 'history' must be a list")
-    held = sum(t.numel() for t in ck.tensors.values())
-    needed = vae_parameter_count(latent_dim, hidden) + head_parameter_count(latent_dim, head_hidden)
-    if held != needed:  # checked before the network is allocated
-        raise ValueError(
-            f"{what}: {w_path} does not match the configuration: it holds {held} values, "
-            f"the architecture in {path} has {needed}"
-        )
-    model = VAEWithHead(
-        latent_dim=latent_dim,
-        hidden=hidden,
-        decoder_scale=scale,
-        head_hidden=head_hidden,
-        head_weight=head_weight,
-        candidates=candidates,
+    return {
+        "latent_dim": record_width(
+            record_value(meta, "config.latent_dim", path, what), "config.latent_dim", path, what
+        ),
+        "hidden": record_widths(
+            record_value(meta, "config.hidden", path, what), "config.hidden", path, what
+        ),
+        "decoder_scale": _record_float(meta, "config.decoder_scale", path, what),
+        "head_hidden": record_widths(
+            record_value(meta, "config.head_hidden", path, what),
+            "config.head_hidden",
+            path,
+            what,
+            min_len=0,
+        ),
+        "head_weight": _record_float(meta, "config.head_weight", path, what),
+        "candidates": candidates,
+    }
+
+
+def _build_vae_head(ck: LoadedCheckpoint) -> VAEWithHead:
+    return build_module(
+        ck,
+        record_format=_VAE_HEAD_FORMAT,
+        kind="VAE-with-head",
+        what="load_vae_head",
+        parse=_vae_head_architecture,
+        make=VAEWithHead,
     )
-    check_tensors_match(ck.tensors, model.state_dict(), w_path, what)
-    model.load_state_dict(ck.tensors)
-    model.history = history
-    return model
 
 
 def load_vae_head(
@@ -480,10 +465,7 @@ def load_vae_head(
     Raises:
         ValueError: nothing loadable; the message names the file.
     """
-    d = Path(path_dir)
-    if d.exists() and not d.is_dir():
-        raise ValueError(f"load_vae_head: {d} is not a folder")
-    return load_checkpoint(d, VAE_HEAD_STEM, "load_vae_head", _build_vae_head).to(device).eval()
+    return load_module(path_dir, VAE_HEAD_STEM, "load_vae_head", _build_vae_head, device)
 
 
 __all__ = [
