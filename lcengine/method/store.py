@@ -297,13 +297,14 @@ def commit_module(
     module: "torch.nn.Module",
     record_format: str,
     *,
-    config: dict,
-    history: Any,
+    config: Optional[dict] = None,
+    history: Any = None,
     what: str,
 ) -> Path:
     """Commits a network (:func:`commit_checkpoint`): its ``state_dict`` as the weights, the
     record ``{"format", "config", "history"}``, and the format and the configuration (JSON) in
-    the safetensors header.
+    the safetensors header. ``config`` defaults to ``module.config()``, ``history`` to
+    ``module.history`` (or ``[]``).
 
     Raises:
         ValueError: ``folder`` exists and is not a folder.
@@ -314,6 +315,8 @@ def commit_module(
     d = Path(folder)
     if d.exists() and not d.is_dir():
         raise ValueError(f"{what}: {d} exists and is not a folder")
+    config = module.config() if config is None else config
+    history = getattr(module, "history", []) if history is None else history
     commit_checkpoint(
         d,
         stem,

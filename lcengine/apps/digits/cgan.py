@@ -280,15 +280,7 @@ def save_cgan(generator: ConditionalGenerator, path_dir: Union[str, os.PathLike]
     docstring). Returns the folder."""
     if not isinstance(generator, ConditionalGenerator):
         raise TypeError(f"generator must be a ConditionalGenerator, got {type(generator).__name__}")
-    return commit_module(
-        path_dir,
-        CGAN_STEM,
-        generator,
-        _CGAN_FORMAT,
-        config=generator.config(),
-        history=getattr(generator, "history", []),
-        what="save_cgan",
-    )
+    return commit_module(path_dir, CGAN_STEM, generator, _CGAN_FORMAT, what="save_cgan")
 
 
 def has_cgan_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:

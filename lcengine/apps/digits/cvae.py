@@ -381,15 +381,7 @@ def save_cvae(model: ConditionalVAE, path_dir: Union[str, os.PathLike]) -> Path:
     docstring). Returns the folder."""
     if not isinstance(model, ConditionalVAE):
         raise TypeError(f"model must be a ConditionalVAE, got {type(model).__name__}")
-    return commit_module(
-        path_dir,
-        CVAE_STEM,
-        model,
-        _CVAE_FORMAT,
-        config=model.config(),
-        history=getattr(model, "history", []),
-        what="save_cvae",
-    )
+    return commit_module(path_dir, CVAE_STEM, model, _CVAE_FORMAT, what="save_cvae")
 
 
 def has_cvae_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:

@@ -249,15 +249,7 @@ def save_gan(generator: MnistGenerator, path_dir: Union[str, os.PathLike]) -> Pa
     docstring). Returns the folder."""
     if not isinstance(generator, MnistGenerator):
         raise TypeError(f"generator must be a MnistGenerator, got {type(generator).__name__}")
-    return commit_module(
-        path_dir,
-        GAN_STEM,
-        generator,
-        _GAN_FORMAT,
-        config=generator.config(),
-        history=getattr(generator, "history", []),
-        what="save_gan",
-    )
+    return commit_module(path_dir, GAN_STEM, generator, _GAN_FORMAT, what="save_gan")
 
 
 def has_gan_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:

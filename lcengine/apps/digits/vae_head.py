@@ -385,15 +385,7 @@ def save_vae_head(model: VAEWithHead, path_dir: Union[str, os.PathLike]) -> Path
     Returns the folder."""
     if not isinstance(model, VAEWithHead):
         raise TypeError(f"model must be a VAEWithHead, got {type(model).__name__}")
-    return commit_module(
-        path_dir,
-        VAE_HEAD_STEM,
-        model,
-        _VAE_HEAD_FORMAT,
-        config=model.config(),
-        history=getattr(model, "history", []),
-        what="save_vae_head",
-    )
+    return commit_module(path_dir, VAE_HEAD_STEM, model, _VAE_HEAD_FORMAT, what="save_vae_head")
 
 
 def has_vae_head_checkpoint(path_dir: Union[str, os.PathLike]) -> bool:
