@@ -192,7 +192,8 @@ class TrainingConfig:
         prior_fake_prob: probability that a fake row is a raw prior sample instead of G(z, y).
         actor_every: critic updates per actor update.
         lambda_dist: weight of the actor's distance penalty.
-        actor_attribute_weight: weight of the attribute-critic term in the actor's loss.
+        actor_attribute_weight: weight of the attribute-critic term in the actor's loss; 0 (the
+            default) is the paper's objective: the realism critic and the distance penalty.
         log_every: record losses in the history every this many updates.
         seed: run seed; every noise stream and index draw derives from it.
         autocast: "off" | "bf16": "bf16" runs the three updates' matrix products in bfloat16
@@ -221,7 +222,7 @@ class TrainingConfig:
     prior_fake_prob: float = 0.1
     actor_every: int = 10
     lambda_dist: float = 0.1
-    actor_attribute_weight: float = 1.0
+    actor_attribute_weight: float = 0.0
     log_every: int = 20
     seed: int = 0
     autocast: str = "off"
@@ -396,7 +397,7 @@ _PAPER_SOURCES = {
     "actor_every": "notebook",
     "lambda_dist": "notebook",
     "prior_fake_prob": "notebook",
-    "actor_attribute_weight": "paper",
+    "actor_attribute_weight": "notebook",
     "attribute_lr": "notebook",
     "batch_size": "notebook",
     "attribute_batch_size": "notebook",
@@ -426,7 +427,7 @@ def _paper_preset() -> Preset:
             prior_fake_prob=0.1,
             actor_every=10,
             lambda_dist=0.1,
-            actor_attribute_weight=1.0,
+            actor_attribute_weight=0.0,
         ),
         sources=_PAPER_SOURCES,
     )

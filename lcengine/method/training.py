@@ -13,9 +13,9 @@ The recipe is the one of Engel et al. (and of their released implementation):
 * actor ``G(z, y)``: one update every ``actor_every`` critic updates, on prior samples *and* real
   encodings, each paired with the attributes of a random data row; loss
   ``constraint_loss(D(z', y), 1) + actor_attribute_weight * constraint_loss(D_attr(z'), y) +
-  lambda_dist * distance_penalty(z', z, sigma_bar)``. The attribute-critic term follows the paper
-  (its actor is trained against both critics); set ``actor_attribute_weight=0`` for the realism
-  critic alone, as in the released notebook.
+  lambda_dist * distance_penalty(z', z, sigma_bar)``. With ``actor_attribute_weight`` 0 (the
+  default) this is the objective of the paper and of the released notebook: the realism critic
+  and the distance penalty; a positive weight adds the attribute critic as a second target.
 
 Every source of Gaussian noise is :func:`lcengine.reparameterize` / :func:`lcengine.standard_normal`
 keyed by a seed derived from ``(config.seed, purpose, step)``, and every index draw uses a

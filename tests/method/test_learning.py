@@ -185,19 +185,25 @@ def _actor_hit_rate(trainer, n: int = 512) -> float:
     return float(((out[:, :A] > 0).float() == y).all(1).float().mean())
 
 
-def test_critics_and_actor_learn_the_toy_problem():
+@pytest.mark.parametrize(
+    "attribute_weight, realism_steps, hit_rate",
+    [(1.0, 600, 0.9), (0.0, 3000, 0.5)],  # the paper's objective (0) learns slower
+)
+def test_critics_and_actor_learn_the_toy_problem(attribute_weight, realism_steps, hit_rate):
     """Attributes are the signs of z0..z2: the attribute critic learns them, the realism critic
     tells real rows from rows with the wrong attributes, and the actor moves prior samples to
-    the requested signs (all three right: 1/8 by chance)."""
+    the requested signs (all three right: 1/8 by chance), with the attribute critic in its loss
+    and with the realism critic alone."""
     data = _source(2048)
     cfg = tiny_training(
         batch_size=64,
         attribute_steps=300,
-        realism_steps=600,
+        realism_steps=realism_steps,
         actor_every=2,
         attribute_lr=3e-3,
         actor_lr=3e-3,
         lambda_dist=0.001,
+        actor_attribute_weight=attribute_weight,
         seed=2,
     )
     trainer = ConstraintTrainer(D, A, torch.full((D,), 0.5), cfg)
@@ -213,4 +219,4 @@ def test_critics_and_actor_learn_the_toy_problem():
     assert attr_acc > 0.95
     assert float((real > wrong).float().mean()) > 0.65  # 0.5 by chance
     after = _actor_hit_rate(trainer)
-    assert before < 0.3 and after > 0.9, (before, after)
+    assert before < 0.3 and after > hit_rate, (before, after)
