@@ -128,9 +128,11 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
     """The demo's presets.
 
     ``fast`` (used by the tests) shrinks every stage to seconds; its figures are
-    not meaningful. The full preset is what the report's figures mean: 604 s on the 2-core
-    development machine from an empty cache (VAE, classifier and generator trained, two other
-    jobs sharing the cores), 379 s with the VAE and the classifier cached.
+    not meaningful. The full preset is what the report's figures mean. On the 2-core
+    development machine without the conditional models: 604 s from an empty cache (VAE,
+    classifier and generator trained, two other jobs sharing the cores), 379 s with the VAE and
+    the classifier cached; the conditional models add about 165 s when they are trained (40, 84
+    and 41 s for cvae, cgan and vae_head alone) and a few seconds from the cache.
     """
     if fast:
         tiny = TrainingConfig(
