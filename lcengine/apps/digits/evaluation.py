@@ -242,7 +242,7 @@ def evaluate_run(
     # 3. identity-preserving transforms of held-out images
     log(f"transforming held-out images ({len(cfg.transform_changes)} edits)")
     tr_metrics: dict[str, dict] = {}
-    all_conv, all_steps = [], []
+    all_conv, all_steps, all_success, all_kept = [], [], [], []
     for change in tqdm(
         list(cfg.transform_changes) + [cfg.zero_shot_rule],
         desc="transforms",
@@ -290,10 +290,14 @@ def evaluate_run(
                 if change != cfg.zero_shot_rule:
                     all_conv.append(tr.converged)
                     all_steps.append(tr.steps)
+                    all_success.append(success)
+                    all_kept.append(kept)
         tr_metrics[change] = entry
     metrics["transforms"] = tr_metrics
     conv = np.concatenate(all_conv) if all_conv else np.zeros(0, bool)
     metrics["transforms_overall"] = {
+        "measured_success": float(np.concatenate(all_success).mean()) if all_success else None,
+        "unrequested_preserved": float(np.concatenate(all_kept).mean()) if all_kept else None,
         "converged_fraction": float(conv.mean()) if conv.size else None,
         "mean_steps": float(np.concatenate(all_steps).mean()) if all_steps else None,
         "rows": int(conv.size),

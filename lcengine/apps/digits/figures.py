@@ -22,8 +22,8 @@ def write_figures(
     folder: Path, run: Run, metrics: dict, art: dict, *, columns: int = 8
 ) -> list[str]:
     """PNG figures: a sample grid per request and method, a strip per transform, the
-    zero-shot samples, the decoder-only model's samples and the training curves. Returns
-    their paths relative to ``folder``.
+    zero-shot samples, the decoder-only model's samples, the conditional models' samples beside
+    the method's and the training curves. Returns their paths relative to ``folder``.
 
     Args:
         folder: the output folder (figures go to ``figures/``).
@@ -107,6 +107,29 @@ def write_figures(
         )
         save_figure(fig, folder / "figures/gan_heldout.png")
         written.append("figures/gan_heldout.png")
+
+    if art.get("conditional_models"):
+        rows = [(k, art["conditional"][k].images) for k in ("actor", "optimize")]
+        rows += [(k, images) for k, (images, _) in art["conditional_models"].items()]
+        scores = {**metrics["conditional"], **metrics["conditional_models"]}
+        fig, axes = plt.subplots(
+            len(rows), columns, figsize=(columns * 0.9, len(rows) + 0.8), squeeze=False
+        )
+        for r, (name, images) in enumerate(rows):
+            draw_image_row(axes[r], images[:columns])
+            identity = scores[name].get("per_group", {}).get("digit", {}).get("accuracy")
+            label = name if identity is None else f"{name}\n{identity:.0%}"
+            axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        digits = art["conditional_targets"][:columns, DIGIT_COLUMNS].argmax(1)
+        for c in range(min(columns, len(digits))):
+            axes[0][c].set_title(f"want {digits[c]}", fontsize=7)
+        fig.suptitle(
+            "latent constraints (top two rows) and conditional models retrained with labels, "
+            "same targets per column (row label: digit identity)",
+            fontsize=8,
+        )
+        save_figure(fig, folder / "figures/conditional_models.png")
+        written.append("figures/conditional_models.png")
 
     h = run.constraints.trainer.history
     fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))

@@ -267,7 +267,10 @@ def render_report(m: dict) -> str:
         "(lower is more realistic). *Accepted* is the critics' own verdict at the optimizer's "
         f"thresholds (tau_r {cfg.get('sampling', {}).get('tau_r')}, tau_a "
         f"{cfg.get('sampling', {}).get('tau_a')}; for the optimizer: converged within the step "
-        "limit)."
+        "limit). The realism critic is trained with the actor's outputs (and some raw prior "
+        "samples) as its fakes and rejects nearly all of them, so for the prior, the actor and "
+        "the baseline that column measures the critic, not the samples: read the measured "
+        "columns."
     )
     add("")
     add(
@@ -346,9 +349,11 @@ def render_report(m: dict) -> str:
         f"encoder mean; only the requested attribute enters the attribute loss; realism critic "
         f"conditioned on the image's own attributes (read by the attribute critic) with the "
         f"change; distance penalty to the start. Step limit {ov.get('step_limit')}. Over all "
-        f"data-attribute edits: **{_pct(ov.get('converged_fraction'))} converged** "
-        f"({ov.get('rows')} rows, mean {_f(ov.get('mean_steps'), 1)} steps). *Measured "
-        "success*: the edited image measures the requested value; *preserved*: every "
+        f"data-attribute edits of the optimizer ({ov.get('rows')} rows): **measured success "
+        f"{_pct(ov.get('measured_success'))}, unrequested attributes preserved "
+        f"{_pct(ov.get('unrequested_preserved'))}**; the critics' own verdict, converged, "
+        f"{_pct(ov.get('converged_fraction'))} (mean {_f(ov.get('mean_steps'), 1)} steps). "
+        "*Measured success*: the edited image measures the requested value; *preserved*: every "
         "unrequested attribute measures as on the reconstruction; distances are from the "
         "reconstruction (latent L2, mean absolute pixel difference). Strips in "
         "`figures/transform_*.png`."
@@ -361,13 +366,13 @@ def render_report(m: dict) -> str:
                 [
                     f"`{change}`",
                     method,
+                    _pct(s["measured_success"]),
+                    _pct(s["unrequested_preserved"]),
+                    _pct(s["digit_preserved"]),
                     _pct(s["converged_fraction"]),
                     _f(s["mean_steps"], 1),
                     _f(s["mean_latent_distance"], 2),
                     _f(s["mean_pixel_distance"], 3),
-                    _pct(s["measured_success"]),
-                    _pct(s["unrequested_preserved"]),
-                    _pct(s["digit_preserved"]),
                     str(s["num_rows"]),
                 ]
             )
@@ -376,13 +381,13 @@ def render_report(m: dict) -> str:
             [
                 "edit",
                 "method",
+                "measured success",
+                "unrequested preserved",
+                "digit preserved",
                 "converged",
                 "mean steps",
                 "latent dist",
                 "pixel dist",
-                "measured success",
-                "unrequested preserved",
-                "digit preserved",
                 "rows",
             ],
             rows,

@@ -161,6 +161,11 @@ def test_demo_compares_the_conditional_models(demo_run):
         assert r["retrains"] == (name != "latent_gmm")
     report = (out / "report.md").read_text()
     assert "## Why not retrain a conditional model?" in report and "conditional GAN" in report
+    assert (out / "figures" / "conditional_models.png").read_bytes()[:8] == PNG_MAGIC
+    overall = m["transforms_overall"]
+    assert 0.0 <= overall["measured_success"] <= 1.0
+    assert 0.0 <= overall["unrequested_preserved"] <= 1.0
+    assert "**measured success" in report
     with np.load(out / "samples.npz", allow_pickle=False) as s:
         for name in CONDITIONAL_METHODS:
             rows = s["method"] == name
