@@ -33,16 +33,6 @@ _LEARN = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_module():
-    """One thread for the module's fixtures too (the trained model, the session classifier when
-    this module builds it): conftest's autouse ``one_thread`` starts after them."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model(mnist):
     return train_cgan(

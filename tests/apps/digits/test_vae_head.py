@@ -28,18 +28,9 @@ SMALL = {**FAST, "epochs": 15, "candidates": 64}  # 1,000 images: about a second
 
 @pytest.fixture(scope="module")
 def model(mnist):
-    n = torch.get_num_threads()  # module fixtures run before the autouse one_thread
-    torch.set_num_threads(1)
-    try:
-        return train_vae_head(
-            mnist.train_images[:1000],
-            mnist.train_attributes[:1000],
-            seed=0,
-            progress=False,
-            **SMALL,
-        )
-    finally:
-        torch.set_num_threads(n)
+    return train_vae_head(
+        mnist.train_images[:1000], mnist.train_attributes[:1000], seed=0, progress=False, **SMALL
+    )
 
 
 def test_training_and_generation(model, mnist, monkeypatch):
