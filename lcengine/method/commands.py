@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from lcengine._lazy import LazyModule
 
-from .methods import AUTOCAST_MODES, METHODS
+from .methods import AUTOCAST_MODES, METHODS, OPTIMIZER_STARTS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -163,6 +163,13 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
     sample.add_argument("--seed", type=nonneg_int, default=0)
     sample.add_argument(
         "--steps", type=positive_int, default=None, help="optimizer step limit (method optimize)"
+    )
+    sample.add_argument(
+        "--start",
+        choices=OPTIMIZER_STARTS,
+        default=None,
+        help="where the optimizer starts (method optimize): the prior samples themselves or "
+        "the actor's output for them (default: the run's sampling config)",
     )
     sample.add_argument("--out", default=None, help="write outputs/attributes to this .npz")
     sample.add_argument(
@@ -494,7 +501,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     run = load_run(args.run, device=device)
     lc = run.constraints
     check_sample_count(args.num, run.model.latent_dim, run.model.data_shape)
-    overrides = {"steps": args.steps} if args.steps is not None else {}
+    overrides = {k: getattr(args, k) for k in ("steps", "start") if getattr(args, k) is not None}
     res = lc.sample(args.request, args.num, method=args.method, seed=args.seed, **overrides)
     measured = run.measure(res.images)  # [N, A] or None
     summary = {

@@ -35,7 +35,7 @@ from lcengine.validation import (
 )
 
 from .critics import DEFAULT_EMBED_DIM, DEFAULT_HIDDEN
-from .methods import AUTOCAST_MODES
+from .methods import AUTOCAST_MODES, OPTIMIZER_STARTS
 
 _Config = TypeVar("_Config")
 Check = Callable[[str, Any], Any]  # (name, value) -> the value, normalized; raises if bad
@@ -112,6 +112,9 @@ class SamplingConfig:
         w_dist: weight of ``distance_penalty(z, z_start, sigma_bar)``.
         tau_r: a row stops once ``sigmoid(D(z, y)) > tau_r`` ...
         tau_a: ... and every requested attribute has confidence ``tau_a`` on its side.
+        start: where the optimizer starts: ``"latents"``, the given latents themselves (prior
+            samples; encodings for a transform), or ``"actor"``, the actor's output for them
+            and the targets (the distance penalty is then measured from that output).
     """
 
     steps: int = 300
@@ -121,6 +124,7 @@ class SamplingConfig:
     w_dist: float = 0.001
     tau_r: float = 0.9
     tau_a: float = 0.5
+    start: str = "latents"
 
     def __post_init__(self) -> None:
         _check_fields(self, _SAMPLING_CHECKS, "SamplingConfig.")
@@ -154,6 +158,7 @@ _SAMPLING_CHECKS: dict[str, Check] = {
     "w_dist": _weight,
     "tau_r": lambda n, v: check_probability(n, v, low_open=True),
     "tau_a": lambda n, v: check_float(n, v, low=0.5, high=1.0, high_open=True),
+    "start": lambda n, v: check_str(n, v, choices=OPTIMIZER_STARTS),
 }
 
 

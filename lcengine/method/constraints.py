@@ -697,7 +697,7 @@ class LatentConstraints:
             seed: seed of the prior samples and of the completion of unrequested attributes.
             progress: tqdm bar for the optimizer.
             **overrides: :class:`SamplingConfig` fields for ``method="optimize"`` (``steps``,
-                ``lr``, ``w_dist``, ``tau_r`` ...).
+                ``lr``, ``w_dist``, ``tau_r``, ``start`` ...).
 
         Returns:
             :class:`~lcengine.method.sampling.SampleResult`.
@@ -800,7 +800,8 @@ class LatentConstraints:
     ) -> TransformResult:
         """Identity-preserving transformation: change only the requested attributes of inputs.
 
-        Starts from the encoder mean of each input and optimizes its latent against the
+        Starts from the encoder mean of each input (with ``start="actor"`` in the transform
+        config, from the actor's output for it) and optimizes its latent against the
         realism critic (conditioned on the input's own attributes with the changes applied),
         the attribute critic on the *requested* attributes only (the others are left out of
         the loss), and the distance penalty to the start.

@@ -82,6 +82,8 @@ def generate(
     elif method == "baseline":
         z = lc.baseline.apply(z0, yy[:, :a_base], mm[:, :a_base])  # [N, D] on the device
     else:
+        if cfg.start == "actor":
+            z0 = actor_latents(lc.trainer.actor, z0, y_t)  # [N, D]
         res = lc.run_optimizer(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
         z, steps = res.latents, res.steps.cpu().numpy()
     if not torch.isfinite(z).all():
@@ -151,7 +153,8 @@ def transform(
     m_t = torch.from_numpy(np.array(mask)).to(lc.device)  # [B, A]
     steps = np.zeros(b, dtype=np.int64)
     if method == "optimize":
-        res = lc.run_optimizer(mu, y_t, m_t, cfg, progress=progress, desc="transform")
+        z0 = actor_latents(t.actor, mu, y_t) if cfg.start == "actor" else mu  # [B, D]
+        res = lc.run_optimizer(z0, y_t, m_t, cfg, progress=progress, desc="transform")
         z, converged, steps = res.latents, res.converged.cpu().numpy(), res.steps.cpu().numpy()
     else:
         if method == "actor":

@@ -54,6 +54,28 @@ def test_optimizer_samples_satisfy_the_request(fitted):
     assert res.converged.mean() > 0.7 and hit.mean() > 0.9
 
 
+def test_optimizer_can_start_from_the_actor(fitted):
+    """start="actor": the optimizer runs from the actor's output for the prior samples, which
+    is the same as passing that output as z_start with the default start."""
+    lc, _, _ = fitted
+    actor = lc.sample("a0 !a1", 16, method="actor", seed=5)
+    refined = lc.sample("a0 !a1", 16, method="optimize", seed=5, start="actor")
+    same = lc.generate(refined.attributes, refined.mask, method="optimize", z_start=actor.latents)
+    assert torch.allclose(refined.latents, same.latents, atol=1e-6)
+    assert (refined.steps == same.steps).all()
+    plain = lc.sample("a0 !a1", 16, method="optimize", seed=5)
+    assert not torch.allclose(refined.latents, plain.latents)
+    # a transform with start="actor" starts from the actor's output for the encoding
+    x = np.random.default_rng(0).random((6, 5), dtype=np.float32)
+    tr_actor = lc.transform(x, "a0", method="actor")
+    tr = lc.transform(x, "a0", start="actor", steps=1, tau_r=0.999, tau_a=0.999)
+    # one Adam step moves each coordinate by at most lr (0.1) from where it starts
+    assert (tr.latents - tr_actor.latents).abs().max() <= 0.1 + 1e-4
+    assert (tr_actor.latents - tr.source_latents).abs().max() > 0.3
+    with pytest.raises(ValueError, match="start must be one of"):
+        lc.sample("a0", 2, method="optimize", start="encoder")
+
+
 def test_transform_changes_only_requested(fitted):
     lc, x, att = fitted
     src = x[att[:, 0] == 0][:10]

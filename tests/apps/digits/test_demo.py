@@ -190,6 +190,8 @@ def test_run_folder_commands(demo_run, tmp_path, capsys):
                 "optimize",
                 "--steps",
                 "5",
+                "--start",
+                "actor",
                 "--out",
                 str(npz),
                 "--png",
