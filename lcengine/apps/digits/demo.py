@@ -43,7 +43,7 @@ from lcengine.validation import check_int
 
 from .app import default_cache_dir, obtain_conditional_models, prepare_run, recorded_seconds
 from .config import demo_config
-from .evaluation import evaluate_run, quality_goals
+from .evaluation import EVAL_SPLITS, evaluate_run, quality_goals
 from .figures import write_figures
 from .report import render_report
 
@@ -126,6 +126,7 @@ def run_demo(
     *,
     fast: bool = False,
     seed: int = 0,
+    split: str = "test",
     cache_dir: Union[str, Path, None] = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -139,6 +140,9 @@ def run_demo(
         out: output (and run) folder.
         fast: the seconds-long smoke preset (tests); figures are not meaningful.
         seed: seed of everything.
+        split: the held-out half the figures are measured on
+            (:func:`~lcengine.apps.digits.evaluation.evaluation_rows`): ``"test"`` (reported)
+            or ``"validation"`` (for choosing settings).
         cache_dir: where the trained VAE and classifier are cached (default
             :func:`default_cache_dir`).
         use_cache: False = always train the VAE and classifier afresh.
@@ -172,6 +176,7 @@ def run_demo(
                 out,
                 fast=fast,
                 seed=seed,
+                split=split,
                 cache_dir=cache_dir,
                 use_cache=use_cache,
                 progress=progress,
@@ -184,15 +189,18 @@ def run_demo(
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--out {folder} exists and is not a folder")
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
     dev = resolve_device(device)
     with writer_lock(folder, "--out"):
-        return _run_demo_locked(folder, fast, seed, cache_dir, use_cache, progress, log, dev)
+        return _run_demo_locked(folder, fast, seed, split, cache_dir, use_cache, progress, log, dev)
 
 
 def _run_demo_locked(
     folder: Path,
     fast: bool,
     seed: int,
+    split: str,
     cache_dir: Union[str, Path, None],
     use_cache: bool,
     progress: bool,
@@ -214,7 +222,9 @@ def _run_demo_locked(
     models = obtain_conditional_models(cfg, ctx.data, ctx.vae, cache, progress=progress, log=log)
     timings["conditional_models"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    metrics, art = evaluate_run(run, conditional_models=models, progress=progress, log=log)
+    metrics, art = evaluate_run(
+        run, split=split, conditional_models=models, progress=progress, log=log
+    )
     timings["evaluation"] = time.perf_counter() - t0
     metrics["goals"] = quality_goals(metrics)
 
@@ -231,6 +241,8 @@ def _run_demo_locked(
             "config": cfg.to_dict(),
             "command": f"lcengine demo --out {folder}"
             + (" --fast" if fast else "")
+            + (f" --seed {seed}" if seed else "")
+            + (f" --split {split}" if split != "test" else "")
             + (f" --device {device}" if device.type != "cpu" else ""),
             "environment": {
                 "torch": torch.__version__,

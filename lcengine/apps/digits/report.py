@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 # The digit group's columns in a metrics.json written before "per_group" named them.
 _OLD_DIGIT_COLUMNS = tuple(f"digit_{k}" for k in range(10))
@@ -17,6 +17,15 @@ ROW_LABELS = {
     "optimize": "optimizer (Adam on z)",
     "baseline": "attribute-vector baseline",
 }
+
+
+TABLE_ROWS = ("real", "chance", "reconstruction", "prior", "actor", "optimize", "baseline")
+"""The rows of the conditional table, in the order tables show them."""
+
+
+def table_rows(table: Mapping[str, Any]) -> list[str]:
+    """The keys of a conditional table in :data:`TABLE_ROWS` order, any others after them."""
+    return [k for k in TABLE_ROWS if k in table] + [k for k in table if k not in TABLE_ROWS]
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -208,6 +217,13 @@ def _conditional_models_section(add, m: dict) -> None:
     add("")
 
 
+def _start(sampling: dict) -> str:
+    """Where a sampling config's optimizer starts, in words."""
+    if sampling.get("start") == "actor":
+        return "the actor's output for those prior samples"
+    return "the prior samples themselves"
+
+
 def render_report(m: dict) -> str:
     """Markdown report of a metrics dict written by :func:`lcengine.apps.digits.demo.run_demo`."""
     cfg = m.get("config", {})
@@ -259,25 +275,25 @@ def render_report(m: dict) -> str:
     add("## Conditional generation for held-out attribute vectors")
     add("")
     add(
-        f"Targets: the 15 attributes of {info.get('rows')} held-out images (every attribute "
-        "requested). Each method starts from the same prior samples. Digit identity is read by "
-        "a pixel classifier trained only on real training images (never used by the critics); "
-        "shape attributes are measured on the image itself. FCD: Frechet distance in that "
-        f"classifier's feature space to {info.get('reference_rows')} *other* held-out images "
-        "(lower is more realistic). *Accepted* is the critics' own verdict at the optimizer's "
-        f"thresholds (tau_r {cfg.get('sampling', {}).get('tau_r')}, tau_a "
-        f"{cfg.get('sampling', {}).get('tau_a')}; for the optimizer: converged within the step "
-        "limit). The realism critic is trained with the actor's outputs (and some raw prior "
+        f"Targets: the 15 attributes of {info.get('rows')} held-out images of the "
+        f"**{info.get('split')} split** (every attribute requested; the held-out digits are "
+        "halved per digit into a validation split, on which settings were chosen, and a test "
+        "split, on which none was). Each method starts from the same prior samples. Digit "
+        "identity is read by a pixel classifier trained only on real training images (never "
+        "used by the critics); shape attributes are measured on the image itself. FCD: Frechet "
+        f"distance in that classifier's feature space to {info.get('reference_rows')} training "
+        "images (lower is more realistic; the real held-out images' own FCD is the floor). "
+        "*Accepted* is the critics' own verdict at the optimizer's thresholds (tau_r "
+        f"{cfg.get('sampling', {}).get('tau_r')}, tau_a {cfg.get('sampling', {}).get('tau_a')}; "
+        "for the optimizer: converged within the step limit; the optimizer starts from "
+        f"{_start(cfg.get('sampling', {}))}). The realism critic is trained with the actor's "
+        "outputs (and some raw prior "
         "samples) as its fakes and rejects nearly all of them, so for the prior, the actor and "
         "the baseline that column measures the critic, not the samples: read the measured "
         "columns."
     )
     add("")
-    add(
-        _conditional_table(
-            t, ("real", "chance", "reconstruction", "prior", "actor", "optimize", "baseline")
-        )
-    )
+    add(_conditional_table(t, TABLE_ROWS))
     add("")
     add(
         "*Chance* reads the real images against the targets of other rows (a shuffle): what a "
@@ -522,4 +538,4 @@ def render_report(m: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["render_report"]
+__all__ = ["TABLE_ROWS", "render_report", "table_rows"]
