@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -42,6 +43,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return v
 
 
@@ -114,6 +126,13 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
         type=nonneg_int,
         default=None,
         help="total realism-critic updates (the actor gets one per actor_every)",
+    )
+    fit.add_argument(
+        "--actor-attribute-weight",
+        type=nonneg_float,
+        default=None,
+        help="weight of the attribute-critic term in the actor's loss (new runs only; 0 is the "
+        "paper's objective; default: the application's preset)",
     )
     fit.add_argument(
         "--autocast",
@@ -381,6 +400,11 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         )
         return 128 + int(received[0])
 
+    if (folder / RUN_FILE).is_file() and args.actor_attribute_weight is not None:
+        raise ValueError(
+            f"--actor-attribute-weight applies to new runs only; {folder} already holds a run "
+            "(its actor is trained with the weight in its run.json)"
+        )
     if (folder / RUN_FILE).is_file() and (not has_checkpoint(folder) or is_preparing(folder)):
         # interrupted before its preparation finished: build the run again from its own config
         run = prepare(*read_run_file(folder))
@@ -428,6 +452,7 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         for k, v in (
             ("attribute_steps", args.attribute_steps),
             ("realism_steps", args.realism_steps),
+            ("actor_attribute_weight", args.actor_attribute_weight),
             ("autocast", args.autocast),
             ("compile_steps", args.compile_steps or None),
         )

@@ -283,6 +283,20 @@ def test_command_errors(demo_run, tmp_path, capsys):
     (tmp_path / "junk" / "file.txt").write_text("x")
     assert main(["fit", "--run", str(tmp_path / "junk")]) == 2
     assert "refusing" in capsys.readouterr().err
+    assert main(["fit", "--run", str(out), "--actor-attribute-weight", "3"]) == 2
+    assert "new runs only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["fit", "--run", str(tmp_path / "new"), "--actor-attribute-weight", "nan"])
+    assert "finite number >= 0" in capsys.readouterr().err
+
+
+def test_fit_sets_the_actor_attribute_weight_of_a_new_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["fit", "--run", str(out), "--fast", "--actor-attribute-weight", "2.5"]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    assert read_run_file(out)[1]["training"]["actor_attribute_weight"] == 2.5
+    assert load_run(out).constraints.training.actor_attribute_weight == 2.5
 
 
 def test_corrupted_checkpoint_is_reported(demo_run, tmp_path, capsys):
