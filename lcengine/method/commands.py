@@ -94,8 +94,8 @@ def command_device(args: argparse.Namespace) -> Any:
 
 
 def add_commands(subparsers: Any, *, default_application: str) -> None:
-    """Registers ``fit``, ``sample`` and ``transform`` on an argparse subparsers object (the
-    result of ``parser.add_subparsers()``), each with ``func`` set.
+    """Registers ``fit``, ``sample``, ``transform`` and ``optimize`` on an argparse subparsers
+    object (the result of ``parser.add_subparsers()``), each with ``func`` set.
 
     Args:
         subparsers: where to add the commands.
@@ -236,6 +236,47 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
     )
     add_device_argument(transform)
     transform.set_defaults(func=_cmd_transform)
+
+    job = subparsers.add_parser(
+        "optimize",
+        help="batch latent optimization over a .npy file of targets: chunked, resumable, "
+        "distributed under torchrun",
+        description="Runs the run's optimizer on every row of TARGETS (int8 [N, A] in the run's "
+        "attribute order: 1 on, 0 off, -1 not requested) and writes OUT/latents.npy, "
+        "accepted.npy, steps.npy (and images.npy with --decode) and manifest.json. Rerunning "
+        "the same command continues a killed job; under `torchrun --nproc-per-node K -m "
+        "lcengine optimize ...` the ranks share the chunks.",
+    )
+    job.add_argument("--run", required=True, help="run folder")
+    job.add_argument("--targets", required=True, help="int8 .npy [N, A]")
+    job.add_argument("--out", required=True, help="output folder")
+    job.add_argument(
+        "--start", default=None, help="float32 .npy [N, D] starting latents (default: prior)"
+    )
+    job.add_argument(
+        "--seed",
+        type=nonneg_int,
+        default=0,
+        help="seed of the prior samples (row r starts from position r of its stream) and of "
+        "the completion of unrequested attributes (default 0)",
+    )
+    job.add_argument("--decode", action="store_true", help="also write images.npy")
+    job.add_argument(
+        "--chunk-rows",
+        type=positive_int,
+        default=4096,
+        help="rows per chunk: the unit of memory, of work per process and of resumption "
+        "(default 4096)",
+    )
+    job.add_argument("--no-progress", action="store_true", help="no progress bar")
+    job.add_argument(
+        "--threads",
+        type=nonneg_int,
+        default=1,
+        help="torch threads per process (default 1; 0 = torch's default)",
+    )
+    add_device_argument(job)
+    job.set_defaults(func=_cmd_optimize)
 
 
 class _StopOnSignals:
@@ -511,6 +552,41 @@ def check_sample_count(n: int, latent_dim: int, data_shape: Sequence[int]) -> No
             f"of this machine's {memory / 2**30:.1f} GiB; sample in batches of at most "
             f"{max(1, (memory // 2) // max(1, need // n))} (different --seed per batch)"
         )
+
+
+def _cmd_optimize(args: argparse.Namespace) -> int:
+    from .job import JobStopped, optimize_job
+
+    device = command_device(args)
+    set_threads(args.threads)
+    try:
+        m = optimize_job(
+            args.run,
+            args.targets,
+            args.out,
+            start=args.start,
+            seed=args.seed,
+            decode=args.decode,
+            chunk_rows=args.chunk_rows,
+            device=device,
+            progress=not args.no_progress,
+            log=lambda msg: print(f"[lcengine optimize] {msg}", file=sys.stderr, flush=True),
+            handle_signals=True,
+        )
+    except JobStopped as stop:
+        print(
+            f"lcengine optimize: {stop}; the finished chunks are in {args.out}; the same "
+            "command continues the job",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + stop.signum
+    if os.environ.get("RANK", "0") == "0":
+        print(
+            f"{m['rows']} rows, {m['accepted_rows']} accepted, {len(m['chunks_done'])} of "
+            f"{len(m['chunks'])} chunks done by {m['world_size']} process(es): {args.out}"
+        )
+    return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -41,6 +41,24 @@ def refuse_zero_shot(lc: "LatentConstraints", mask: np.ndarray, method: str, wha
         )
 
 
+def optimize_from(
+    lc: "LatentConstraints",
+    z0: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: Any,
+    *,
+    progress: bool = False,
+    desc: str = "optimize",
+) -> Any:
+    """The optimizer's samples for starting latents and targets on ``lc.device``: from ``z0``
+    itself, or with ``cfg.start == "actor"`` from the actor's output for it.
+    # z0 [N, D], y [N, A] float, mask [N, A] bool -> lcengine.OptimizeResult"""
+    if cfg.start == "actor":
+        z0 = actor_latents(lc.require_trainer("optimize").actor, z0, y)  # [N, D]
+    return lc.run_optimizer(z0, y, mask, cfg, progress=progress, desc=desc)
+
+
 def generate(
     lc: "LatentConstraints",
     y: ArrayLike,
@@ -82,9 +100,7 @@ def generate(
     elif method == "baseline":
         z = lc.baseline.apply(z0, yy[:, :a_base], mm[:, :a_base])  # [N, D] on the device
     else:
-        if cfg.start == "actor":
-            z0 = actor_latents(lc.trainer.actor, z0, y_t)  # [N, D]
-        res = lc.run_optimizer(z0, y_t, m_t, cfg, progress=progress, desc="optimize")
+        res = optimize_from(lc, z0, y_t, m_t, cfg, progress=progress)
         z, steps = res.latents, res.steps.cpu().numpy()
     if not torch.isfinite(z).all():
         raise FloatingPointError(f"method {method!r} produced non-finite latents")

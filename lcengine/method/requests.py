@@ -433,8 +433,35 @@ def check_target_tensors(
     return y, mask
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, elementwise on uint64 (wrapping arithmetic). # [N] -> [N]"""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_draws(seed: int, rows: np.ndarray) -> np.ndarray:
+    """One 64-bit draw per row, a function of ``(seed, row)`` only (splitmix64 of the pair):
+    the same row gets the same draw whatever block it is drawn in. # rows [N] -> uint64 [N]"""
+    with np.errstate(over="ignore"):
+        key = _mix64(np.asarray([seed], dtype=np.uint64) * _GOLDEN + _GOLDEN)  # [1]
+        return _mix64(np.asarray(rows, dtype=np.uint64) * _GOLDEN + key)
+
+
 def complete_requests(
-    values: np.ndarray, mask: np.ndarray, table: np.ndarray, n: int, *, seed: int = 0
+    values: np.ndarray,
+    mask: np.ndarray,
+    table: np.ndarray,
+    n: int,
+    *,
+    seed: int = 0,
+    row_index: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Full attribute vectors for a (partial) request: ``y ~ p(y | requested)`` from data.
 
@@ -450,6 +477,10 @@ def complete_requests(
         table: training attributes, 0/1. # [N, A]
         n: rows to produce (must equal the rows of ``values`` when it is 2-D).
         seed: seed of the row draws.
+        row_index: global index of each row ``[n]``: each row's draw is then a function of
+            ``(seed, row_index)`` alone (:func:`row_draws`), so a large request completed block
+            by block gives the same rows whatever the blocks; None: one seeded generator for
+            the call.
 
     Returns:
         int8 attribute vectors. # [n, A_all]
@@ -472,6 +503,15 @@ def complete_requests(
     if a_all < a:
         raise ValueError(f"values has {a_all} attributes, fewer than the table's {a}")
     rng = np.random.default_rng(seed)
+    draws = None
+    if row_index is not None:
+        row_index = np.asarray(row_index)
+        if row_index.shape != (n,) or row_index.dtype.kind not in "iu" or (row_index < 0).any():
+            raise ValueError(
+                f"row_index must be {n} non-negative integers, got shape {row_index.shape} "
+                f"dtype {row_index.dtype}"
+            )
+        draws = row_draws(seed, row_index)  # [n] uint64
     out = np.zeros((n, a_all), dtype=np.int8)
     # Rows sharing one request are completed together (the common case: one request, n rows).
     keys = np.concatenate([values[:, :a] * mask[:, :a], mask[:, :a]], axis=1).astype(np.int8)
@@ -482,7 +522,10 @@ def complete_requests(
         v, m = uniq[k, :a], uniq[k, a:].astype(bool)
         agree = (table[:, m] == v[m]).sum(axis=1) if m.any() else np.zeros(table.shape[0])
         pool = np.flatnonzero(agree == agree.max())
-        out[rows, :a] = table[rng.choice(pool, size=rows.size, replace=True)]
+        if draws is None:
+            out[rows, :a] = table[rng.choice(pool, size=rows.size, replace=True)]
+        else:
+            out[rows, :a] = table[pool[draws[rows] % np.uint64(pool.size)]]
     return np.where(mask, values, out).astype(np.int8)
 
 
@@ -494,5 +537,6 @@ __all__ = [
     "check_targets",
     "complete_requests",
     "parse_request",
+    "row_draws",
     "vocabulary_of",
 ]
