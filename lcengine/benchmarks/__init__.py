@@ -165,5 +165,15 @@ _EXPORTS = {
     "measure_stats": ".timing",
     "summarize": ".timing",
 }
-_SUBMODULES = ("cli", "cli_args", "compare", "fit", "optimizer", "plots", "row_ops", "timing")
+_SUBMODULES = (
+    "cli",
+    "cli_args",
+    "compare",
+    "fit",
+    "job",
+    "optimizer",
+    "plots",
+    "row_ops",
+    "timing",
+)
 __getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS, _SUBMODULES)

@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from ..backend import unavailable_reason
-from .cli_args import DEFAULT_SHAPES, FIT_OP, LARGE_SHAPES, add_arguments
+from .cli_args import DEFAULT_SHAPES, FIT_OP, JOB_OP, LARGE_SHAPES, add_arguments
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files
 from .optimizer import OPTIMIZER_CASES, OPTIMIZER_OP, default_optimizer_cases, run_optimizer
 from .row_ops import CASES, DTYPES, parse_shape, run
@@ -113,11 +113,21 @@ def run_from_args(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CASES and n not in (OPTIMIZER_OP, FIT_OP)]
+    extra = (OPTIMIZER_OP, FIT_OP, JOB_OP)
+    unknown = [n for n in names if n not in CASES and n not in extra]
     if unknown or not names:
-        raise ValueError(
-            f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + [OPTIMIZER_OP, FIT_OP]}"
-        )
+        raise ValueError(f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + list(extra)}")
+    job_processes = []
+    if JOB_OP in names:
+        names.remove(JOB_OP)
+        try:
+            job_processes = [int(p) for p in args.job_processes.split(",") if p.strip()]
+        except ValueError:
+            job_processes = []
+        if not job_processes or min(job_processes) < 1:
+            raise ValueError(f"--job-processes: positive integers, got {args.job_processes!r}")
+        if args.job_rows < 1:
+            raise ValueError(f"--job-rows must be at least 1, got {args.job_rows}")
     fit_cases = []
     if FIT_OP in names:
         from .fit import FIT_CASES
@@ -226,6 +236,12 @@ def run_from_args(args: argparse.Namespace) -> int:
             )
             print(format_fit_table(fit))
             report["fit"] = fit
+        if job_processes:
+            from .job import format_job_table, run_job_bench
+
+            job = run_job_bench(rows=args.job_rows, processes=job_processes, device=device)
+            print(format_job_table(job))
+            report["optimize_job"] = job
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)

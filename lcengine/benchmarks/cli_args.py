@@ -2,8 +2,8 @@
 """``lcengine bench``'s options, torch-free: building the parser (``lcengine --help``) loads no
 torch. The run they select is :func:`lcengine.benchmarks.cli.run_from_args`.
 
-The shape tables, ``OPTIMIZER_OP``, ``FIT_OP`` and ``FIT_STEPS`` are defined here; ``ROW_OPS``,
-``OPTIMIZER_CASE_NAMES``, ``FIT_CASE_NAMES`` and ``DTYPE_NAMES`` are the keys of
+The shape tables, ``OPTIMIZER_OP``, ``FIT_OP``, ``JOB_OP`` and ``FIT_STEPS`` are defined here;
+``ROW_OPS``, ``OPTIMIZER_CASE_NAMES``, ``FIT_CASE_NAMES`` and ``DTYPE_NAMES`` are the keys of
 :data:`~lcengine.benchmarks.row_ops.CASES`, :data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES`,
 :data:`~lcengine.benchmarks.fit.FIT_CASES` and :data:`~lcengine.benchmarks.row_ops.DTYPES` (tests
 keep them equal).
@@ -15,6 +15,7 @@ import argparse
 
 OPTIMIZER_OP = "optimize_latents"
 FIT_OP = "fit"  # the trainer's steps per second (lcengine.benchmarks.fit)
+JOB_OP = "optimize_job"  # lcengine optimize's rows/s at 1 and more processes (.job)
 FIT_STEPS = ("realism", "attribute", "actor")
 FIT_CASE_NAMES = ("demo_B128_D16_4x256_relu", "paper_B128_D1024_4x2048_relu")
 ROW_OPS = (
@@ -52,7 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"'{OPTIMIZER_OP}' times whole latent-optimizer calls (FLOP-based "
         f"table, the cases of --optimizer-cases); '{FIT_OP}' times the trainer's "
         f"{', '.join(FIT_STEPS)} steps per second (autograd, torch.compile, hand-derived; "
-        "the cases of --fit-cases)",
+        f"the cases of --fit-cases); '{JOB_OP}' times `lcengine optimize` at 1 and more "
+        "processes (--job-processes) for the parallel efficiency",
+    )
+    parser.add_argument(
+        "--job-processes",
+        default="1,2",
+        help=f"comma-separated process counts for --ops {JOB_OP} (default 1,2; above 1 through "
+        "torchrun, one thread each; on CUDA one GPU each)",
+    )
+    parser.add_argument(
+        "--job-rows",
+        type=int,
+        default=16384,
+        help=f"rows of the --ops {JOB_OP} targets file (default 16384)",
     )
     parser.add_argument(
         "--optimizer-cases",
@@ -149,6 +163,7 @@ __all__ = [
     "DTYPE_NAMES",
     "FIT_CASE_NAMES",
     "FIT_OP",
+    "JOB_OP",
     "FIT_STEPS",
     "LARGE_SHAPES",
     "OPTIMIZER_CASE_NAMES",

@@ -20,11 +20,13 @@ and nothing half-written is ever read back as done. A rerun with a different inp
 run state is refused with an error naming what changed.
 
 A row of -1 only requests nothing: it is optimized against the realism critic alone (its
-completed attributes as the condition). Row ``r``'s start is ``start[r]``, or the prior sample at position ``r`` of the Philox stream
-keyed by ``seed`` (the same latents as ``LatentConstraints.prior_latents(N, seed)``); its
-unrequested attributes are completed from the run's training attributes by a draw keyed by
-``(seed, r)``. Every row's result is therefore a function of its own inputs and the settings,
-whatever the chunking of the work among processes.
+completed attributes as the condition). Row ``r``'s start is ``start[r]``, or the prior sample
+at position ``r`` of the Philox stream keyed by ``seed`` (the same latents as
+``LatentConstraints.prior_latents(N, seed)``); its unrequested attributes are completed from the
+run's training attributes by a draw keyed by ``(seed, r)``. Every row's result is therefore a
+function of its own inputs and the settings, whatever the chunking of the work among processes
+(chunks of other sizes give the same rows up to float rounding of the batched products; the
+same chunks, as under any number of processes, give them bit for bit).
 
 Under ``torchrun`` (:mod:`lcengine.method.distributed`) rank 0 creates or checks the outputs, the
 ranks take disjoint chunks (round robin over the chunks not yet done) and write their rows into
@@ -477,7 +479,7 @@ def _run_chunks(
             if stop.signum is not None:
                 break
             r0, r1 = bounds[i]
-            t0 = time.perf_counter()
+            t0, started = time.perf_counter(), time.time()
             y = np.asarray(tgt[r0:r1], dtype=np.int8)  # [C, A]
             mask = y >= 0
             values = np.where(mask, y, 0).astype(np.int8)
@@ -513,6 +515,8 @@ def _run_chunks(
                 "rank": group.rank,
                 "accepted": int(acc.sum()),
                 "seconds": time.perf_counter() - t0,
+                "started": started,
+                "finished": time.time(),
             }
             atomic_write_json(_chunk_file(out, i), rec)
             records.append(rec)
