@@ -342,13 +342,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--run {folder} exists and is not a folder")
     if (
-        not (folder / RUN_FILE).is_file()
+        int(os.environ.get("RANK", "0") or 0) == 0  # the other ranks see rank 0's files
+        and not (folder / RUN_FILE).is_file()
         and not (folder / WRITER_LOCK_FILE).exists()
         and not is_empty_run_folder(folder)
     ):
         raise _refuse_non_empty(folder)  # before the lock: the folder stays as it was
     command_device(args)  # a bad --device fails before the lock is taken
     set_threads(args.threads)
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return _fit_distributed(args, folder)
     with writer_lock(folder, "--run"):
         try:
             return _fit_locked(args, folder)
@@ -511,6 +514,130 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         f"{t.realism_step} updates, zero-shot {[c.name for c in run.constraints.zero_shot]}"
     )
     return 0
+
+
+def _fit_distributed(args: argparse.Namespace, folder: Path) -> int:
+    """``lcengine fit`` under torchrun: rank 0 holds the folder's lock and, for a new run,
+    prepares it without training the constraints (the application's model, data and files);
+    then every rank loads the run and trains the critics and the actor together (global
+    batches split among the ranks, gradients averaged, rank 0 checkpointing) up to the totals:
+    ``--attribute-steps``/``--realism-steps``, else the run's own (a new run: the
+    application's default config's ``training``)."""
+    import contextlib
+    import threading
+
+    from .config import TrainingConfig
+    from .distributed import process_group, world_from_env
+    from .run import (
+        CONSTRAINTS_DIR,
+        load_run,
+        load_training_data,
+        resolve_application,
+        write_run_file,
+    )
+    from .store import writer_lock
+
+    progress = not args.no_progress
+    stop = threading.Event()
+    received: list[int] = []
+    main = world_from_env()[0] == 0
+    lock = writer_lock(folder, "--run") if main else contextlib.nullcontext()
+    with lock, contextlib.ExitStack() as stack:
+        plan: dict = {}
+        if main:  # before the group exists: a run prepared here trains on this process alone
+            try:
+                plan = _distributed_plan(args, folder, resolve_application, TrainingConfig)
+            except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+                plan = {"error": str(exc)}
+        g = stack.enter_context(process_group(command_device(args)))
+        plan = g.broadcast(plan)
+        if "error" in plan:
+            raise ValueError(plan["error"])
+        run = load_run(folder, device=g.device)
+        lc = run.constraints
+        _apply_speed_settings(lc, args)
+        a_total, r_total = plan["totals"]
+        load_training_data(run, progress=progress and g.is_main)
+        with _StopOnSignals(stop, received):
+            lc.fit(
+                attribute_steps=a_total,
+                realism_steps=r_total,
+                progress=progress and g.is_main,
+                checkpoint_dir=folder / CONSTRAINTS_DIR,
+                checkpoint_every=args.checkpoint_every,
+                stop_requested=stop.is_set,
+            )
+        if g.is_main:
+            config = run.application.updated_config(run.config, lc)
+            write_run_file(folder, run.application_path, config)
+        g.barrier()
+    t = lc.trainer
+    if g.is_main:
+        state = "stopped" if lc.fit_stopped else "trained"
+        print(
+            f"{state} {folder} on {g.world} processes: attribute critic {t.attribute_step} "
+            f"updates, realism critic {t.realism_step} updates"
+            + (f"; `lcengine fit --run {folder}` continues it" if lc.fit_stopped else "")
+        )
+    return 128 + int(received[0]) if received else 0
+
+
+def _distributed_plan(args, folder: Path, resolve_application, TrainingConfig) -> dict:
+    """Rank 0's part before the ranks train: the totals, and a new run prepared (constraints
+    untrained) when the folder holds none."""
+    from .run import RUN_FILE, is_empty_run_folder, read_run_file
+
+    if (folder / RUN_FILE).is_file():
+        if args.actor_attribute_weight is not None:
+            raise ValueError(
+                f"--actor-attribute-weight applies to new runs only; {folder} already holds a "
+                "run (its actor is trained with the weight in its run.json)"
+            )
+        training = read_run_file(folder)[1].get("training")
+        totals = _totals(args, training, TrainingConfig)
+        return {"totals": totals}
+    if not is_empty_run_folder(folder):
+        raise _refuse_non_empty(folder)
+    overrides = {
+        k: v
+        for k, v in (
+            ("actor_attribute_weight", args.actor_attribute_weight),
+            ("autocast", args.autocast),
+            ("compile_steps", args.compile_steps or None),
+        )
+        if v is not None
+    }
+    app = resolve_application(args.application)
+    full = app.default_config(fast=args.fast, seed=args.seed, training_overrides=overrides)
+    totals = _totals(args, full.get("training"), TrainingConfig)
+    untrained = app.default_config(
+        fast=args.fast,
+        seed=args.seed,
+        training_overrides={**overrides, "attribute_steps": 0, "realism_steps": 0},
+    )
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
+    app.prepare_run(
+        folder, untrained, cache_dir=cache_dir, use_cache=not args.no_cache,
+        progress=not args.no_progress, log=lambda m: print(f"[lcengine fit] {m}",
+        file=sys.stderr, flush=True), checkpoint_every=0,
+    )  # fmt: skip
+    return {"totals": totals}
+
+
+def _totals(args, training, TrainingConfig) -> tuple[int, int]:
+    """The attribute and realism totals: the options, else the config's ``training``."""
+    if args.attribute_steps is not None and args.realism_steps is not None:
+        return args.attribute_steps, args.realism_steps
+    if not isinstance(training, dict):
+        raise ValueError(
+            "under torchrun this run's totals are not known: give --attribute-steps and "
+            "--realism-steps"
+        )
+    tc = TrainingConfig.from_dict(training)
+    return (
+        tc.attribute_steps if args.attribute_steps is None else args.attribute_steps,
+        tc.realism_steps if args.realism_steps is None else args.realism_steps,
+    )
 
 
 def _apply_speed_settings(lc, args: argparse.Namespace) -> None:

@@ -400,6 +400,13 @@ class LatentConstraints:
                 saved and fit returns (:attr:`fit_stopped` is then True). A later ``fit()``
                 continues from there.
 
+        Inside an initialized ``torch.distributed`` process group (``torchrun``), every rank
+        calls ``fit`` with the same data: the configured batch sizes are the global batches,
+        split evenly among the ranks, each rank draws its rows from its own shard, the
+        gradients are averaged over the ranks in one all-reduce per update, a stop request
+        of any rank stops every rank after the same update, and only rank 0 writes the
+        checkpoints.
+
         Returns:
             self.
         """
@@ -451,6 +458,8 @@ class LatentConstraints:
                 stop_requested=stop_requested,
             )
         callback = None
+        if checkpoint_dir is not None and t.rank != 0:
+            checkpoint_dir = None  # several ranks train one set of weights: rank 0 saves it
         if checkpoint_dir is not None:
 
             def callback(_t: ConstraintTrainer) -> None:

@@ -85,6 +85,14 @@ def check_autocast(mode: str, device: torch.device) -> None:
         )
 
 
+def process_rank() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialized default process group; ``(0, 1)`` without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def fused_adam_available(device: torch.device) -> bool:
     """Adam's fused kernel runs on CPUs and CUDA devices (one kernel for every parameter:
     0.24 ms against 1.27 ms per step of a 4 x 256 critic on one CPU thread)."""
@@ -154,6 +162,18 @@ class ConstraintTrainer:
             self.actor = Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation)
         for module in (self.realism, self.attribute, self.actor):
             module.to(self.device)
+        self.rank, self.world = process_rank()
+        if self.world > 1:
+            for name in ("batch_size", "attribute_batch_size"):
+                if getattr(c, name) % self.world:
+                    raise ValueError(
+                        f"TrainingConfig.{name} ({getattr(c, name)}) must be a multiple of the "
+                        f"world size ({self.world}): it is the global batch, split evenly "
+                        "among the ranks"
+                    )
+            for module in (self.realism, self.attribute, self.actor):
+                for t in module.state_dict().values():
+                    torch.distributed.broadcast(t, src=0)  # one set of weights for all ranks
         self.sigma_bar = sigma_bar.detach().to(device=self.device, dtype=torch.float32)  # [D]
         self.opt_attribute = _adam(self.attribute, self.device, lr=c.attribute_lr)
         self.opt_realism = _adam(self.realism, self.device, lr=c.realism_lr, betas=c.betas)
@@ -192,6 +212,46 @@ class ConstraintTrainer:
                         st[k] = v.to(self.device if k != "step" or fused else "cpu")
         self.sigma_bar = self.sigma_bar.to(self.device)
         return self
+
+    def _seed(self, *parts: Any) -> int:
+        """The seed of one draw: this rank's own stream when there are several ranks (the
+        single-process streams are unchanged)."""
+        if self.world == 1:
+            return derive_seed(self.config.seed, *parts)
+        return derive_seed(self.config.seed, *parts, "rank", self.rank)
+
+    def _generator(self, *parts: Any) -> torch.Generator:
+        return torch.Generator().manual_seed(self._seed(*parts))
+
+    def _local(self, rows: int) -> int:
+        """This rank's share of a global batch of ``rows``."""
+        return rows // self.world
+
+    def _indices(self, data: LatentSource, count: int, gen: torch.Generator) -> torch.Tensor:
+        """``count`` random row indices of this rank's shard (rows ``rank``, ``rank + world``,
+        ...; all rows for one process). # -> [count] int64"""
+        if self.world == 1:
+            return torch.randint(data.num_rows, (count,), generator=gen)
+        shard = max(1, (data.num_rows - self.rank + self.world - 1) // self.world)
+        return self.rank + self.world * torch.randint(shard, (count,), generator=gen)
+
+    def _synchronize(self, module: torch.nn.Module, stop: bool) -> bool:
+        """Averages the module's gradients over the ranks in one all-reduce (what
+        DistributedDataParallel does after a backward; here the gradients come from the
+        hand-derived steps, which DDP's autograd hooks never see) and ORs the ranks' stop
+        requests into it. Returns whether any rank asked to stop. One process: ``stop``."""
+        if self.world == 1:
+            return stop
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1).float() for g in grads] + [
+            torch.tensor([1.0 if stop else 0.0], device=self.device)])  # fmt: skip
+        torch.distributed.all_reduce(flat)
+        i = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_((flat[i : i + n] / self.world).view_as(g))
+            i += n
+        return bool(flat[-1].item() > 0)
 
     def _rows(
         self, data: LatentSource, idx: torch.Tensor, seed: int
@@ -242,12 +302,13 @@ class ConstraintTrainer:
         self.attribute.train()
         bar = _bar(self.attribute_step, until, desc, progress)
         while self.attribute_step < until:
-            if stop_requested is not None and stop_requested():
+            stop = stop_requested is not None and stop_requested()
+            if stop and self.world == 1:
                 break
             step = self.attribute_step
-            gen = step_generator(c.seed, "attribute/index", step)
-            idx = torch.randint(data.num_rows, (c.attribute_batch_size,), generator=gen)  # [B]
-            z, y = self._rows(data, idx, derive_seed(c.seed, "attribute/q", step))  # [B, D], [B, A]
+            gen = self._generator("attribute/index", step)
+            idx = self._indices(data, self._local(c.attribute_batch_size), gen)  # [B]
+            z, y = self._rows(data, idx, self._seed("attribute/q", step))  # [B, D], [B, A]
             self.opt_attribute.zero_grad(set_to_none=True)
             with self.autocast():
                 if self.hand_derived:
@@ -258,6 +319,7 @@ class ConstraintTrainer:
                     logits = self.attribute(z)  # [B, A]
                     loss = lcengine.constraint_loss(logits.float(), y)
                     loss.backward()
+            stop = self._synchronize(self.attribute, stop)
             self.opt_attribute.step()
             self.attribute_step += 1
             if step % c.log_every == 0 or self.attribute_step == until:
@@ -268,6 +330,8 @@ class ConstraintTrainer:
                 h["accuracy"].append(acc)
                 bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
             bar.update(1)
+            if stop:  # several ranks: every rank stops after the same update
+                break
         bar.close()
         return self.attribute_step >= until
 
@@ -276,21 +340,20 @@ class ConstraintTrainer:
         self, data: LatentSource, purpose: str, step: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``z ~ q(z|x)`` of random rows, their attributes and indices. # [B, D], [B, A], [B]"""
-        b = self.config.batch_size
-        idx = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
-        z, y = self._rows(data, idx, derive_seed(self.config.seed, purpose, step))
+        idx = self._indices(data, self._local(self.config.batch_size), gen)  # [B]
+        z, y = self._rows(data, idx, self._seed(purpose, step))
         return z, y, idx
 
-    def _realism_update(self, data: LatentSource) -> None:
+    def _realism_update(self, data: LatentSource, stop: bool = False) -> bool:
         c = self.config
         step = self.realism_step
-        gen = step_generator(c.seed, "realism/index", step)
-        b, d = c.batch_size, self.realism.latent_dim
+        gen = self._generator("realism/index", step)
+        b, d = self._local(c.batch_size), self.realism.latent_dim
         z_real, y_real, _ = self._real_block(data, "realism/real", step, gen)  # [B, D], [B, A]
 
         # Fakes carry the real block's attributes, so y alone never gives a fake away.
         z_prior = lcengine.standard_normal(
-            (b, d), seed=derive_seed(c.seed, "realism/prior", step), device=self.device
+            (b, d), seed=self._seed("realism/prior", step), device=self.device
         )  # [B, D]
         with torch.no_grad(), self.autocast():
             z_actor = self.actor(z_prior, y_real).float()  # [B, D]
@@ -300,7 +363,7 @@ class ConstraintTrainer:
         # Real encodings with the attributes of other rows; rows whose borrowed attributes
         # happen to equal their own are not mismatches and are left out of the loss.
         z_mis, y_own, _ = self._real_block(data, "realism/mismatch", step, gen)  # [B, D], [B, A]
-        other = torch.randint(data.num_rows, (b,), generator=gen)  # [B]
+        other = self._indices(data, b, gen)  # [B]
         y_mis = self._attributes(data, other)  # [B, A]
         differs = (y_mis != y_own).any(dim=1).float()  # [B]
 
@@ -327,6 +390,7 @@ class ConstraintTrainer:
                 (grad_hat,) = torch.autograd.grad(d_hat.sum(), z_hat, create_graph=True)  # [B, D]
                 gp = ((grad_hat.norm(dim=1) - 1.0) ** 2).mean()
                 (bce + c.gp_weight * gp).backward(inputs=list(self.realism.parameters()))
+        stop = self._synchronize(self.realism, stop)
         self.opt_realism.step()
         self.realism_step += 1
         if step % c.log_every == 0:
@@ -341,6 +405,7 @@ class ConstraintTrainer:
                 h["mismatch_prob"].append(
                     float((p[2 * b :] * differs).sum() / differs.sum().clamp_min(1.0))
                 )
+        return stop
 
     def actor_loss(
         self, z_in: torch.Tensor, y_in: torch.Tensor
@@ -368,14 +433,14 @@ class ConstraintTrainer:
     def _actor_update(self, data: LatentSource) -> None:
         c = self.config
         step = self.actor_step
-        gen = step_generator(c.seed, "actor/index", step)
-        b, d = c.batch_size, self.actor.latent_dim
+        gen = self._generator("actor/index", step)
+        b, d = self._local(c.batch_size), self.actor.latent_dim
         z_prior = lcengine.standard_normal(
-            (b, d), seed=derive_seed(c.seed, "actor/prior", step), device=self.device
+            (b, d), seed=self._seed("actor/prior", step), device=self.device
         )  # [B, D]
         z_real, _, _ = self._real_block(data, "actor/real", step, gen)  # [B, D]
         # Attributes of random rows: at sampling time any request meets any starting point.
-        y_in = self._attributes(data, torch.randint(data.num_rows, (2 * b,), generator=gen))
+        y_in = self._attributes(data, self._indices(data, 2 * b, gen))  # [2B, A]
         z_in = torch.cat([z_prior, z_real])  # [2B, D]
         self.opt_actor.zero_grad(set_to_none=True)
         with self.autocast():
@@ -390,6 +455,7 @@ class ConstraintTrainer:
             else:
                 loss, parts = self.actor_loss(z_in, y_in)
                 loss.backward(inputs=list(self.actor.parameters()))
+        self._synchronize(self.actor, False)
         self.opt_actor.step()
         self.actor_step += 1
         if step % max(1, c.log_every // c.actor_every) == 0:
@@ -434,9 +500,10 @@ class ConstraintTrainer:
         self.actor.train()
         bar = _bar(self.realism_step, until, desc, progress)
         while self.realism_step < until:
-            if stop_requested is not None and stop_requested():
+            stop = stop_requested is not None and stop_requested()
+            if stop and self.world == 1:
                 break
-            self._realism_update(data)
+            stop = self._realism_update(data, stop)
             if self.realism_step % c.actor_every == 0:
                 self._actor_update(data)
             bar.update(1)
@@ -450,6 +517,8 @@ class ConstraintTrainer:
                 )
             if callback is not None and callback_every and self.realism_step % callback_every == 0:
                 callback(self)
+            if stop:  # several ranks: every rank stops after the same update
+                break
         bar.close()
         return self.realism_step >= until
 
@@ -578,5 +647,6 @@ __all__ = [
     "TrainingData",
     "derive_seed",
     "fused_adam_available",
+    "process_rank",
     "step_generator",
 ]
