@@ -19,13 +19,12 @@ from lcengine.method.io import atomic_write_bytes, atomic_write_json
 from .evaluation import digit_identity
 from .report import table_rows
 
-_FIGURES = (("identity", "digit identity"), ("all_right", "all 15 right"), ("fcd", "FCD"))
-
 
 def headline_figures(metrics: Mapping[str, Any]) -> dict[str, dict[str, Optional[float]]]:
-    """``{row: {figure: value}}`` of one demo's metrics: digit identity, all-15-right rate and
-    FCD for every generation row (the VAE's methods, the conditional models, the generator's
-    methods as ``gan/<method>``), and measured success and preservation of the transforms
+    """``{row: {figure: value}}`` of one demo's metrics: digit identity, all-15-right rate, FCD
+    and within-digit diversity (x real) for every generation row (the VAE's methods, the
+    conditional models, the generator's methods as ``gan/<method>``), and measured success and
+    preservation of the transforms
     (``transform/<edit>/<method>`` and ``transforms/optimize`` over all data-attribute edits)."""
     rows: dict[str, dict[str, Optional[float]]] = {}
 
@@ -35,14 +34,16 @@ def headline_figures(metrics: Mapping[str, Any]) -> dict[str, dict[str, Optional
                 "identity": digit_identity(m),
                 "all_right": m["row_accuracy"],
                 "fcd": m.get("fcd"),
+                "diversity": m.get("diversity_vs_real"),
             }
 
     for k in table_rows(metrics["conditional"]):
         gen(k, metrics["conditional"][k])
     for k, m in metrics.get("conditional_models", {}).items():
         gen(k, m)
-    for k, m in metrics.get("decoder_only", {}).get("conditional", {}).items():
-        gen(f"gan/{k}", m)
+    decoder_only = metrics.get("decoder_only", {}).get("conditional", {})
+    for k in table_rows(decoder_only):
+        gen(f"gan/{k}", decoder_only[k])
     for change, per in metrics.get("transforms", {}).items():
         for method, s in per.items():
             rows[f"transform/{change}/{method}"] = {
@@ -112,10 +113,10 @@ def summarize_seeds(per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
     }
 
 
-def _cell(e: Optional[Mapping[str, Any]], pct: bool) -> str:
+def _cell(e: Optional[Mapping[str, Any]], pct: bool, digits: int = 1) -> str:
     if not e or e.get("mean") is None:
         return "n/a"
-    scale, unit, digits = (100.0, "%", 1) if pct else (1.0, "", 1)
+    scale, unit = (100.0, "%") if pct else (1.0, "")
     mean = f"{scale * e['mean']:.{digits}f}{unit}"
     if e.get("sd") is None:
         return mean
@@ -133,14 +134,14 @@ def render_seeds(summary: Mapping[str, Any]) -> str:
         f"split, models and samples) in `seed-<S>/`. Targets: {summary.get('rows')} held-out "
         f"attribute vectors of the {summary.get('split')} split per seed.",
         "",
-        "| method | digit identity | all 15 right | FCD |",
-        "| --- | --- | --- | --- |",
+        "| method | digit identity | all 15 right | FCD | diversity (x real) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for row, f in figs.items():
         if "identity" in f:
             lines.append(
                 f"| {row} | {_cell(f['identity'], True)} | {_cell(f['all_right'], True)} | "
-                f"{_cell(f['fcd'], False)} |"
+                f"{_cell(f['fcd'], False)} | {_cell(f.get('diversity'), False, 2)} |"
             )
     lines += ["", "| edit | method | measured success | unrequested preserved |"]
     lines.append("| --- | --- | --- | --- |")
