@@ -193,7 +193,7 @@ def run_job_bench(
             r = subprocess.run(cmd, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             if r.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr[-2000:]}")
+                raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr[-6000:]}")
             recs = [json.loads(p.read_text()) for p in (out / "chunks").glob("*.json")]
             window = max(x["finished"] for x in recs) - min(x["started"] for x in recs)
             rate = rows / window

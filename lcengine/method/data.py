@@ -339,6 +339,18 @@ class _RowFile:
         rows = np.frombuffer(b"".join(parts), dtype=self.dtype).reshape(len(uniq), self.cols)
         return rows[inverse.reshape(-1)]
 
+    def read_range(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` in one ``pread`` (a fresh array). # -> [stop - start, cols]"""
+        if not 0 <= start <= stop <= self.rows:
+            raise IndexError(f"{self.name}: rows {start}:{stop} outside [0, {self.rows})")
+        size = self.cols * self.dtype.itemsize
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        data = os.pread(self._fd, (stop - start) * size, self.offset + start * size)
+        if len(data) != (stop - start) * size:
+            raise ValueError(f"{self.name}: {self.path} ended early")
+        return np.frombuffer(data, dtype=self.dtype).reshape(stop - start, self.cols).copy()
+
     def ranges(self, rows: int) -> Iterator[np.ndarray]:
         """The rows in order, ``rows`` at a time, read into one reused buffer."""
         buf = np.empty((rows, self.cols), dtype=self.dtype)

@@ -51,7 +51,7 @@ import torch
 
 import lcengine
 
-from .data import DeviceLike, resolve_device
+from .data import DeviceLike, _npy_file, resolve_device
 from .distributed import Group, process_group
 from .generation import optimize_from
 from .io import atomic_write_json, fsync_folder
@@ -80,42 +80,80 @@ class JobStopped(Exception):
         self.signum, self.done, self.total = signum, done, total
 
 
-def _open_input(value: ArrayOrPath, name: str) -> tuple[np.ndarray, dict]:
-    """A ``.npy`` path memory-mapped read-only, or an array as it is, with what identifies it."""
-    if isinstance(value, (str, os.PathLike)):
-        path = Path(value)
-        if not path.is_file():
-            raise FileNotFoundError(f"{name} {path} does not exist")
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{name} {path} is not a readable .npy array: {exc}") from None
-        return arr, {"path": str(path.resolve())}
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a .npy path or an array, got {type(value).__name__}")
-    return value, {"path": None}
+class _Rows:
+    """Rows of an input, read a block at a time: a ``.npy`` file through ``pread`` (never
+    mapped, so the resident set stays bounded whatever its size), or an array in memory."""
+
+    def __init__(self, value: ArrayOrPath, name: str):
+        self.name = name
+        self.file = None
+        if isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            if not path.is_file():
+                raise FileNotFoundError(f"{name} {path} does not exist")
+            self.file = _npy_file(path, name)  # its errors name the input
+            self.path: Optional[str] = str(path.resolve())
+            self.shape = (self.file.rows, self.file.cols)
+            self.dtype = self.file.dtype
+            return
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{name} must be a .npy path or an array, got {type(value).__name__}")
+        self.array, self.path = value, None
+        self.shape, self.dtype = tuple(value.shape), value.dtype
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        if self.file is not None:
+            return self.file.read_range(start, stop)
+        return np.ascontiguousarray(self.array[start:stop])
+
+    def sha256(self, check: Callable[[np.ndarray, int], None]) -> str:
+        """sha256 of the rows' bytes (C order), ``check(block, first_row)`` on every block,
+        one bounded block at a time."""
+        h = hashlib.sha256()
+        h.update(f"{np.dtype(self.dtype).str}{list(self.shape)}".encode())
+        row_bytes = max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize)
+        step = max(1, _HASH_BLOCK // row_bytes)
+        for r0 in range(0, self.shape[0], step):
+            block = self.read(r0, min(self.shape[0], r0 + step))
+            check(block, r0)
+            h.update(block.tobytes())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.release()
 
 
-def _check_and_hash(arr: np.ndarray, name: str, check: Callable[[np.ndarray, int], None]) -> str:
-    """sha256 of the array's bytes (C order) and ``check(block, first_row)`` on every block,
-    one bounded block at a time."""
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype.str}{arr.shape}".encode())
-    row_bytes = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-    step = max(1, _HASH_BLOCK // row_bytes)
-    for r0 in range(0, arr.shape[0], step):
-        block = np.ascontiguousarray(arr[r0 : r0 + step])
-        check(block, r0)
-        h.update(block.tobytes())
-    return h.hexdigest()
+class _Output:
+    """An output ``.npy`` written by rows with ``pwrite`` at the header's offset and made
+    durable with ``fsync`` (never mapped: writing N rows keeps the resident set bounded)."""
+
+    def __init__(self, path: Path):
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        self.offset, self.dtype, self.shape = int(arr.offset), arr.dtype, arr.shape
+        del arr
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(path, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        at, done = self.offset + start * self.row_bytes, 0
+        while done < len(data):
+            done += os.pwrite(self.fd, data[done:], at + done)
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _check_targets(arr: np.ndarray, num_attributes: int) -> None:
     if arr.dtype != np.int8:
         raise TypeError(f"targets must be int8 (1 on, 0 off, -1 not requested), got {arr.dtype}")
-    if arr.ndim != 2 or arr.shape[1] != num_attributes or arr.shape[0] < 1:
+    if len(arr.shape) != 2 or arr.shape[1] != num_attributes or arr.shape[0] < 1:
         raise ValueError(
             f"targets must have shape [N, {num_attributes}] (N >= 1, one column per attribute "
             f"of the run, in its order), got {list(arr.shape)}"
@@ -323,32 +361,29 @@ def _job(
     lc = run.constraints
     lc.require_trainer("optimize")
     n_attr, d = lc.num_attributes, lc.latent_dim
-    tgt, tgt_info = _open_input(targets, "targets")
+    tgt = _Rows(targets, "targets")
     _check_targets(tgt, n_attr)
     n = int(tgt.shape[0])
     st = None
     if start is not None:
-        st, st_info = _open_input(start, "start")
+        st = _Rows(start, "start")
         _check_start(st, n, d)
     # rank 0 reads and hashes the inputs; the others take its verdict
     verdict: dict[str, Any] = {}
     if main:
         try:
-            tgt_info.update(
-                sha256=_check_and_hash(tgt, "targets", _target_values), shape=list(tgt.shape)
-            )
+            tgt_info = {"sha256": tgt.sha256(_target_values), "shape": list(tgt.shape)}
+            st_info = None
             if st is not None:
-                st_info.update(
-                    sha256=_check_and_hash(st, "start", _finite_rows), shape=list(st.shape)
-                )
+                st_info = {"sha256": st.sha256(_finite_rows), "shape": list(st.shape)}
             sources = {
                 "run": str(run.folder.resolve()),
-                "targets": tgt_info.pop("path"),
-                "start": st_info.pop("path") if st is not None else None,
+                "targets": tgt.path,
+                "start": st.path if st is not None else None,
             }
             identity = {
                 "run": {"state": _run_identity(run.folder)},
-                "inputs": {"targets": tgt_info, "start": st_info if st is not None else None},
+                "inputs": {"targets": tgt_info, "start": st_info},
                 "settings": {
                     "seed": seed,
                     "decode": decode,
@@ -462,8 +497,7 @@ def _run_chunks(
     prior_seed = derive_seed(seed, "sample/prior")
     complete_seed = derive_seed(seed, "optimize/complete")
     files = {
-        name: np.load(out / name, mmap_mode="r+")
-        for name in OUTPUT_FILES + ((IMAGES_FILE,) if decode else ())
+        name: _Output(out / name) for name in OUTPUT_FILES + ((IMAGES_FILE,) if decode else ())
     }
     rows_mine = sum(bounds[i][1] - bounds[i][0] for i in mine)
     bar = tqdm(
@@ -480,7 +514,7 @@ def _run_chunks(
                 break
             r0, r1 = bounds[i]
             t0, started = time.perf_counter(), time.time()
-            y = np.asarray(tgt[r0:r1], dtype=np.int8)  # [C, A]
+            y = tgt.read(r0, r1)  # [C, A] int8
             mask = y >= 0
             values = np.where(mask, y, 0).astype(np.int8)
             if table is not None:
@@ -489,7 +523,7 @@ def _run_chunks(
                     row_index=np.arange(r0, r1, dtype=np.int64),
                 )  # fmt: skip
             if st is not None:
-                z0 = torch.from_numpy(np.array(st[r0:r1], dtype=np.float32)).to(dev)
+                z0 = torch.from_numpy(st.read(r0, r1)).to(dev)  # [C, D]
             else:
                 z0 = lcengine.standard_normal(
                     (r1 - r0, d), seed=prior_seed, offset=r0 * d, device=dev
@@ -500,14 +534,14 @@ def _run_chunks(
             z = res.latents
             if not torch.isfinite(z).all():
                 raise FloatingPointError(f"chunk {i} (rows {r0}-{r1}) gave non-finite latents")
-            files["latents.npy"][r0:r1] = z.detach().cpu().numpy()
+            files["latents.npy"].write(r0, z.detach().cpu().numpy())
             acc = res.converged.cpu().numpy().astype(bool)
-            files["accepted.npy"][r0:r1] = acc
-            files["steps.npy"][r0:r1] = res.steps.cpu().numpy().astype(np.int32)
+            files["accepted.npy"].write(r0, acc)
+            files["steps.npy"].write(r0, res.steps.cpu().numpy().astype(np.int32))
             if decode:
-                files[IMAGES_FILE][r0:r1] = lc.decode(z)
-            for mm in files.values():
-                mm.flush()  # msync: the rows are on disk before the record says so
+                files[IMAGES_FILE].write(r0, lc.decode(z))
+            for f in files.values():
+                f.sync()  # the rows are on disk before the record says so
             rec = {
                 "job": job_id,
                 "index": i,
@@ -523,8 +557,8 @@ def _run_chunks(
             bar.update(r1 - r0)
     finally:
         bar.close()
-        for mm in files.values():
-            del mm
+        for f in files.values():
+            f.close()
     return records
 
 

@@ -328,3 +328,44 @@ def test_two_nodes_on_localhost_through_the_rendezvous(toy_run, targets, tmp_pat
 def test_job_stopped_reports_the_signal():
     stop = JobStopped(signal.SIGTERM, 3, 10)
     assert "3 of 10 chunks" in str(stop) and stop.signum == signal.SIGTERM
+
+
+_RSS_CHILD = r"""
+import resource, sys, numpy as np, torch
+torch.set_num_threads(1)
+from lcengine.method.run import load_run
+run = load_run(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if sys.argv[2] == "job":
+    from lcengine.method.job import optimize_job
+    optimize_job(run, sys.argv[3], sys.argv[4], chunk_rows=16384, progress=False,
+                 log=lambda s: None)
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_a_2m_row_job_keeps_its_resident_set_bounded(tmp_path):
+    """2,000,000 rows at D=64: 512 MB of latents written, inputs and outputs never mapped, so
+    the job's peak resident set grows by far less than its outputs (ru_maxrss of a child)."""
+    from lcengine.benchmarks.job import BENCH_APPLICATION
+
+    run = tmp_path / "run"
+    config = {"seed": 0, "latent_dim": 64, "attributes": 8, "hidden": [16], "steps": 1,
+              "training_overrides": {}}  # fmt: skip
+    BENCH_APPLICATION.prepare_run(run, config, cache_dir=None, use_cache=False, progress=False,
+                                  log=lambda s: None)  # fmt: skip
+    n = 2_000_000
+    targets = np.lib.format.open_memmap(tmp_path / "t.npy", "w+", np.int8, (n, 8))
+    for r0 in range(0, n, 500_000):
+        targets[r0 : r0 + 500_000] = np.random.default_rng(r0).integers(-1, 2, (500_000, 8))
+    targets.flush()
+    del targets
+    out = tmp_path / "out"
+    child = [sys.executable, "-c", _RSS_CHILD, str(run), "job", str(tmp_path / "t.npy"), str(out)]
+    r = subprocess.run(child, env=_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    before, after = (int(v) for v in r.stdout.split()[-2:])  # KiB
+    latents = np.load(out / "latents.npy", mmap_mode="r")
+    assert latents.shape == (n, 64) and json.loads((out / "manifest.json").read_text())["complete"]
+    assert latents.nbytes == 512_000_000
+    assert (after - before) * 1024 < 160 * 2**20, (before, after)  # the outputs: 512 MB

@@ -41,6 +41,7 @@ from .evaluation import (
 
 _A = len(ATTRIBUTES)
 
+ACTOR_ROW = "actor alone (no optimizer)"  # the first row of the generation table
 # label -> SamplingConfig overrides of the run's sampling config
 GENERATION_CANDIDATES: dict[str, dict] = {
     "prior start, w_dist 0.001, tau_a 0.5": dict(start="latents", w_dist=0.001, tau_a=0.5),
@@ -86,7 +87,8 @@ def tune(
     Returns:
         ``{"split": "validation", "rows", "generation": {label: {"identity", "all_right",
         "fcd", "accepted", "mean_steps", "seconds", "overrides"}}, "transforms": {label:
-        {edit: {"success", "preserved"}}}}``; the transforms table has a ``"baseline"`` row.
+        {edit: {"success", "preserved"}}}}``; the generation table starts with the actor alone
+        (:data:`ACTOR_ROW`), the transforms table with the baseline.
 
     Raises:
         ValueError: an override that is not a sampling setting or is out of range.
@@ -107,9 +109,13 @@ def tune(
     mask[:, :_A] = True
     out: dict[str, Any] = {"split": "validation", "rows": int(len(idx))}
     gen: dict[str, dict] = {}
-    for label, overrides in generation.items():
+    candidates = {ACTOR_ROW: None, **generation} if generation else {}
+    for label, overrides in candidates.items():
         t0 = time.perf_counter()
-        res = lc.generate(y_full, mask, method="optimize", seed=seed, **overrides)
+        if overrides is None:  # the actor alone, the optimizer's usual start
+            res = lc.generate(y_full, mask, method="actor", seed=seed)
+        else:
+            res = lc.generate(y_full, mask, method="optimize", seed=seed, **overrides)
         seconds = time.perf_counter() - t0
         m = attribute_metrics(
             y, measure_attributes(res.images, clf, ds.shape_thresholds), None, ATTRIBUTES
@@ -121,7 +127,7 @@ def tune(
             "accepted": float(res.converged.mean()),
             "mean_steps": float(res.steps.mean()),
             "seconds": seconds,
-            "overrides": dict(overrides),
+            "overrides": None if overrides is None else dict(overrides),
         }
     out["generation"] = gen
     trs: dict[str, dict] = {}
@@ -203,4 +209,11 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["GENERATION_CANDIDATES", "TRANSFORM_CANDIDATES", "main", "render_tuning", "tune"]
+__all__ = [
+    "ACTOR_ROW",
+    "GENERATION_CANDIDATES",
+    "TRANSFORM_CANDIDATES",
+    "main",
+    "render_tuning",
+    "tune",
+]

@@ -23,8 +23,8 @@ from lcengine.apps.digits.seeds import (
     run_seeds,
     summarize_seeds,
 )
+from lcengine.apps.digits.tuning import ACTOR_ROW, render_tuning, tune
 from lcengine.apps.digits.tuning import main as tuning_main
-from lcengine.apps.digits.tuning import render_tuning, tune
 from lcengine.cli import main
 from lcengine.method.run import load_run
 
@@ -185,6 +185,8 @@ def test_tuning_scores_candidates_on_the_validation_split(fast_run, capsys):
         rows=24,
     )
     assert result["split"] == "validation" and result["rows"] == 24
+    assert list(result["generation"]) == [ACTOR_ROW, "prior", "actor"]
+    assert result["generation"][ACTOR_ROW]["overrides"] is None
     prior, actor = result["generation"]["prior"], result["generation"]["actor"]
     for g in (prior, actor):
         assert 0.0 <= g["identity"] <= 1.0 and 0.0 <= g["all_right"] <= 1.0 and g["fcd"] >= 0
