@@ -50,11 +50,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-_CONDITIONAL_HEADER = [
+_CONDITIONAL_HEADER = [  # the hardest figures first
     "images",
-    "attribute accuracy",
-    "all 15 right",
     "digit identity",
+    "all 15 right",
+    "attribute accuracy",
     "shape attrs",
     "FCD",
     "diversity (x real)",
@@ -95,9 +95,9 @@ def _conditional_table(t: dict, keys: tuple[str, ...], labels: Optional[dict] = 
         rows.append(
             [
                 labels.get(key, key),
-                _pct(r["overall_accuracy"]),
-                _pct(r.get("row_accuracy")),
                 digit_identity,
+                _pct(r.get("row_accuracy")),
+                _pct(r["overall_accuracy"]),
                 _pct(sum(shape_acc) / len(shape_acc)) if shape_acc else "n/a",
                 _f(r.get("fcd"), 1),
                 _f(r.get("diversity_vs_real"), 2),
