@@ -270,6 +270,12 @@ def render_report(m: dict) -> str:
         )
     add(_table(["goal", "target", "measured", "verdict"], rows))
     add("")
+    add(
+        "One seed's verdicts; `lcengine demo --seeds 3` gives each goal's count of seeds met and "
+        "every figure's spread. What limits the missed goals, and what was tried on the "
+        "validation split: docs/method.md, *The demo's figures*."
+    )
+    add("")
 
     info = m.get("conditional_info", {})
     add("## Conditional generation for held-out attribute vectors")
