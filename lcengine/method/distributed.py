@@ -112,6 +112,9 @@ def process_group(
     torch.distributed.init_process_group(backend=backend, **kwargs)
     try:
         yield Group(rank, world, local, dev)
+        # every rank's last collective has completed before any rank tears the group down
+        # (gloo aborts a process whose peer closes the pairs under a pending operation)
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
