@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from lcengine._lazy import LazyModule
 
 from .methods import AUTOCAST_MODES, METHODS, OPTIMIZER_STARTS
+from .signals import StopOnSignals
 
 if TYPE_CHECKING:
     import numpy as np
@@ -279,52 +280,6 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
     job.set_defaults(func=_cmd_optimize)
 
 
-class _StopOnSignals:
-    """While active (main thread only): the first SIGTERM or SIGINT sets ``stop`` and is
-    recorded in ``received``; later SIGTERMs are ignored and a second SIGINT raises
-    KeyboardInterrupt at once. The previous handlers come back on exit."""
-
-    def __init__(self, stop: Any, received: list, enabled: bool = True) -> None:
-        self.stop, self.received, self.enabled = stop, received, enabled
-        self.old: dict = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        import signal
-
-        if self.stop.is_set():
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            return
-        self.received.append(signum)
-        self.stop.set()
-        again = " (Ctrl-C again aborts at once)" if signum == signal.SIGINT else ""
-        try:  # a raw write: the interrupted code may be inside a buffered write to stderr
-            os.write(
-                2,
-                f"[lcengine fit] {signal.Signals(signum).name}: stopping at the next step "
-                f"boundary and saving a checkpoint{again}\n".encode(),
-            )
-        except OSError:
-            pass
-
-    def __enter__(self) -> "_StopOnSignals":
-        import signal
-        import threading
-
-        if self.enabled and threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self.old[s] = signal.getsignal(s)
-                signal.signal(s, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        import signal
-
-        for s, h in self.old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self.old = {}
-
-
 def _refuse_non_empty(folder: Path) -> ValueError:
     from .run import RUN_FILE
 
@@ -335,14 +290,16 @@ def _refuse_non_empty(folder: Path) -> ValueError:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     """``lcengine fit``: holds the run folder's writer lock for the whole command."""
+    from .distributed import world_from_env
     from .run import RUN_FILE, is_empty_run_folder
     from .store import WRITER_LOCK_FILE, writer_lock
 
     folder = Path(args.run)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--run {folder} exists and is not a folder")
+    rank, world, _ = world_from_env()
     if (
-        int(os.environ.get("RANK", "0") or 0) == 0  # the other ranks see rank 0's files
+        rank == 0  # the other ranks see rank 0's files
         and not (folder / RUN_FILE).is_file()
         and not (folder / WRITER_LOCK_FILE).exists()
         and not is_empty_run_folder(folder)
@@ -350,7 +307,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise _refuse_non_empty(folder)  # before the lock: the folder stays as it was
     command_device(args)  # a bad --device fails before the lock is taken
     set_threads(args.threads)
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if world > 1:
         return _fit_distributed(args, folder)
     with writer_lock(folder, "--run"):
         try:
@@ -407,7 +364,7 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         atomic_write_bytes(folder / PREPARING_FILE, f"{os.getpid()}\n".encode("ascii"))
         # applications that cannot stop early keep the default handlers (a signal ends them;
         # the marker makes the next `lcengine fit` prepare the run again)
-        with _StopOnSignals(stop, received, enabled="stop_requested" in extra):
+        with StopOnSignals(stop, received, enabled="stop_requested" in extra):
             run = app.prepare_run(
                 folder,
                 config,
@@ -472,7 +429,7 @@ def _fit_locked(args: argparse.Namespace, folder: Path) -> int:
         _apply_speed_settings(lc, args)
         if a_total > before[0] or r_total > before[1]:
             load_training_data(run, progress=progress)  # checkpoints hold no training rows
-        with _StopOnSignals(stop, received):
+        with StopOnSignals(stop, received):
             lc.fit(
                 attribute_steps=args.attribute_steps,
                 realism_steps=args.realism_steps,
@@ -526,15 +483,8 @@ def _fit_distributed(args: argparse.Namespace, folder: Path) -> int:
     import contextlib
     import threading
 
-    from .config import TrainingConfig
     from .distributed import process_group, world_from_env
-    from .run import (
-        CONSTRAINTS_DIR,
-        load_run,
-        load_training_data,
-        resolve_application,
-        write_run_file,
-    )
+    from .run import CONSTRAINTS_DIR, load_run, load_training_data, write_run_file
     from .store import writer_lock
 
     progress = not args.no_progress
@@ -546,7 +496,7 @@ def _fit_distributed(args: argparse.Namespace, folder: Path) -> int:
         plan: dict = {}
         if main:  # before the group exists: a run prepared here trains on this process alone
             try:
-                plan = _distributed_plan(args, folder, resolve_application, TrainingConfig)
+                plan = _distributed_plan(args, folder)
             except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
                 plan = {"error": str(exc)}
         g = stack.enter_context(process_group(command_device(args)))
@@ -558,7 +508,7 @@ def _fit_distributed(args: argparse.Namespace, folder: Path) -> int:
         _apply_speed_settings(lc, args)
         a_total, r_total = plan["totals"]
         load_training_data(run, progress=progress and g.is_main)
-        with _StopOnSignals(stop, received):
+        with StopOnSignals(stop, received):
             lc.fit(
                 attribute_steps=a_total,
                 realism_steps=r_total,
@@ -582,10 +532,10 @@ def _fit_distributed(args: argparse.Namespace, folder: Path) -> int:
     return 128 + int(received[0]) if received else 0
 
 
-def _distributed_plan(args, folder: Path, resolve_application, TrainingConfig) -> dict:
+def _distributed_plan(args: argparse.Namespace, folder: Path) -> dict:
     """Rank 0's part before the ranks train: the totals, and a new run prepared (constraints
     untrained) when the folder holds none."""
-    from .run import RUN_FILE, is_empty_run_folder, read_run_file
+    from .run import RUN_FILE, is_empty_run_folder, read_run_file, resolve_application
 
     if (folder / RUN_FILE).is_file():
         if args.actor_attribute_weight is not None:
@@ -594,8 +544,7 @@ def _distributed_plan(args, folder: Path, resolve_application, TrainingConfig) -
                 "run (its actor is trained with the weight in its run.json)"
             )
         training = read_run_file(folder)[1].get("training")
-        totals = _totals(args, training, TrainingConfig)
-        return {"totals": totals}
+        return {"totals": _totals(args, training)}
     if not is_empty_run_folder(folder):
         raise _refuse_non_empty(folder)
     overrides = {
@@ -609,7 +558,7 @@ def _distributed_plan(args, folder: Path, resolve_application, TrainingConfig) -
     }
     app = resolve_application(args.application)
     full = app.default_config(fast=args.fast, seed=args.seed, training_overrides=overrides)
-    totals = _totals(args, full.get("training"), TrainingConfig)
+    totals = _totals(args, full.get("training"))
     untrained = app.default_config(
         fast=args.fast,
         seed=args.seed,
@@ -624,8 +573,10 @@ def _distributed_plan(args, folder: Path, resolve_application, TrainingConfig) -
     return {"totals": totals}
 
 
-def _totals(args, training, TrainingConfig) -> tuple[int, int]:
+def _totals(args: argparse.Namespace, training: Any) -> tuple[int, int]:
     """The attribute and realism totals: the options, else the config's ``training``."""
+    from .config import TrainingConfig
+
     if args.attribute_steps is not None and args.realism_steps is not None:
         return args.attribute_steps, args.realism_steps
     if not isinstance(training, dict):
@@ -708,6 +659,14 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             flush=True,
         )
         return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(
+            f"lcengine optimize: aborted; the chunks recorded in {args.out} are done and the "
+            "same command continues the job",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     if os.environ.get("RANK", "0") == "0":
         print(
             f"{m['rows']} rows, {m['accepted_rows']} accepted, {len(m['chunks_done'])} of "

@@ -12,9 +12,10 @@ every row of ``TARGETS``, an int8 ``[N, A]`` array in the run's attribute order 
   status of every chunk and the timings;
 - ``chunks/chunk-<i>.json``: one record per finished chunk.
 
-Rows go in chunks of ``chunk_rows`` (inputs memory-mapped, outputs written into memory-mapped
-``.npy`` files), so memory stays bounded by a chunk whatever N. A chunk counts as done only once
-its rows are flushed to disk and its record is written atomically after them; a rerun of the same
+Rows go in chunks of ``chunk_rows``: inputs read with ``pread`` and outputs written with
+``pwrite`` at their ``.npy`` offsets, nothing memory-mapped, so memory stays bounded by a chunk
+whatever N. A chunk counts as done only once its rows are ``fsync``ed and its record is written
+atomically after them; a rerun of the same
 command skips the chunks with records and computes the others again, so a killed job resumes
 and nothing half-written is ever read back as done. A rerun with a different input, setting or
 run state is refused with an error naming what changed.
@@ -37,10 +38,10 @@ rank must see (one machine, or a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ from .generation import optimize_from
 from .io import atomic_write_json, fsync_folder
 from .requests import complete_requests
 from .run import CONSTRAINTS_DIR, RUN_FILE, Run, load_run
+from .signals import StopOnSignals
 from .store import writer_lock
 from .training import derive_seed
 
@@ -150,7 +152,7 @@ class _Output:
         os.close(self.fd)
 
 
-def _check_targets(arr: np.ndarray, num_attributes: int) -> None:
+def _check_targets(arr: "_Rows", num_attributes: int) -> None:
     if arr.dtype != np.int8:
         raise TypeError(f"targets must be int8 (1 on, 0 off, -1 not requested), got {arr.dtype}")
     if len(arr.shape) != 2 or arr.shape[1] != num_attributes or arr.shape[0] < 1:
@@ -170,7 +172,7 @@ def _target_values(block: np.ndarray, first_row: int) -> None:
         )
 
 
-def _check_start(arr: np.ndarray, rows: int, latent_dim: int) -> None:
+def _check_start(arr: "_Rows", rows: int, latent_dim: int) -> None:
     if arr.dtype != np.float32:
         raise TypeError(f"start must be float32, got {arr.dtype}")
     if arr.shape != (rows, latent_dim):
@@ -310,8 +312,9 @@ def optimize_job(
             ``cuda:LOCAL_RANK``.
         progress: a tqdm bar (rows/s, ETA) on rank 0.
         log: messages (rank 0).
-        handle_signals: stop cleanly between chunks on SIGINT/SIGTERM and raise
-            :class:`JobStopped` (the command sets it; the main thread only).
+        handle_signals: stop cleanly after the chunk in flight on SIGINT/SIGTERM (a second
+            SIGINT aborts at once) and raise :class:`JobStopped` (the command sets it; the main
+            thread only).
 
     Returns:
         The manifest (on every rank).
@@ -402,7 +405,7 @@ def _job(
     identity, job_id, sources = verdict["identity"], verdict["job"], verdict["sources"]
     bounds = _chunk_bounds(n, chunk_rows)
 
-    with writer_lock(out, "--out") if main else _nothing():
+    with writer_lock(out, "--out") if main else contextlib.nullcontext():
         setup: dict[str, Any] = {}
         if main:
             try:
@@ -419,14 +422,13 @@ def _job(
         if "error" in setup:
             raise ValueError(setup["error"])
         mine = setup["pending"][group.rank :: group.world]
-        stop = _StopFlag(handle_signals)
-        try:
+        stop, received = threading.Event(), []
+        with StopOnSignals(stop, received, handle_signals, command="lcengine optimize",
+                           boundary="stopping after the chunks in flight"):  # fmt: skip
             _run_chunks(
                 group, run, tgt, st, out, job_id, bounds, mine, seed, decode, progress, stop
             )
-        finally:
-            stop.restore()
-        stopped = group.gather(stop.signum)
+        stopped = group.gather(received[0] if received else None)
         group.barrier()
         manifest = None
         if main:
@@ -447,38 +449,11 @@ def _job(
     return manifest
 
 
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag that the chunk loop reads between chunks."""
-
-    def __init__(self, install: bool):
-        self.signum: Optional[int] = None
-        self._previous: dict[int, Any] = {}
-        if install and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-
 def _run_chunks(
     group: Group,
     run: Run,
-    tgt: np.ndarray,
-    st: Optional[np.ndarray],
+    tgt: _Rows,
+    st: Optional[_Rows],
     out: Path,
     job_id: str,
     bounds: list[tuple[int, int]],
@@ -486,8 +461,8 @@ def _run_chunks(
     seed: int,
     decode: bool,
     progress: bool,
-    stop: _StopFlag,
-) -> list[dict]:
+    stop: threading.Event,
+) -> None:
     from tqdm.auto import tqdm
 
     lc = run.constraints
@@ -507,10 +482,9 @@ def _run_chunks(
         desc=f"optimize (rank {group.rank}/{group.world})" if group.world > 1 else "optimize",
         disable=None if (progress and group.is_main) else True,
     )
-    records = []
     try:
         for i in mine:
-            if stop.signum is not None:
+            if stop.is_set():
                 break
             r0, r1 = bounds[i]
             t0, started = time.perf_counter(), time.time()
@@ -553,13 +527,11 @@ def _run_chunks(
                 "finished": time.time(),
             }
             atomic_write_json(_chunk_file(out, i), rec)
-            records.append(rec)
             bar.update(r1 - r0)
     finally:
         bar.close()
         for f in files.values():
             f.close()
-    return records
 
 
 def _write_manifest(
