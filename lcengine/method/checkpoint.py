@@ -34,8 +34,9 @@ names ``constraints.safetensors``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -49,8 +50,6 @@ from .io import check_tensors_finite, record_value, record_width
 from .latent_model import LatentModel
 from .requests import RequestVocabulary
 from .store import CheckpointFiles, LoadedCheckpoint, commit_checkpoint, load_checkpoint
-from .training import ConstraintTrainer
-from .zeroshot import ZeroShotConstraint
 
 if TYPE_CHECKING:  # the facade imports this module; annotations only
     from .constraints import LatentConstraints
@@ -105,9 +104,11 @@ def has_constraints_checkpoint(path: Union[str, Path]) -> bool:
     return CheckpointFiles(Path(path), STEM).exists()
 
 
-def _zero_shot_constraints(
-    cfg: dict, tensors: dict[str, torch.Tensor], cfg_path: Path, w_path: Path
-) -> list[ZeroShotConstraint]:
+def zero_shot_critics(contents: "CheckpointContents") -> list[tuple[dict, AttributeCritic]]:
+    """The record's zero-shot critics with their descriptions, weights loaded, in ``eval()``
+    mode, on the CPU."""
+    cfg, tensors = contents.record, contents.tensors
+    cfg_path, w_path = contents.record_path, contents.weights_path
     out = []
     for i, info in enumerate(cfg.get("zero_shot", [])):
         try:
@@ -125,17 +126,24 @@ def _zero_shot_constraints(
             )
         critic.load_state_dict(sd)
         critic.eval()
-        out.append(
-            ZeroShotConstraint(
-                name=str(info["name"]),
-                critic=critic,
-                positive_rate=float(info.get("positive_rate", float("nan"))),
-                heldout_accuracy=float(info.get("heldout_accuracy", float("nan"))),
-                num_samples=int(info.get("num_samples", 0)),
-                history=info.get("history", {"step": [], "loss": []}),
-            )
-        )
+        out.append((info, critic))
     return out
+
+
+def _zero_shot_constraints(contents: "CheckpointContents") -> list:
+    from .zeroshot import ZeroShotConstraint  # training code: only for LatentConstraints
+
+    return [
+        ZeroShotConstraint(
+            name=str(info["name"]),
+            critic=critic,
+            positive_rate=float(info.get("positive_rate", float("nan"))),
+            heldout_accuracy=float(info.get("heldout_accuracy", float("nan"))),
+            num_samples=int(info.get("num_samples", 0)),
+            history=info.get("history", {"step": [], "loss": []}),
+        )
+        for info, critic in zero_shot_critics(contents)
+    ]
 
 
 def _attribute_spec(cfg: dict, source: str) -> AttributeSpec:
@@ -160,10 +168,44 @@ def _attribute_spec(cfg: dict, source: str) -> AttributeSpec:
             raise ValueError(f"attribute_names with vocabulary: {exc}") from exc
 
 
-def _build(
-    cls: type, ck: LoadedCheckpoint, model: LatentModel, device: torch.device
-) -> "LatentConstraints":
-    """The LatentConstraints of a verified record and its weights."""
+@dataclass
+class CheckpointContents:
+    """A verified checkpoint record and its weights, checked against the model, before any
+    network is built (what :class:`~lcengine.method.constraints.LatentConstraints` and the
+    inference :class:`~lcengine.method.sampler.ConditionalSampler` are made from).
+
+    Attributes:
+        spec: the data's attributes.
+        training, sampling, transform: the record's configurations.
+        sigma_bar: per-dimension mean encoder scale, float32 on the CPU. # [D]
+        summary: the data summary (baseline sums, attribute combinations).
+        record, tensors: the record (JSON) and the weights file's tensors (CPU).
+        record_path, weights_path: where they were read from.
+    """
+
+    spec: AttributeSpec
+    training: TrainingConfig
+    sampling: SamplingConfig
+    transform: SamplingConfig
+    sigma_bar: torch.Tensor
+    summary: DataSummary
+    record: dict
+    tensors: dict[str, torch.Tensor]
+    record_path: Path
+    weights_path: Path
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.record.get("state", {})
+
+
+def read_contents(ck: LoadedCheckpoint, model: LatentModel) -> CheckpointContents:
+    """Checks a loaded record and its weights against ``model`` (format, latent and data
+    shapes, configurations, finite tensors, ``sigma_bar``, the data summary).
+
+    Raises:
+        ValueError: naming the file and what does not match.
+    """
     cfg, cfg_path, w_path, tensors = ck.record, ck.record_path, ck.weights_path, ck.tensors
     if cfg.get("format") != FORMAT:
         raise ValueError(
@@ -190,35 +232,53 @@ def _build(
         )
     source = str(cfg_path)
     try:
-        lc = cls(
-            model,
-            _attribute_spec(cfg, source),
-            training=TrainingConfig.from_dict(cfg["training"], source=source),
-            sampling=SamplingConfig.from_dict(cfg["sampling"], source=source),
-            transform=SamplingConfig.from_dict(cfg["transform"], source=source, key="transform"),
-            device=device,
-        )
+        spec = _attribute_spec(cfg, source)
+        training = TrainingConfig.from_dict(cfg["training"], source=source)
+        sampling = SamplingConfig.from_dict(cfg["sampling"], source=source)
+        transform = SamplingConfig.from_dict(cfg["transform"], source=source, key="transform")
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{_WHAT}: bad config in {cfg_path}: {exc}") from exc
     if "sigma_bar" not in tensors:
         raise ValueError(f"{_WHAT}: {w_path} lacks tensors ['sigma_bar']")
     check_tensors_finite(tensors, w_path, _WHAT)
-    a = len(lc.base_attribute_names)
     sigma_bar = tensors["sigma_bar"].to(torch.float32)  # [D]
     if sigma_bar.shape != (model.latent_dim,):
         raise ValueError(f"{_WHAT}: {w_path} sigma_bar does not match the latent dimension")
     summary = _data_summary(tensors, sigma_bar, w_path)
-    if summary.sum_all.shape != (model.latent_dim,) or summary.attribute_rows.shape[1] != a:
+    if summary.sum_all.shape != (model.latent_dim,) or summary.attribute_rows.shape[1] != len(
+        spec.columns
+    ):
         raise ValueError(f"{_WHAT}: {w_path} data summary does not match the configuration")
-    trainer = ConstraintTrainer(model.latent_dim, a, sigma_bar, lc.training, device=lc.device)
-    trainer.load_state_tensors(tensors, str(w_path))
-    trainer.load_state_json(cfg.get("state", {}), str(cfg_path))
+    return CheckpointContents(
+        spec, training, sampling, transform, sigma_bar, summary, cfg, tensors, cfg_path, w_path
+    )
+
+
+def _build(
+    cls: type, ck: LoadedCheckpoint, model: LatentModel, device: torch.device
+) -> "LatentConstraints":
+    """The LatentConstraints of a verified record and its weights."""
+    from .training import ConstraintTrainer  # inference loaders read checkpoints without it
+
+    c = read_contents(ck, model)
+    lc = cls(
+        model,
+        c.spec,
+        training=c.training,
+        sampling=c.sampling,
+        transform=c.transform,
+        device=device,
+    )
+    a = len(lc.base_attribute_names)
+    trainer = ConstraintTrainer(model.latent_dim, a, c.sigma_bar, lc.training, device=lc.device)
+    trainer.load_state_tensors(c.tensors, str(c.weights_path))
+    trainer.load_state_json(c.state, str(c.record_path))
     for module in trainer.modules().values():
         module.eval()
-    lc._restore(summary, trainer)
-    for c in _zero_shot_constraints(cfg, tensors, cfg_path, w_path):
-        c.critic.to(lc.device)
-        lc.zero_shot.append(c)
+    lc._restore(c.summary, trainer)
+    for zs in _zero_shot_constraints(c):
+        zs.critic.to(lc.device)
+        lc.zero_shot.append(zs)
     return lc
 
 
@@ -273,11 +333,14 @@ def load_constraints(
 
 __all__ = [
     "CONFIG_FILE",
+    "CheckpointContents",
     "FORMAT",
     "PREVIOUS_CONFIG_FILE",
     "STEM",
     "WEIGHTS_FILE",
     "has_constraints_checkpoint",
     "load_constraints",
+    "read_contents",
     "save_constraints",
+    "zero_shot_critics",
 ]

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ``lcengine`` subcommands on run folders: fit, sample, transform.
+"""The ``lcengine`` subcommands on run folders: fit, sample, transform, optimize, export.
 
 They work on any run folder (:mod:`lcengine.method.run`): the model, the inputs to transform and
 the independent measurement of outputs come from the application recorded in ``run.json``.
@@ -11,8 +11,8 @@ ValueError/RuntimeError with a message naming the problem; the CLI turns them in
 ``fit`` holds the run folder's writer lock (:func:`lcengine.method.store.writer_lock`) while it
 runs, so a second writer is refused. The first SIGTERM or Ctrl-C stops training at the next
 step boundary; the checkpoint is saved and ``fit`` exits with status ``128 + signal``
-(143, 130); a second Ctrl-C aborts at once. ``sample`` and ``transform`` only read (checkpoint
-commits are atomic) and take no lock.
+(143, 130); a second Ctrl-C aborts at once. ``sample``, ``transform`` and ``export`` only read
+the run (checkpoint commits are atomic) and take no lock.
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def command_device(args: argparse.Namespace) -> Any:
 
 
 def add_commands(subparsers: Any, *, default_application: str) -> None:
-    """Registers ``fit``, ``sample``, ``transform`` and ``optimize`` on an argparse subparsers
-    object (the result of ``parser.add_subparsers()``), each with ``func`` set.
+    """Registers ``fit``, ``sample``, ``transform``, ``optimize`` and ``export`` on an
+    argparse subparsers object (the result of ``parser.add_subparsers()``), each with ``func``
+    set.
 
     Args:
         subparsers: where to add the commands.
@@ -278,6 +279,39 @@ def add_commands(subparsers: Any, *, default_application: str) -> None:
     )
     add_device_argument(job)
     job.set_defaults(func=_cmd_optimize)
+
+    export = subparsers.add_parser(
+        "export",
+        help="the run's actor-mode sampler as an artifact: an AOTInductor .pt2 or an ONNX file",
+        description="Traces (targets [B, A], latents [B, D]) -> images [B, *data_shape] (the "
+        "actor, then the decoder) with torch.export, dynamic batch, and writes an AOTInductor "
+        "package (--format aoti, OUT.pt2: loads with torch._inductor.aoti_load_package without "
+        "lcengine, and from C++) or an ONNX model (--format onnx, OUT.onnx; needs the onnx "
+        "extra). The artifact is loaded back and checked against the Python sampler on example "
+        "inputs, which are written beside it as OUT's stem + .example.pt.",
+    )
+    export.add_argument("--run", required=True, help="run folder")
+    export.add_argument("--out", required=True, help="the artifact: a .pt2 (aoti) or .onnx path")
+    export.add_argument(
+        "--format", choices=("aoti", "onnx"), default="aoti", help="artifact format (default aoti)"
+    )
+    export.add_argument(
+        "--example-rows",
+        type=positive_int,
+        default=8,
+        help="rows of the example inputs the artifact is checked on (default 8, at least 2)",
+    )
+    export.add_argument(
+        "--seed", type=nonneg_int, default=0, help="seed of the example inputs (default 0)"
+    )
+    export.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=65536,
+        help="the largest batch the artifact accepts (default 65536)",
+    )
+    add_device_argument(export)
+    export.set_defaults(func=_cmd_export)
 
 
 def _refuse_non_empty(folder: Path) -> ValueError:
@@ -672,6 +706,37 @@ def _cmd_optimize(args: argparse.Namespace) -> int:
             f"{m['rows']} rows, {m['accepted_rows']} accepted, {len(m['chunks_done'])} of "
             f"{len(m['chunks'])} chunks done by {m['world_size']} process(es): {args.out}"
         )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_sampler
+    from .sampler import ConditionalSampler
+
+    device = command_device(args)
+    sampler = ConditionalSampler.from_run(args.run, device=device)
+    res = export_sampler(
+        sampler,
+        args.out,
+        format=args.format,
+        example_rows=args.example_rows,
+        seed=args.seed,
+        max_batch=args.max_batch,
+        log=lambda msg: print(f"[lcengine export] {msg}", file=sys.stderr, flush=True),
+    )
+    print(
+        json.dumps(
+            {
+                "out": str(res.path),
+                "example": str(res.example_path),
+                "format": res.format,
+                "max_abs_diff": res.max_abs_diff,
+                "seconds": round(res.seconds, 1),
+                "metadata": {k: json.loads(v) for k, v in res.metadata.items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -61,7 +61,8 @@ from .sampling import (
     constraint_satisfied,
     optimize_latents_eager,
 )
-from .training import ConstraintTrainer, TrainingData, derive_seed
+from .streams import derive_seed
+from .training import ConstraintTrainer, TrainingData
 from .zeroshot import Rule, ZeroShotConstraint, learn_zero_shot_constraint
 
 ArrayLike = Union[np.ndarray, torch.Tensor]

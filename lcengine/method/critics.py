@@ -362,6 +362,44 @@ class Actor(_MLP):
         }
 
 
+NETWORKS = ("realism", "attribute", "actor")  # the networks of a fitted run, checkpoint order
+
+
+def constraint_networks(latent_dim: int, num_attributes: int, config: Any) -> dict[str, nn.Module]:
+    """The realism critic, the attribute critic and the actor of a run, as ``config`` (a
+    :class:`~lcengine.method.config.TrainingConfig`) shapes them, freshly initialized from
+    torch's global generator (the trainer seeds it; a loader overwrites the weights)."""
+    c = config
+    return {
+        "realism": RealismCritic(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation),
+        "attribute": AttributeCritic(latent_dim, num_attributes, c.attribute_hidden, c.activation),
+        "actor": Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation),
+    }
+
+
+def load_network_tensors(
+    modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], source: str
+) -> None:
+    """Loads the checkpoint tensors ``net.<name>.<param>`` into each module of ``modules``
+    (copied onto the module's device); a missing or mis-shaped tensor raises ValueError
+    naming ``source`` and the tensor."""
+    for name, module in modules.items():
+        prefix = f"net.{name}."
+        sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        expected = module.state_dict()
+        missing = sorted(set(expected) - set(sub))
+        if missing:
+            named = [prefix + m for m in missing]
+            raise ValueError(f"{source}: missing tensors for {name}: {named}")
+        for k, v in expected.items():
+            if tuple(sub[k].shape) != tuple(v.shape):
+                raise ValueError(
+                    f"{source}: tensor {prefix + k} has shape {list(sub[k].shape)}, the "
+                    f"configured network expects {list(v.shape)}"
+                )
+        module.load_state_dict(sub)
+
+
 __all__ = [
     "ACTIVATIONS",
     "LEAKY_SLOPE",
@@ -369,6 +407,9 @@ __all__ = [
     "AttributeCritic",
     "DEFAULT_EMBED_DIM",
     "DEFAULT_HIDDEN",
+    "NETWORKS",
     "RealismCritic",
     "StackedAttributeCritic",
+    "constraint_networks",
+    "load_network_tensors",
 ]

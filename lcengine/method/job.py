@@ -60,7 +60,7 @@ from .requests import complete_requests
 from .run import CONSTRAINTS_DIR, RUN_FILE, Run, load_run
 from .signals import StopOnSignals
 from .store import writer_lock
-from .training import derive_seed
+from .streams import derive_seed
 
 JOB_FORMAT = "lcengine.optimize-job/1"
 MANIFEST_FILE = "manifest.json"

@@ -25,17 +25,29 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Union,
+    runtime_checkable,
+)
 
 import numpy as np
 
 from .checkpoint import has_constraints_checkpoint
-from .constraints import LatentConstraints
 from .data import DeviceLike
 from .io import atomic_write_json, read_json_file
 from .latent_model import LatentModel
 from .store import WRITER_LOCK_FILE
-from .zeroshot import Rule
+
+if TYPE_CHECKING:  # the inference path (load_run_decoder) imports no training code
+    from .constraints import LatentConstraints
+    from .zeroshot import Rule
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "lcengine.run/2"
@@ -109,6 +121,10 @@ class Application(Protocol):
     #     {"x": images, "attributes": labels}, or {"x": a LatentSource, a path of latent files
     #     or an iterable of batches}). Checkpoints hold no training rows, so `lcengine fit`
     #     needs this to continue a run (load_training_data).
+    #
+    # load_decoder(folder, config) -> LatentModel
+    #     The run's model for inference alone (the decoder; no data, no evaluators):
+    #     load_run_decoder and the ConditionalSampler use it, load_model otherwise.
     #
     # prepare_run(..., device=...)
     #     An application whose prepare_run takes `device` (accepts_keyword) trains the
@@ -277,6 +293,30 @@ def attach_rules(lc: LatentConstraints, rules: Mapping[str, Rule]) -> None:
             lc.attach_rule(c.name, rules[c.name])
 
 
+def load_run_decoder(folder: Union[str, Path]) -> LatentModel:
+    """The model of a run folder for inference: the application's ``load_decoder`` when it
+    has one, else the model of its ``load_model``.
+
+    Raises:
+        ValueError: not a run folder, or an application that cannot be imported.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"run folder {folder} does not exist")
+    path, config = read_run_file(folder)
+    app = resolve_application(path)
+    load_decoder = getattr(app, "load_decoder", None)
+    if callable(load_decoder):
+        model = load_decoder(folder, config)
+    else:
+        model = app.load_model(folder, config)[0]
+    if not isinstance(model, LatentModel):
+        raise ValueError(
+            f"application {path} gave {type(model).__name__} for run {folder}, not a LatentModel"
+        )
+    return model
+
+
 def load_run(folder: Union[str, Path], *, device: DeviceLike = "cpu") -> Run:
     """Loads a run folder: its application, model and fitted constraints (on ``device``; see
     :class:`~lcengine.method.constraints.LatentConstraints`). The constraints carry no
@@ -292,6 +332,8 @@ def load_run(folder: Union[str, Path], *, device: DeviceLike = "cpu") -> Run:
     path, config = read_run_file(folder)
     app = resolve_application(path)
     model, context = app.load_model(folder, config)
+    from .constraints import LatentConstraints
+
     lc = LatentConstraints.load(folder / CONSTRAINTS_DIR, model, device=device)
     attach_rules(lc, app.zero_shot_rules())
     return Run(folder, app, path, config, lc, context)
@@ -311,6 +353,7 @@ __all__ = [
     "is_empty_run_folder",
     "is_preparing",
     "load_run",
+    "load_run_decoder",
     "load_training_data",
     "read_run_file",
     "resolve_application",

@@ -31,7 +31,6 @@ exactly.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any, Callable, Mapping, Optional
 
 import torch
@@ -40,7 +39,7 @@ from tqdm.auto import tqdm
 import lcengine
 
 from .config import TrainingConfig
-from .critics import Actor, AttributeCritic, RealismCritic
+from .critics import NETWORKS, constraint_networks, load_network_tensors
 from .data import DeviceLike, LatentSource, TrainingData, resolve_device
 from .steps import (
     actor_step_grads,
@@ -49,24 +48,9 @@ from .steps import (
     realism_step_grads,
     supports_hand_derived,
 )
+from .streams import derive_seed
 
-_SEED_MASK = (1 << 62) - 1
 StopRequested = Callable[[], bool]
-
-
-def derive_seed(seed: int, *parts: Any) -> int:
-    """A 62-bit Philox key for one purpose and step, derived from the run's seed.
-
-    Different purposes (``"realism/real"``, ``"actor/prior"`` ...) and steps get statistically
-    independent streams; the same arguments always give the same key.
-    """
-    text = "/".join(str(p) for p in (seed,) + parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & _SEED_MASK
-
-
-def step_generator(seed: int, *parts: Any) -> torch.Generator:
-    """A CPU torch.Generator for index draws, seeded by :func:`derive_seed`."""
-    return torch.Generator().manual_seed(derive_seed(seed, *parts))
 
 
 def check_autocast(mode: str, device: torch.device) -> None:
@@ -153,13 +137,8 @@ class ConstraintTrainer:
         # Weight init is part of the seeded run; the caller's global RNG state is left alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(c.seed, "init"))
-            self.realism = RealismCritic(
-                latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation
-            )
-            self.attribute = AttributeCritic(
-                latent_dim, num_attributes, c.attribute_hidden, c.activation
-            )
-            self.actor = Actor(latent_dim, num_attributes, c.hidden, c.embed_dim, c.activation)
+            nets = constraint_networks(latent_dim, num_attributes, c)
+            self.realism, self.attribute, self.actor = (nets[n] for n in NETWORKS)
         for module in (self.realism, self.attribute, self.actor):
             module.to(self.device)
         self.rank, self.world = process_rank()
@@ -549,23 +528,7 @@ class ConstraintTrainer:
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
         """Restores :meth:`state_tensors` (CPU tensors, copied onto the trainer's device); a
         missing or mis-shaped tensor raises ValueError."""
-        for name, module in self.modules().items():
-            prefix = f"net.{name}."
-            sub = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            expected = module.state_dict()
-            missing = sorted(set(expected) - set(sub))
-            if missing:
-                raise ValueError(
-                    f"{source}: missing tensors for {name}: {[prefix + m for m in missing]}"
-                )
-            for k, v in expected.items():
-                if tuple(sub[k].shape) != tuple(v.shape):
-                    raise ValueError(
-                        f"{source}: tensor {prefix + k} has shape "
-                        f"{list(sub[k].shape)}, the configured network expects "
-                        f"{list(v.shape)}"
-                    )
-            module.load_state_dict(sub)
+        load_network_tensors(self.modules(), tensors, source)
         for name, opt in self.optimizers().items():
             prefix = f"opt.{name}."
             state: dict[int, dict[str, torch.Tensor]] = {}
@@ -645,8 +608,6 @@ __all__ = [
     "StopRequested",
     "TrainingConfig",
     "TrainingData",
-    "derive_seed",
     "fused_adam_available",
     "process_rank",
-    "step_generator",
 ]

@@ -28,7 +28,7 @@ from lcengine.validation import check_int
 
 from .critics import AttributeCritic
 from .data import DeviceLike, resolve_device
-from .training import derive_seed, step_generator
+from .streams import derive_seed, step_generator
 
 Rule = Callable[[np.ndarray], np.ndarray]
 

@@ -108,7 +108,8 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
 def test_one_process_streams_are_unchanged():
     """The rank-keyed draws apply only with several ranks: a single process draws exactly what
     it drew before (the seeded runs and their tests stay valid)."""
-    from lcengine.method.training import ConstraintTrainer, derive_seed, process_rank
+    from lcengine.method.streams import derive_seed
+    from lcengine.method.training import ConstraintTrainer, process_rank
 
     assert process_rank() == (0, 1)
     t = ConstraintTrainer(4, 3, torch.ones(4))

@@ -85,7 +85,7 @@ def test_job_writes_every_row_and_matches_generate(toy_run, targets, tmp_path):
     mask = t[rows] >= 0
     values = complete_requests(
         np.where(mask, t[rows], 0), mask, lc.summary.attribute_table(), rows.size,
-        seed=lcengine.method.training.derive_seed(3, "optimize/complete"), row_index=rows,
+        seed=lcengine.method.streams.derive_seed(3, "optimize/complete"), row_index=rows,
     )  # fmt: skip
     z0 = lc.prior_latents(3000, 3)[rows]
     ref = lc.generate(values, mask, method="optimize", z_start=z0)

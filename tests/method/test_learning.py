@@ -18,7 +18,8 @@ from lcengine.method import training as training_module
 from lcengine.method.critics import RealismCritic
 from lcengine.method.data import LatentSamples
 from lcengine.method.steps import realism_step_grads
-from lcengine.method.training import ConstraintTrainer, derive_seed
+from lcengine.method.streams import derive_seed
+from lcengine.method.training import ConstraintTrainer
 from lcengine.reference.training import realism_loss_ref
 from support.method_toys import tiny_training
 

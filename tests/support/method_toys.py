@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from lcengine.method.config import SamplingConfig, TrainingConfig
-from lcengine.method.constraints import LatentConstraints
 from lcengine.method.latent_model import LatentModel
 from lcengine.method.run import CONSTRAINTS_DIR, Run, write_run_file
+
+if TYPE_CHECKING:  # loading the toy's decoder (ConditionalSampler) imports no training code
+    from lcengine.method.constraints import LatentConstraints
 
 LATENT_DIM = 4
 NAMES = ("a0", "a1", "a2")
@@ -37,6 +39,13 @@ def toy_encode(x: torch.Tensor):
 
 def toy_decode(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z, (z[:, 0] * z[:, 1])[:, None]], dim=1)  # [B, 5]
+
+
+class ToyDecoder(torch.nn.Module):
+    """:func:`toy_decode` as a module (what ``lcengine export`` traces)."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return toy_decode(z)
 
 
 def toy_model() -> LatentModel:
@@ -104,6 +113,8 @@ class ToyApplication:
         checkpoint_every: int = 0,
         device="cpu",
     ) -> Run:
+        from lcengine.method.constraints import LatentConstraints
+
         folder = Path(folder)
         x, att = toy_data(int(config["rows"]), seed=int(config["seed"]))
         lc = LatentConstraints(
@@ -126,6 +137,9 @@ class ToyApplication:
 
     def load_model(self, folder: Path, config: Mapping[str, Any]) -> tuple[LatentModel, Any]:
         return toy_model(), None
+
+    def load_decoder(self, folder: Path, config: Mapping[str, Any]) -> LatentModel:
+        return LatentModel.from_decoder(ToyDecoder(), LATENT_DIM, data_shape=(5,))
 
     def zero_shot_rules(self):
         return {"prod": rule_positive_product}

@@ -28,19 +28,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from lcengine.method.checkpoint import has_constraints_checkpoint
 from lcengine.method.config import TrainingConfig
-from lcengine.method.constraints import LatentConstraints
 from lcengine.method.data import DeviceLike, resolve_device
 from lcengine.method.latent_model import LatentModel
 from lcengine.method.run import CONSTRAINTS_DIR, RUN_FILE, Run, read_run_file, write_run_file
 from lcengine.method.store import writer_lock
-from lcengine.method.zeroshot import Rule
 
 from .classifier import (
     PixelClassifier,
@@ -53,7 +51,6 @@ from .commands import APPLICATION_PATH
 from .conditional import KINDS
 from .config import DemoConfig, config_from_dict, demo_config
 from .data import ATTRIBUTES, MnistAttributes, load_mnist
-from .evaluation import measure_attributes
 from .gan import (
     MnistGenerator,
     digits_label_fn,
@@ -65,6 +62,10 @@ from .gan import (
 )
 from .rules import DIGIT_RULES
 from .vae import MnistVAE, has_vae_checkpoint, load_vae, save_vae, train_vae
+
+if TYPE_CHECKING:  # the inference path (load_decoder) imports no training code
+    from lcengine.method.constraints import LatentConstraints
+    from lcengine.method.zeroshot import Rule
 
 _CACHE_VERSION = 1
 GAN_DIR = "gan"  # the generator's checkpoint in a run folder
@@ -352,6 +353,8 @@ def _prepare_run_locked(
     timings["classifier"] = time.perf_counter() - t0
     timings["classifier_cached"] = clf_cached
 
+    from lcengine.method.constraints import LatentConstraints
+
     model = LatentModel.from_module(vae)
     lc = None
     if _same_config(folder, cfg) and (folder / CONSTRAINTS_DIR).is_dir():
@@ -448,6 +451,8 @@ def _prepare_gan(
     timings["gan_cached"] = gan_cached
 
     t0 = time.perf_counter()
+    from lcengine.method.constraints import LatentConstraints
+
     model = gan_latent_model(gen)
     target = folder / GAN_CONSTRAINTS_DIR
     lc = None
@@ -552,6 +557,8 @@ class DigitsApplication:
         clf = load_classifier(folder / "classifier")
         ctx = DigitsContext(cfg, ds, vae, clf)
         if cfg.gan and has_gan_checkpoint(folder / GAN_DIR):
+            from lcengine.method.constraints import LatentConstraints
+
             ctx.gan = load_gan(folder / GAN_DIR)
             if has_constraints_checkpoint(folder / GAN_CONSTRAINTS_DIR):
                 ctx.gan_constraints = LatentConstraints.load(
@@ -559,11 +566,17 @@ class DigitsApplication:
                 )
         return LatentModel.from_module(vae), ctx
 
+    def load_decoder(self, folder: Path, config: Mapping[str, Any]) -> LatentModel:
+        """The run's VAE alone (on the CPU): what inference needs (no data, no classifier)."""
+        return LatentModel.from_module(load_vae(Path(folder) / "vae"))
+
     def zero_shot_rules(self) -> Mapping[str, Rule]:
         return DIGIT_RULES
 
     def measure(self, run: Run, outputs: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """Classifier digits, measured shapes, and rules of zero-shot attributes."""
+        from .evaluation import measure_attributes
+
         ctx = run.context
         return measure_attributes(
             outputs, ctx.classifier, ctx.data.shape_thresholds, names, run.constraints.rules()

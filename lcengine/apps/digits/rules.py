@@ -8,11 +8,14 @@ prior samples with it and learns a critic, with no data labels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from lcengine.method.zeroshot import Rule
-
 from .data import IMAGE_SIDE
+
+if TYPE_CHECKING:
+    from lcengine.method.zeroshot import Rule
 
 
 def _as_digit_batch(x: np.ndarray) -> np.ndarray:
