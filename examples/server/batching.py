@@ -13,8 +13,9 @@ Each request's inputs are built on the caller's thread with ``sampler.inputs(req
 seed=seed)``, so a bad request raises ``ValueError`` at once, from :meth:`DynamicBatcher.submit`,
 and never reaches a batch. One worker thread takes the queued requests in arrival order until
 they hold ``max_batch`` rows or ``max_wait_ms`` have passed since the oldest one arrived,
-concatenates their targets, masks and latents, calls ``sampler(targets, latents, mode=mode,
-mask=mask)`` once per mode present, and splits the images back by rows.
+concatenates their targets, masks and latents, calls ``sampler.generate(targets, latents,
+mode=mode, mask=mask)`` once per mode present, and splits the images and the critics' verdicts
+(``accepted``) back by rows.
 
 The rows of a batched call are independent, so each request gets the images it would get
 alone, up to floating-point rounding: a batched matrix product may sum in another order than a
@@ -27,7 +28,8 @@ stops the worker and waits for it; requests still queued are answered first (``d
 or failed with ``RuntimeError`` (``drain=False``).
 
 This module needs only torch; it imports nothing from lcengine, and it accepts any sampler
-with ``inputs(request, n, seed=...)`` and ``__call__(targets, latents, mode=..., mask=...)``.
+with ``inputs(request, n, seed=...)`` and ``generate(targets, latents, mode=..., mask=...)``
+returning an object with ``images`` and ``accepted``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class BatchResult:
 
     Attributes:
         images: the request's images, float32. # [n, *data_shape]
+        accepted: the critics accept the row (the optimizer's stopping rule). # [n] bool
         targets: its full target vectors (requested values, the rest completed). # [n, A]
         mask: its requested attributes. # [n, A] bool
         mode: "actor" or "optimize".
@@ -58,6 +61,7 @@ class BatchResult:
     """
 
     images: torch.Tensor
+    accepted: torch.Tensor
     targets: torch.Tensor
     mask: torch.Tensor
     mode: str
@@ -83,7 +87,7 @@ class DynamicBatcher:
     """Gathers concurrent sampler requests into one call (see the module docstring).
 
     Args:
-        sampler: a ``ConditionalSampler`` (or anything with its ``inputs`` and ``__call__``).
+        sampler: a ``ConditionalSampler`` (or anything with its ``inputs`` and ``generate``).
         max_batch: the most rows one batch holds; a request of more rows is refused.
         max_wait_ms: how long the oldest queued request waits for others before its batch
             runs (0: run what is queued at once).
@@ -263,7 +267,7 @@ class DynamicBatcher:
             self._stats["rows"] += rows
             self._stats["max_rows_per_call"] = max(self._stats["max_rows_per_call"], rows)
         try:
-            images = self._call(group, mode)
+            images, accepted = self._call(group, mode)
         except Exception as exc:
             if len(group) == 1:
                 self._count(requests=1, errors=1)
@@ -278,32 +282,37 @@ class DynamicBatcher:
                     _resolve(item.future, exc=exc_one)
                 else:
                     self._count(requests=1)
-                    _resolve(item.future, result=self._result(item, one, mode, 1, item.rows))
+                    _resolve(item.future, result=self._result(item, *one, mode, 1, item.rows))
             return
         self._count(requests=len(group))
         start = 0
         for item in group:
-            part = images[start : start + item.rows]
+            part = slice(start, start + item.rows)
             start += item.rows
-            _resolve(item.future, result=self._result(item, part, mode, len(group), rows))
+            result = self._result(item, images[part], accepted[part], mode, len(group), rows)
+            _resolve(item.future, result=result)
 
-    def _call(self, group: list[_Item], mode: str) -> torch.Tensor:
+    def _call(self, group: list[_Item], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         if len(group) == 1:
             targets, mask, latents = group[0].targets, group[0].mask, group[0].latents
         else:
             targets = torch.cat([item.targets for item in group])  # [B, A]
             mask = torch.cat([item.mask for item in group])  # [B, A]
             latents = torch.cat([item.latents for item in group])  # [B, D]
-        images = self.sampler(targets, latents, mode=mode, mask=mask)  # [B, *data_shape]
-        if images.shape[0] != targets.shape[0]:
+        out = self.sampler.generate(targets, latents, mode=mode, mask=mask)
+        images, accepted = out.images, out.accepted  # [B, *data_shape], [B]
+        if images.shape[0] != targets.shape[0] or accepted.shape != (targets.shape[0],):
             raise RuntimeError(
-                f"the sampler returned {images.shape[0]} rows for {targets.shape[0]} inputs"
+                f"the sampler returned {images.shape[0]} images and {list(accepted.shape)} "
+                f"verdicts for {targets.shape[0]} inputs"
             )
-        return images.detach().cpu()
+        return images.detach().cpu(), accepted.detach().cpu()
 
     @staticmethod
-    def _result(item: _Item, images: torch.Tensor, mode: str, k: int, rows: int) -> BatchResult:
-        return BatchResult(images, item.targets.cpu(), item.mask.cpu(), mode, k, rows)
+    def _result(
+        item: _Item, images: torch.Tensor, accepted: torch.Tensor, mode: str, k: int, rows: int
+    ) -> BatchResult:
+        return BatchResult(images, accepted, item.targets.cpu(), item.mask.cpu(), mode, k, rows)
 
 
 def _resolve(future: Future, *, result: Any = None, exc: Optional[BaseException] = None) -> None:

@@ -9,9 +9,10 @@ Endpoints:
 * ``POST /sample`` with ``{"request": "a0 !a1", "n": 4, "seed": 0, "mode": "actor"}``
   (``request`` may also be a list of words or a mapping, as ``ConditionalSampler.parse``
   takes; ``n`` defaults to 1, ``seed`` to 0, ``mode`` to "actor") returns ``{"images":
-  nested lists, "shape": [n, *data_shape], "targets": [[0/1 ...]], "attributes": [...],
-  "mode": ..., "batched_with": k, "batch_rows": rows}``: the images ``sampler.sample(request,
-  n, seed=seed, mode=mode)`` gives, up to float rounding (see ``batching.py``).
+  nested lists, "shape": [n, *data_shape], "accepted": [bool ...], "targets": [[0/1 ...]],
+  "attributes": [...], "mode": ..., "batched_with": k, "batch_rows": rows}``: the images and
+  verdicts ``sampler.sample(request, n, seed=seed, mode=mode)`` gives, up to float rounding
+  (see ``batching.py``).
   A bad request, ``n`` or ``seed`` is HTTP 400 with the sampler's message (which names the
   word or argument); a body that is not JSON or has fields of the wrong type is 422.
 * ``GET /stats``: the batcher's counters (calls, rows, requests, batches ...).
@@ -19,8 +20,7 @@ Endpoints:
 * ``GET /healthz``: ``{"status": "ok"}`` once the sampler is loaded.
 
 Concurrent ``/sample`` requests are gathered by :class:`batching.DynamicBatcher` into one
-sampler call per mode. ``accepted`` (the critics' verdict that ``sampler.sample`` returns) is
-not part of the answer: the sampler's public batched call gives images only (see README.md).
+sampler call per mode (``ConditionalSampler.generate``: images and the critics' verdicts).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def _answer(result: BatchResult, names: list[str]) -> JSONResponse:
         {
             "images": result.images.tolist(),
             "shape": list(result.images.shape),
+            "accepted": result.accepted.tolist(),
             "targets": result.targets.int().tolist(),
             "attributes": names,
             "mode": result.mode,

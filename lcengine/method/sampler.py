@@ -6,6 +6,7 @@
     sampler = ConditionalSampler.from_run("RUN")              # decoder, actor, critics
     out = sampler.sample("7 thick", 16, seed=0)                # images, latents, accepted
     images = sampler(targets, latents)                          # [B, A], [B, D] -> images
+    out = sampler.generate(targets, latents, mode="optimize")   # images, latents, accepted
 
 The sampler holds what inference needs and nothing else: the decoder, the actor, the realism
 and attribute critics (for ``mode="optimize"``), ``sigma_bar``, the attribute specification,
@@ -84,7 +85,8 @@ class SamplerModule(nn.Module):
 
 @dataclass
 class SamplerOutput:
-    """What :meth:`ConditionalSampler.sample` returns (tensors on the sampler's device).
+    """What :meth:`ConditionalSampler.sample` and :meth:`~ConditionalSampler.generate` return
+    (tensors on the sampler's device).
 
     Attributes:
         images: decoded samples, float32. # [N, *data_shape]
@@ -352,12 +354,33 @@ class ConditionalSampler:
         with torch.no_grad():
             return self.model.decode(z).to(self.device, torch.float32)
 
+    def generate(
+        self,
+        targets: torch.Tensor,
+        latents: torch.Tensor,
+        *,
+        mode: str = "actor",
+        mask: Optional[torch.Tensor] = None,
+    ) -> SamplerOutput:
+        """:meth:`__call__` with the final latents and the critics' verdict: a
+        :class:`SamplerOutput` (``accepted`` is the optimizer's stopping rule, evaluated on the
+        result in actor mode, at ``sampling.tau_r`` and ``sampling.tau_a``)."""
+        mode = _check_mode(mode)
+        given = mask is not None
+        targets, latents, mask = self._check(targets, latents, mask)
+        if given:
+            self._refuse_zero_shot(mask, mode)
+        return self._output(targets, latents, mask, mode)
+
     def sample(self, request: Any, n: int, *, seed: int = 0, mode: str = "actor") -> SamplerOutput:
         """``n`` samples of a request (``"7 thick"``, a mapping, a list of words), the same
         for the same seed (see :meth:`inputs`)."""
         mode = _check_mode(mode)
         targets, mask, latents = self.inputs(request, n, seed=seed)
         self._refuse_zero_shot(mask, mode)
+        return self._output(targets, latents, mask, mode)
+
+    def _output(self, targets, latents, mask, mode: str) -> SamplerOutput:
         z, res = self._latents(targets, latents, mask, mode)
         if res is not None:
             accepted = res.converged

@@ -82,18 +82,18 @@ class CountingSampler:
     def inputs(self, request, n, *, seed=0):
         return self.sampler.inputs(request, n, seed=seed)
 
-    def __call__(self, targets, latents, *, mode="actor", mask=None):
+    def generate(self, targets, latents, *, mode="actor", mask=None):
         with self._lock:
             self.calls.append((mode, int(targets.shape[0])))
         if self.poison is not None and bool((latents == self.poison).all(dim=1).any()):
             raise ValueError("poisoned row")
-        return self.sampler(targets, latents, mode=mode, mask=mask)
+        return self.sampler.generate(targets, latents, mode=mode, mask=mask)
 
 
 def _alone(sampler, request, n, seed, mode):
-    """What the request gives on its own: ``sampler(*inputs)``."""
-    targets, mask, latents = sampler.inputs(request, n, seed=seed)
-    return targets, sampler(targets, latents, mode=mode, mask=mask)
+    """What the request gives on its own (``sampler.sample``): targets, images, verdicts."""
+    out = sampler.sample(request, n, seed=seed, mode=mode)
+    return out.targets, out.images, out.accepted
 
 
 def _cases(count):
@@ -125,9 +125,9 @@ def test_batcher_gathers_concurrent_requests_into_fewer_calls_with_the_same_imag
         stats = batcher.stats()
 
     for (request, n, seed, mode), got in zip(cases, results):
-        targets, want = _alone(sampler, request, n, seed, mode)
+        targets, want, accepted = _alone(sampler, request, n, seed, mode)
         assert got.mode == mode and got.images.shape == (n, 5)
-        assert torch.equal(got.targets, targets)
+        assert torch.equal(got.targets, targets) and torch.equal(got.accepted, accepted)
         torch.testing.assert_close(got.images, want, **TOLERANCE[mode])
     assert len(counting.calls) < len(cases), counting.calls
     assert max(r.batched_with for r in results) > 1
@@ -289,8 +289,9 @@ def test_server_batches_concurrent_clients_and_answers_each_as_alone(server, sam
 
     for (request, n, seed, mode), (status, body) in zip(cases, answers):
         assert status == 200, body
-        targets, want = _alone(sampler, request, n, seed, mode)
+        targets, want, accepted = _alone(sampler, request, n, seed, mode)
         assert body["shape"] == [n, 5] and body["mode"] == mode
+        assert body["accepted"] == accepted.tolist()
         assert body["attributes"] == ["a0", "a1", "a2"]
         assert body["targets"] == targets.int().tolist()
         images = torch.from_numpy(np.asarray(body["images"], dtype=np.float32))
