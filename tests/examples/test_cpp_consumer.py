@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcengine.cli import main
 from lcengine.method.export import export_sampler
 from lcengine.method.sampler import ConditionalSampler
-from support.method_toys import TOY_APPLICATION_PATH
+from support.method_toys import fit_toy_run
 
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 COMPILERS = ("c++", "g++", "clang++")
@@ -41,14 +40,7 @@ def test_cpp_consumer_matches_the_python_sampler(tmp_path):
     if missing:
         pytest.skip(missing)
     # A toy run, exported as an AOTInductor package with its example batch.
-    run = tmp_path / "run"
-    threads = torch.get_num_threads()
-    try:
-        argv = ["fit", "--run", str(run), "--application", TOY_APPLICATION_PATH, "--no-progress"]
-        assert main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    sampler = ConditionalSampler.from_run(run)
+    sampler = ConditionalSampler.from_run(fit_toy_run(tmp_path / "run"))
     exported = export_sampler(sampler, tmp_path / "toy.pt2")
     package, example = exported.path, exported.example_path
 

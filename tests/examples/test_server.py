@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from lcengine.cli import main
 from lcengine.method.sampler import ConditionalSampler
-from support.method_toys import TOY_APPLICATION_PATH
+from support.method_toys import fit_toy_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_DIR = ROOT / "examples" / "server"
@@ -54,14 +53,7 @@ batching = _load_batching()
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("server") / "toy"
-    threads = torch.get_num_threads()
-    try:
-        argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH]
-        assert main([*argv, "--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    return folder
+    return fit_toy_run(tmp_path_factory.mktemp("server") / "toy")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch
 from lcengine.cli import main
 from lcengine.method.export import example_path_for, export_sampler
 from lcengine.method.sampler import ConditionalSampler
-from support.method_toys import TOY_APPLICATION_PATH, toy_model
+from support.method_toys import fit_toy_run, toy_model
 
 # A Python that has never imported lcengine: loads the package, runs the saved inputs.
 FRESH_PYTHON = """
@@ -34,14 +34,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "lcengine"))
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export") / "run"
-    n = torch.get_num_threads()
-    try:
-        argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH]
-        assert main(argv + ["--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(n)
-    return folder
+    return fit_toy_run(tmp_path_factory.mktemp("export") / "run")
 
 
 @pytest.fixture(scope="module")

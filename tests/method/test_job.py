@@ -22,7 +22,7 @@ from lcengine.method import job as job_module
 from lcengine.method.job import JobStopped, optimize_job
 from lcengine.method.requests import complete_requests, row_draws
 from lcengine.method.run import load_run
-from support.method_toys import TOY_APPLICATION_PATH
+from support.method_toys import fit_toy_run
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -36,14 +36,7 @@ def _env() -> dict:
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("job") / "run"
-    n = torch.get_num_threads()
-    try:
-        argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH]
-        assert main(argv + ["--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(n)
-    return folder
+    return fit_toy_run(tmp_path_factory.mktemp("job") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lcengine.cli import main
 from lcengine.method.run import CONSTRAINTS_DIR, load_run
 from lcengine.method.sampler import ConditionalSampler
-from support.method_toys import TOY_APPLICATION_PATH, rule_positive_product, toy_model
+from support.method_toys import fit_toy_run, rule_positive_product, toy_model
 
 TESTS = Path(__file__).resolve().parents[1]
 TRAINING_MODULES = (
@@ -27,14 +26,7 @@ TRAINING_MODULES = (
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sampler") / "run"
-    n = torch.get_num_threads()
-    try:
-        argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH]
-        assert main(argv + ["--no-progress"]) == 0
-    finally:
-        torch.set_num_threads(n)
-    return folder
+    return fit_toy_run(tmp_path_factory.mktemp("sampler") / "run")
 
 
 @pytest.fixture(scope="module")

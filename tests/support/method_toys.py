@@ -167,6 +167,21 @@ class ToyApplication:
 TOY_APPLICATION = ToyApplication()
 
 
+def fit_toy_run(folder: Path) -> Path:
+    """A toy run folder written by ``lcengine fit`` (torch's thread count is restored: the
+    command sets its own)."""
+    from lcengine.cli import main
+
+    threads = torch.get_num_threads()
+    try:
+        argv = ["fit", "--run", str(folder), "--application", TOY_APPLICATION_PATH]
+        if main([*argv, "--no-progress"]) != 0:
+            raise RuntimeError(f"lcengine fit of the toy run {folder} failed")
+    finally:
+        torch.set_num_threads(threads)
+    return Path(folder)
+
+
 # -- decoder-only and spatial-latent toys ---------------------------------------------------
 
 
