@@ -16,6 +16,9 @@ Modules:
         hand-derived steps of :mod:`lcengine.method.steps`, :func:`run_fit`.
     optimizer: whole ``optimize_latents`` calls (:data:`OPTIMIZER_CASES`), the compiled
         contender built from ``lcengine.reference.dense_step_ref``, :func:`run_optimizer`.
+    job: the batch job's scaling over processes (``--ops optimize_job``).
+    serving: per-request latency of a run's sampler, its AOTInductor and ONNX exports and
+        its optimize mode (``--ops serving``), :func:`run_serving_bench`.
     plots: the PNG of a report. compare: two saved reports side by side.
     cli: ``lcengine bench``'s run and tables; cli_args: its arguments (torch-free).
 
@@ -174,6 +177,7 @@ _SUBMODULES = (
     "optimizer",
     "plots",
     "row_ops",
+    "serving",
     "timing",
 )
 __getattr__, __dir__ = lazy_package(__name__, globals(), _EXPORTS, _SUBMODULES)

@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from ..backend import unavailable_reason
-from .cli_args import DEFAULT_SHAPES, FIT_OP, JOB_OP, LARGE_SHAPES, add_arguments
+from .cli_args import DEFAULT_SHAPES, FIT_OP, JOB_OP, LARGE_SHAPES, SERVING_OP, add_arguments
 from .compare import REPORT_FORMAT, REPORT_KIND, compare_files
 from .optimizer import OPTIMIZER_CASES, OPTIMIZER_OP, default_optimizer_cases, run_optimizer
 from .row_ops import CASES, DTYPES, parse_shape, run
@@ -104,6 +104,42 @@ def _plot(report: dict, path: str) -> None:
     print(f"plot {path}")
 
 
+def _positive_ints(option: str, text: str) -> list[int]:
+    try:
+        values = [int(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"{option}: comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _serving_options(args: argparse.Namespace) -> dict:
+    """The checked ``--serving-*`` options (before anything is fitted or exported)."""
+    run = getattr(args, "serving_run", None)
+    if run is not None and not os.path.isdir(run):
+        raise ValueError(f"--serving-run: run folder {run} does not exist")
+    if run is not None and not os.path.isfile(os.path.join(run, "run.json")):
+        raise ValueError(f"--serving-run: {run} is not a run folder (no run.json)")
+    out = {
+        "run": run,
+        "batches": _positive_ints("--serving-batches", getattr(args, "serving_batches", "1,64")),
+        "requests": getattr(args, "serving_requests", 1000),
+        "optimize_requests": getattr(args, "serving_optimize_requests", 30),
+        "compile": bool(getattr(args, "serving_compile", False)),
+        "threads": getattr(args, "serving_threads", None),
+    }
+    for option, key in (
+        ("--serving-requests", "requests"),
+        ("--serving-optimize-requests", "optimize_requests"),
+    ):
+        if out[key] < 1:
+            raise ValueError(f"{option} must be at least 1, got {out[key]}")
+    if out["threads"] is not None and out["threads"] < 1:
+        raise ValueError(f"--serving-threads must be at least 1, got {out['threads']}")
+    return out
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     """Runs ``lcengine bench`` as parsed by :func:`add_arguments`; returns the exit status."""
     if getattr(args, "compare", None):
@@ -113,7 +149,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available")
     names = [n.strip() for n in args.ops.split(",") if n.strip()]
-    extra = (OPTIMIZER_OP, FIT_OP, JOB_OP)
+    extra = (OPTIMIZER_OP, FIT_OP, JOB_OP, SERVING_OP)
     unknown = [n for n in names if n not in CASES and n not in extra]
     if unknown or not names:
         raise ValueError(f"--ops: unknown op(s) {unknown}; choose from {list(CASES) + list(extra)}")
@@ -128,6 +164,10 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise ValueError(f"--job-processes: positive integers, got {args.job_processes!r}")
         if args.job_rows < 1:
             raise ValueError(f"--job-rows must be at least 1, got {args.job_rows}")
+    serving = None
+    if SERVING_OP in names:
+        names.remove(SERVING_OP)
+        serving = _serving_options(args)
     fit_cases = []
     if FIT_OP in names:
         from .fit import FIT_CASES
@@ -242,6 +282,26 @@ def run_from_args(args: argparse.Namespace) -> int:
             job = run_job_bench(rows=args.job_rows, processes=job_processes, device=device)
             print(format_job_table(job))
             report["optimize_job"] = job
+        if serving is not None:
+            from .serving import format_serving_table, run_serving_bench
+
+            threads = torch.get_num_threads()
+            try:  # on CPU one thread unless told (see --serving-threads)
+                torch.set_num_threads(
+                    serving["threads"] or (1 if device.type == "cpu" else threads)
+                )
+                serving_report = run_serving_bench(
+                    run=serving["run"],
+                    batches=serving["batches"],
+                    device=device,
+                    requests=serving["requests"],
+                    optimize_requests=serving["optimize_requests"],
+                    compile_module=serving["compile"],
+                )
+            finally:
+                torch.set_num_threads(threads)
+            print(format_serving_table(serving_report))
+            report["serving"] = serving_report
     if args.json_path:
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)

@@ -2,7 +2,8 @@
 """``lcengine bench``'s options, torch-free: building the parser (``lcengine --help``) loads no
 torch. The run they select is :func:`lcengine.benchmarks.cli.run_from_args`.
 
-The shape tables, ``OPTIMIZER_OP``, ``FIT_OP``, ``JOB_OP`` and ``FIT_STEPS`` are defined here;
+The shape tables, ``OPTIMIZER_OP``, ``FIT_OP``, ``JOB_OP``, ``SERVING_OP`` and ``FIT_STEPS`` are
+defined here;
 ``ROW_OPS``, ``OPTIMIZER_CASE_NAMES``, ``FIT_CASE_NAMES`` and ``DTYPE_NAMES`` are the keys of
 :data:`~lcengine.benchmarks.row_ops.CASES`, :data:`~lcengine.benchmarks.optimizer.OPTIMIZER_CASES`,
 :data:`~lcengine.benchmarks.fit.FIT_CASES` and :data:`~lcengine.benchmarks.row_ops.DTYPES` (tests
@@ -16,6 +17,7 @@ import argparse
 OPTIMIZER_OP = "optimize_latents"
 FIT_OP = "fit"  # the trainer's steps per second (lcengine.benchmarks.fit)
 JOB_OP = "optimize_job"  # lcengine optimize's rows/s at 1 and more processes (.job)
+SERVING_OP = "serving"  # per-request latency of a run's sampler and its exports (.serving)
 FIT_STEPS = ("realism", "attribute", "actor")
 FIT_CASE_NAMES = ("demo_B128_D16_4x256_relu", "paper_B128_D1024_4x2048_relu")
 ROW_OPS = (
@@ -54,7 +56,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"table, the cases of --optimizer-cases); '{FIT_OP}' times the trainer's "
         f"{', '.join(FIT_STEPS)} steps per second (autograd, torch.compile, hand-derived; "
         f"the cases of --fit-cases); '{JOB_OP}' times `lcengine optimize` at 1 and more "
-        "processes (--job-processes) for the parallel efficiency",
+        f"processes (--job-processes) for the parallel efficiency; '{SERVING_OP}' times "
+        "per-request latency (p50, p99, requests/s) of a run's sampler: eager module, "
+        "ConditionalSampler, AOTInductor package, ONNX Runtime, optimize mode fused and eager "
+        "(the --serving-* options)",
+    )
+    parser.add_argument(
+        "--serving-batches",
+        default="1,64",
+        help=f"comma-separated rows per request for --ops {SERVING_OP} (default 1,64)",
+    )
+    parser.add_argument(
+        "--serving-run",
+        default=None,
+        metavar="RUN",
+        help=f"the run folder --ops {SERVING_OP} benches (`lcengine fit --run RUN`; default: "
+        "a synthetic run of the digits application's size, fitted in a temporary folder)",
+    )
+    parser.add_argument(
+        "--serving-requests",
+        type=int,
+        default=1000,
+        help=f"timed requests per actor-mode contender and batch for --ops {SERVING_OP} "
+        "(default 1000; 20 untimed first)",
+    )
+    parser.add_argument(
+        "--serving-optimize-requests",
+        type=int,
+        default=30,
+        help=f"timed requests per optimize-mode contender and batch for --ops {SERVING_OP} "
+        "(default 30; their p99 is then close to the slowest)",
+    )
+    parser.add_argument(
+        "--serving-compile",
+        action="store_true",
+        help=f"--ops {SERVING_OP}: also time torch.compile of the eager module",
+    )
+    parser.add_argument(
+        "--serving-threads",
+        type=int,
+        default=None,
+        help=f"torch (and ONNX Runtime intra-op) threads for --ops {SERVING_OP} (default: 1 "
+        "on CPU, one serving worker per core; torch's on GPU)",
     )
     parser.add_argument(
         "--job-processes",
@@ -169,5 +212,6 @@ __all__ = [
     "OPTIMIZER_CASE_NAMES",
     "OPTIMIZER_OP",
     "ROW_OPS",
+    "SERVING_OP",
     "add_arguments",
 ]

@@ -121,9 +121,11 @@ def _write_aoti(module, inputs, tmp: Path, metadata: dict[str, str], max_batch: 
     from torch._inductor import aoti_compile_and_package, aoti_load_package
 
     ep = _exported_program(module, inputs, max_batch)
-    aoti_compile_and_package(
-        ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
-    )
+    with warnings.catch_warnings():  # torch's own pytree deprecation, raised while packaging
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*", category=FutureWarning)
+        aoti_compile_and_package(
+            ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
+        )
     compiled = aoti_load_package(str(tmp))
     return lambda t, z: compiled(t, z)
 

@@ -95,7 +95,10 @@ class SamplerOutput:
             set's combinations). # [N, A] float32
         mask: the requested attributes. # [N, A] bool
         accepted: both critics accept the row (the optimizer's stopping rule). # [N] bool
+        steps: the optimizer's Adam updates per row (0 in actor mode). # [N] int64
         mode: "actor" or "optimize".
+        backend: the backend that ran the optimizer ("native", "triton", "eager"); None in
+            actor mode.
     """
 
     images: torch.Tensor
@@ -103,7 +106,9 @@ class SamplerOutput:
     targets: torch.Tensor
     mask: torch.Tensor
     accepted: torch.Tensor
+    steps: torch.Tensor
     mode: str
+    backend: Optional[str] = None
 
 
 def _check_mode(mode: Any) -> str:
@@ -383,8 +388,9 @@ class ConditionalSampler:
     def _output(self, targets, latents, mask, mode: str) -> SamplerOutput:
         z, res = self._latents(targets, latents, mask, mode)
         if res is not None:
-            accepted = res.converged
+            accepted, steps = res.converged, res.steps.to(torch.int64)
         else:
+            steps = torch.zeros(z.shape[0], dtype=torch.int64, device=z.device)
             with torch.no_grad():
                 accepted = constraint_satisfied(
                     self.realism(z, targets[:, : self.num_data_attributes]),
@@ -394,7 +400,8 @@ class ConditionalSampler:
                     tau_r=self.sampling.tau_r,
                     tau_a=self.sampling.tau_a,
                 )
-        return SamplerOutput(self.decode(z), z, targets, mask, accepted, mode)
+        backend = res.backend if res is not None else None
+        return SamplerOutput(self.decode(z), z, targets, mask, accepted, steps, mode, backend)
 
     def with_sampling(self, **overrides: Any) -> "ConditionalSampler":
         """A shallow copy sharing the networks, with :attr:`sampling` fields replaced
