@@ -19,16 +19,14 @@ def test_gpu_check_is_valid_bash():
 
 def test_gpu_check_phase_limits_fit_in_ten_minutes():
     text = SCRIPT.read_text()
-    limits = re.search(
-        r"^BUILD_S=(\d+) TESTS_S=(\d+) BENCH_ROWS_S=(\d+) BENCH_OPT_S=(\d+) BENCH_FIT_S=(\d+)$",
-        text,
-        re.M,
-    )
-    assert limits is not None, "the phase limits line is missing"
+    line = re.search(r"^BUILD_S=\d+( \w+_S=\d+)+$", text, re.M)
+    assert line is not None, "the phase limits line is missing"
+    limits = dict(item.split("=") for item in line.group(0).split())
+    assert {"BUILD_S", "TESTS_S", "BENCH_SERVE_S"} <= set(limits), limits
     # each phase may take its limit plus timeout's 10 s grace; 30 s for probing and the summary
-    total = sum(int(x) + 10 for x in limits.groups()) + 30
+    total = sum(int(v) + 10 for v in limits.values()) + 30
     assert total < 10 * 60, total
-    for name in ("BUILD_S", "TESTS_S", "BENCH_ROWS_S", "BENCH_OPT_S", "BENCH_FIT_S"):
+    for name in limits:
         assert f'"${name}"' in text, f"{name} is not used"
 
 
