@@ -11,6 +11,13 @@ Backends:
 Precedence: the op's ``backend=`` argument, then the innermost ``use_backend`` context, then the
 ``LCENGINE_BACKEND`` environment variable, then ``auto``. Explicitly requesting a backend that is
 not available raises ``RuntimeError`` saying why.
+
+Availability is judged once per (backend, device type, device index) and cached for the process
+(the CUDA device count, the device's capability, the imports); :func:`clear_availability_cache`
+judges again. The public ops resolve their backend through :func:`choose_backend`, which
+``torch.compile`` and strict ``torch.export`` call once while tracing
+(``torch.compiler.assume_constant_result``): the backend in force at trace time is baked into the
+graph, and a later ``use_backend`` block or ``LCENGINE_BACKEND`` does not reach a compiled graph.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ _context_backend: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar
 _warned_fallback: set[str] = set()
 _native_cache: dict[str, object] = {}
 _triton_cache: dict[str, object] = {}
+# (backend, device type, CUDA index or None) -> (the inputs it was judged with, reason or None)
+_availability: dict[tuple[str, str, Optional[int]], tuple[tuple, Optional[str]]] = {}
+_UNSET = object()
 
 
 def _check_name(name: str, source: str) -> str:
@@ -196,16 +206,47 @@ def _device_index(device) -> Optional[int]:
     return torch.cuda.current_device()
 
 
+def clear_availability_cache() -> None:
+    """Forget every availability judged so far: the next call judges each backend again."""
+    _availability.clear()
+
+
+def _availability_inputs() -> tuple:
+    """What a cached judgment depends on besides its key: the loaded modules and the Triton
+    interpreter flag (compared by identity, so a replaced module is judged again)."""
+    return (
+        _native_cache.get("module", _UNSET),
+        _triton_cache.get("module", _UNSET),
+        _triton_interpret(),
+    )
+
+
 def unavailable_reason(name: str, device) -> Optional[str]:
     """Why ``name`` cannot run on tensors of ``device``, or None if it can.
 
     ``device`` is a device type ("cpu", "cuda") or a ``torch.device``; for CUDA the native
     backend is judged on that device's index (the current device when it has none): a device
-    older than every architecture compiled into ``_C`` makes it unavailable.
+    older than every architecture compiled into ``_C`` makes it unavailable. Judged once per
+    (backend, device type, device index) and cached (:func:`clear_availability_cache`).
     """
     device_type = device.type if isinstance(device, torch.device) else device
     if name == "eager":
         return None
+    if name not in ("native", "triton"):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    index = _device_index(device) if device_type == "cuda" else None
+    key = (name, device_type, index)
+    inputs = _availability_inputs()
+    hit = _availability.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], inputs)):
+        return hit[1]
+    reason = _judge_availability(name, device_type, index)
+    _availability[key] = (_availability_inputs(), reason)
+    return reason
+
+
+def _judge_availability(name: str, device_type: str, index: Optional[int]) -> Optional[str]:
+    """unavailable_reason without the cache; ``index`` is the CUDA device's (None: unknown)."""
     if name == "native":
         mod = native_module()
         if mod is None:
@@ -222,7 +263,6 @@ def unavailable_reason(name: str, device) -> Optional[str]:
                 return _cuda_no_device_reason(mod)
             if not torch.cuda.is_available():
                 return None  # no CUDA tensors without torch's CUDA: nothing to judge
-            index = _device_index(device)
             if index is None or index >= torch.cuda.device_count():
                 return None
             return _arch_reason(
@@ -245,7 +285,11 @@ def unavailable_reason(name: str, device) -> Optional[str]:
 
 
 def resolve_backend(
-    backend: Optional[str], device: torch.device, dtype: Optional[torch.dtype] = None
+    backend: Optional[str],
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    *,
+    stacklevel: int = 3,
 ) -> str:
     """The concrete backend ("eager", "native" or "triton") to run an op on ``device``.
 
@@ -253,6 +297,8 @@ def resolve_backend(
         backend: the op's ``backend=`` argument (None: context, environment, then auto).
         device: device of the op's tensors.
         dtype: storage dtype; float64 only runs on eager (auto falls back to it).
+        stacklevel: ``warnings.warn``'s, for the fallback warning (3: this function's caller's
+            caller).
     """
     name = requested_backend(backend)
     device = torch.device(device)
@@ -275,7 +321,7 @@ def resolve_backend(
                 f"lcengine: no fused backend for {device_type} tensors ({reasons}); "
                 "falling back to the eager PyTorch references",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return "eager"
     reason = unavailable_reason(name, device)
@@ -284,6 +330,54 @@ def resolve_backend(
             f"backend {name!r} was requested for {device_type} tensors but is not "
             f"available: {reason}"
         )
+    return name
+
+
+_ERRORS = {"ValueError": ValueError, "RuntimeError": RuntimeError}
+
+
+@torch.compiler.assume_constant_result
+def _traced_choice(
+    backend: Optional[str], device: torch.device, dtype: Optional[torch.dtype], stacklevel: int
+) -> tuple[str, str, str]:
+    """:func:`resolve_backend` as ``(name, "", "")`` or ``("", error type, message)``.
+
+    Marked ``assume_constant_result``: Dynamo calls it once while tracing, outside the traced
+    code (it reads a ContextVar and the environment and calls ``_C``), and puts its result in
+    the graph as a constant, without a guard. Errors come back as values so that the caller
+    raises them inside the traced code, where Dynamo reports them as themselves.
+    """
+    try:
+        return resolve_backend(backend, device, dtype, stacklevel=stacklevel + 1), "", ""
+    except ValueError as exc:  # a bad backend name
+        return "", "ValueError", str(exc)
+    except RuntimeError as exc:  # an explicit backend that is not available
+        return "", "RuntimeError", str(exc)
+
+
+def choose_backend(
+    backend: Optional[str],
+    device: torch.device,
+    dtype: Optional[torch.dtype] = None,
+    *,
+    stacklevel: int = 2,
+) -> str:
+    """:func:`resolve_backend` for the public ops, also inside ``torch.compile``/``torch.export``.
+
+    Eager calls resolve on every call. Under Dynamo (``torch.compile``, strict
+    ``torch.export``) the choice is made once, when the graph is traced, and baked into it: the
+    graph holds the chosen op (``torch.ops.lcengine.*`` with the backend as a constant argument,
+    or the eager reference's ATen ops) and never reads ``use_backend``/``LCENGINE_BACKEND``
+    again; trace again (``torch._dynamo.reset()``, or a new export) to change it. Non-strict
+    ``torch.export`` runs this function as plain Python while tracing, with the same result.
+
+    Args:
+        backend, device, dtype: as for :func:`resolve_backend`.
+        stacklevel: ``warnings.warn``'s, relative to this function, for the fallback warning.
+    """
+    name, error, message = _traced_choice(backend, device, dtype, stacklevel + 1)
+    if error:
+        raise _ERRORS[error](message)
     return name
 
 

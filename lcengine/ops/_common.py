@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..backend import EAGER_DTYPES, FUSED_DTYPES, native_module, resolve_backend, triton_module
+from ..backend import EAGER_DTYPES, FUSED_DTYPES, choose_backend, native_module, triton_module
 from ..reference import REDUCTIONS
 from ..validation import (  # noqa: F401  (re-exported to the op modules)
     MAX_INT64,
@@ -59,8 +59,11 @@ def check_reduction(reduction) -> str:
 
 
 def pick_backend(backend: Optional[str], t: torch.Tensor, names: Sequence[str]) -> str:
-    """Resolve the backend for tensor ``t``; float64 is eager-only."""
-    chosen = resolve_backend(backend, t.device, t.dtype)
+    """Resolve the backend for tensor ``t`` (an op's first tensor); float64 is eager-only.
+
+    Traceable: under ``torch.compile`` the choice is made once at trace time
+    (:func:`lcengine.backend.choose_backend`)."""
+    chosen = choose_backend(backend, t.device, t.dtype, stacklevel=4)
     if chosen != "eager" and t.dtype not in FUSED_DTYPES:
         raise TypeError(
             f"{names[0]} has dtype {t.dtype}, which the {chosen!r} backend does not "
@@ -97,15 +100,47 @@ def triton_fn(op: str):
     return getattr(triton_module(), op)
 
 
-def is_unit_grad(grad: torch.Tensor) -> bool:
-    """True when an incoming gradient is exactly one everywhere, so a saved unit gradient can
-    be returned without another pass over memory. Never inspects values while tracing."""
+def is_tracing(t: Optional[torch.Tensor] = None) -> bool:
+    """Inside ``torch.compile`` or ``torch.export`` tracing (Dynamo, or ``t`` a fake tensor):
+    tensor values cannot be read on the host."""
     if torch.compiler.is_compiling():
+        return True
+    if t is None:
         return False
     from torch._subclasses.fake_tensor import is_fake
 
-    if is_fake(grad) or grad.requires_grad:
+    return is_fake(t)
+
+
+def is_capturing(t: torch.Tensor) -> bool:
+    """``t`` is a CUDA tensor and the current stream is capturing a CUDA graph."""
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def require(cond: torch.Tensor, message: str) -> None:
+    """``ValueError(message)`` unless the 0-d bool tensor ``cond`` holds.
+
+    Read on the host outside tracing and CUDA graph capture (on CUDA that read synchronizes).
+    Inside ``torch.compile``/``torch.export`` tracing and CUDA graph capture the check is
+    ``torch._assert_async(cond, message)`` instead: it stays in the graph and runs on the
+    device without a synchronization, so a violation surfaces when the graph runs
+    (``RuntimeError(message)`` on CPU, a device-side assert on CUDA).
+    """
+    if is_tracing(cond) or is_capturing(cond):
+        torch._assert_async(cond, message)
+    elif not bool(cond):
+        raise ValueError(message)
+
+
+def is_unit_grad(grad: torch.Tensor) -> bool:
+    """True when an incoming gradient is exactly one everywhere, so a saved unit gradient can
+    be returned without another pass over memory.
+
+    Answered for CPU tensors only, where reading the values is a memory read; for any other
+    device (a host-device synchronization, impossible inside a CUDA graph) and while tracing the
+    answer is False and the caller multiplies."""
+    if is_tracing(grad) or grad.device.type != "cpu" or grad.requires_grad:
         return False
     if grad.numel() == 1:
-        return bool(grad.item() == 1.0)
-    return bool((grad == 1).all().item())
+        return grad.item() == 1.0
+    return bool((grad == 1).all())

@@ -37,8 +37,10 @@ def finish_row_reduction(
 def scale_saved_grad(saved: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
     """Chain rule for a saved unit gradient: ``saved * grad_out`` broadcast over the last dim.
 
-    ``grad_out`` is a scalar (mean/sum) or has the leading shape (none). When it is exactly one
-    (the usual ``loss.backward()``), ``saved`` is returned as is: no second pass over memory.
+    ``grad_out`` is a scalar (mean/sum) or has the leading shape (none). When it is a CPU tensor
+    of exactly one (the usual ``loss.backward()``), ``saved`` is returned as is: no second pass
+    over memory. Elsewhere (CUDA, tracing) the product costs one read of ``saved`` and one write,
+    and never a host-device synchronization (:func:`~._common.is_unit_grad`).
     """
     if grad_out is None:  # gradients are not materialized: the output was not used
         return None

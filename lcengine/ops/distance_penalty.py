@@ -17,6 +17,7 @@ from ._common import (
     native_fn,
     needs_grad,
     pick_backend,
+    require,
     rows_and_dim,
     triton_fn,
 )
@@ -122,8 +123,8 @@ def _inv_sigma_sq(sigma_bar, dim: int, device: torch.device) -> torch.Tensor:
     if sigma_bar.device != device:
         raise ValueError(f"sigma_bar is on {sigma_bar.device} but z is on {device}")
     sb = sigma_bar.detach().to(torch.float32).reshape(-1)  # [D] or [1]
-    if not bool(torch.isfinite(sb).all()) or not bool((sb > 0).all()):
-        raise ValueError("sigma_bar must be finite and > 0 everywhere")
+    ok = torch.isfinite(sb).all() & (sb > 0).all()  # [] bool
+    require(ok, "sigma_bar must be finite and > 0 everywhere")
     return 1.0 / (sb * sb)
 
 
@@ -154,7 +155,11 @@ def distance_penalty(
     inv_sigma_sq = _inv_sigma_sq(sigma_bar, z.shape[-1], z.device)
     chosen = pick_backend(backend, z, ("z",))
     if chosen == "eager":
-        sb = sigma_bar.detach() if isinstance(sigma_bar, torch.Tensor) else sigma_bar
+        if isinstance(sigma_bar, torch.Tensor):
+            sb = sigma_bar.detach()
+        else:  # made on the device, as the reference would: no host-to-device copy to capture
+            ct = torch.float64 if z.dtype == torch.float64 else torch.float32
+            sb = torch.full((), float(sigma_bar), dtype=ct, device=z.device)
         return distance_penalty_ref(z, z_ref, sb, reduction=reduction)
     out, _ = _distance_penalty_op(z, z_ref, inv_sigma_sq, reduction, needs_grad(z, z_ref), chosen)
     return out

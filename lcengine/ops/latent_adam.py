@@ -8,13 +8,15 @@ from typing import Optional
 import torch
 
 from ..reference import latent_adam_ref_
-from ..validation import check_float, check_positive_float, check_probability
+from ..validation import check_positive_float, check_probability
 from ._common import (
     DTYPE_CODES,
+    MAX_INT64,
     check_adam,
     check_int,
     check_same,
     check_tensor,
+    is_tracing,
     native_fn,
     pick_backend,
     rows_and_dim,
@@ -24,14 +26,13 @@ from ._guard import (
     check_op_backend,
     check_op_contiguous,
     check_op_disjoint,
+    check_op_int,
     check_op_like,
     check_op_tensor,
 )
 
 
-def _check_op_args(
-    z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias_c2, backend
-) -> None:
+def _check_op_args(z, grad, exp_avg, exp_avg_sq, active, step, lr, beta1, beta2, eps, backend):
     """What the kernels rely on: four distinct contiguous buffers of one shape, dtype and
     device, a bool row mask, and hyper-parameters that give finite updates."""
     op = "latent_adam_"
@@ -49,12 +50,11 @@ def _check_op_args(
                 f"{tuple(active.shape)} on {active.device}"
             )
     check_op_disjoint(op, z=z, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq, active=active)
+    check_op_int(op, "step", step, minimum=1, maximum=MAX_INT64)
     check_positive_float("lr", lr)
     check_probability("beta1", beta1)
     check_probability("beta2", beta2)
     check_positive_float("eps", eps)
-    check_float("bias_c1", bias_c1, low=0.0, high=1.0, low_open=True)
-    check_float("bias_c2", bias_c2, low=0.0, high=1.0, low_open=True)
 
 
 @torch.library.custom_op("lcengine::latent_adam_", mutates_args=("z", "exp_avg", "exp_avg_sq"))
@@ -64,17 +64,18 @@ def _latent_adam_op(
     exp_avg: torch.Tensor,
     exp_avg_sq: torch.Tensor,
     active: Optional[torch.Tensor],
+    step: int,
     lr: float,
     beta1: float,
     beta2: float,
     eps: float,
-    bias_c1: float,
-    bias_c2: float,
     backend: str,
 ) -> None:
-    _check_op_args(
-        z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias_c2, backend
-    )
+    # ``step`` enters the schema as a SymInt, so a compiled training loop passes it as a graph
+    # input; the bias corrections are formed here, in float64, when the op runs.
+    _check_op_args(z, grad, exp_avg, exp_avg_sq, active, step, lr, beta1, beta2, eps, backend)
+    bias_c1 = 1.0 - beta1**step
+    bias_c2 = 1.0 - beta2**step
     rows, dim = rows_and_dim(z)
     active_u8 = None if active is None else active.contiguous().view(torch.uint8)  # [R]
     if backend == "triton":
@@ -111,7 +112,7 @@ def _latent_adam_op(
 
 
 @_latent_adam_op.register_fake
-def _(z, grad, exp_avg, exp_avg_sq, active, lr, beta1, beta2, eps, bias_c1, bias_c2, backend):
+def _(z, grad, exp_avg, exp_avg_sq, active, step, lr, beta1, beta2, eps, backend):
     return None
 
 
@@ -156,8 +157,10 @@ def latent_adam_(
             check_same(name, t, "z", z)
     check_int("step", step, minimum=1)
     lr, beta1, beta2, eps = check_adam(lr, betas, eps)
-    # aliased state would be read after being written (a different result per backend)
-    check_op_disjoint("latent_adam_", z=z, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    # aliased state would be read after being written (a different result per backend). The
+    # addresses are not known while tracing: there the registered op checks them when it runs.
+    if not is_tracing(z):
+        check_op_disjoint("latent_adam_", z=z, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     if active is not None:
         if not isinstance(active, torch.Tensor) or active.dtype != torch.bool:
             raise TypeError(
@@ -176,29 +179,14 @@ def latent_adam_(
         return latent_adam_ref_(
             z, grad, exp_avg, exp_avg_sq, step, lr=lr, betas=(beta1, beta2), eps=eps, active=active
         )
-    bias_c1 = 1.0 - beta1**step
-    bias_c2 = 1.0 - beta2**step
     states = (z, exp_avg, exp_avg_sq)
     if all(t.is_contiguous() for t in states):
         _latent_adam_op(
-            z,
-            grad.contiguous(),
-            exp_avg,
-            exp_avg_sq,
-            active,
-            lr,
-            beta1,
-            beta2,
-            eps,
-            bias_c1,
-            bias_c2,
-            chosen,
+            z, grad.contiguous(), exp_avg, exp_avg_sq, active, step, lr, beta1, beta2, eps, chosen
         )
     else:  # update contiguous copies, then write back: the caller's tensors stay the state
         zc, mc, vc = (t.contiguous() for t in states)
-        _latent_adam_op(
-            zc, grad.contiguous(), mc, vc, active, lr, beta1, beta2, eps, bias_c1, bias_c2, chosen
-        )
+        _latent_adam_op(zc, grad.contiguous(), mc, vc, active, step, lr, beta1, beta2, eps, chosen)
         for dst, src in zip(states, (zc, mc, vc)):
             if dst is not src:
                 dst.copy_(src)

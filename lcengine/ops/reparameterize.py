@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..backend import FUSED_DTYPES, resolve_backend
+from ..backend import FUSED_DTYPES, choose_backend
 from ..reference import reparameterize_ref, standard_normal_ref
 from ._common import (
     DTYPE_CODES,
@@ -23,9 +23,12 @@ from ._guard import check_op_backend, check_op_int, check_op_like, check_op_tens
 from ._reduce import refuse_double_backward
 
 
-def _check_seed_offset(seed, offset, numel: int) -> None:
+def _check_seed_offset(seed, offset, numel) -> None:
+    """While tracing, ``numel`` may be symbolic (a dynamic batch): the end of the stream
+    (``offset + numel``) is then checked by the registered op when it runs."""
     check_int("seed", seed)
-    check_int("offset", offset, maximum=MAX_INT64 - numel)
+    traced = torch.compiler.is_compiling()
+    check_int("offset", offset, maximum=MAX_INT64 if traced else MAX_INT64 - numel)
 
 
 def _check_op_stream(op: str, backend, seed, offset, numel: int) -> None:
@@ -168,12 +171,15 @@ def standard_normal(
     """
     if isinstance(shape, int):
         shape = (shape,)
-    try:
-        shape = tuple(int(s) for s in shape)
+    try:  # a SymInt (a dynamic size while tracing) stays symbolic
+        shape = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in shape)
     except TypeError:
         raise TypeError(f"shape must be a sequence of ints, got {shape!r}") from None
-    if len(shape) == 0 or any(s < 1 for s in shape):
+    if len(shape) == 0 or any(type(s) is int and s < 1 for s in shape):
         raise ValueError(f"shape must be non-empty with every size >= 1, got {shape}")
+    for s in shape:
+        if isinstance(s, torch.SymInt):  # a run-time assertion, not a guard on the size
+            torch._check(s >= 1, lambda: f"shape must have every size >= 1, got {shape}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     device = torch.device(device)
@@ -181,7 +187,7 @@ def standard_normal(
     for s in shape:
         numel *= s
     _check_seed_offset(seed, offset, numel)
-    chosen = resolve_backend(backend, device, dtype)
+    chosen = choose_backend(backend, device, dtype, stacklevel=3)
     if chosen != "eager" and dtype not in FUSED_DTYPES:
         raise TypeError(
             f"dtype {dtype} is not supported by the {chosen!r} backend "

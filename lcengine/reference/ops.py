@@ -40,8 +40,8 @@ def standard_normal_ref(
 ) -> torch.Tensor:
     """N(0, I) samples from the Philox stream at positions ``offset + flat index``."""
     numel = 1
-    for s in shape:
-        numel *= int(s)
+    for s in shape:  # ints, or symbolic sizes while tracing (no int(): that would specialize)
+        numel *= s
     return philox_normal_ref(numel, seed, offset, device).reshape(tuple(shape)).to(dtype)
 
 

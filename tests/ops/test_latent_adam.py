@@ -96,5 +96,5 @@ def test_latent_adam_opcheck(backend, device):
     z, grad, m, v = _state((5, 7), device, torch.float32)
     active = torch.tensor([True, False, True, True, False], device=device)
     torch.library.opcheck(
-        _latent_adam_op, (z, grad, m, v, active, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend)
+        _latent_adam_op, (z, grad, m, v, active, 3, 0.1, 0.9, 0.999, 1e-8, backend)
     )

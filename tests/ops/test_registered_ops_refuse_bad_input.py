@@ -18,7 +18,7 @@ def test_latent_adam_refuses_state_smaller_than_the_latents(backend):
     small = torch.zeros(1, 1)
     with pytest.raises(ValueError, match="exp_avg must have the shape of z"):
         OPS.latent_adam_(
-            z, z.clone(), small, small.clone(), None, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend
+            z, z.clone(), small, small.clone(), None, 1, 0.1, 0.9, 0.999, 1e-8, backend
         )
 
 
@@ -27,9 +27,7 @@ def test_latent_adam_refuses_aliased_buffers(backend):
     z = torch.randn(8, 5)
     m, v = torch.zeros_like(z), torch.zeros_like(z)
     with pytest.raises(ValueError, match="z and exp_avg share memory"):
-        OPS.latent_adam_(
-            z, torch.randn(8, 5), z, v, None, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend
-        )
+        OPS.latent_adam_(z, torch.randn(8, 5), z, v, None, 1, 0.1, 0.9, 0.999, 1e-8, backend)
     with pytest.raises(ValueError, match="z and grad share memory"):
         lcengine.latent_adam_(z, z, m, v, 1, lr=0.1, backend=backend)
     before = z.clone()
@@ -43,14 +41,14 @@ def test_latent_adam_refuses_non_contiguous_state_and_bad_mask(backend):
     z = torch.zeros(8, 6)[:, ::2]
     g, m, v = (torch.zeros(8, 3) for _ in range(3))
     with pytest.raises(ValueError, match="z must be contiguous"):
-        OPS.latent_adam_(z, g, m, v, None, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend)
+        OPS.latent_adam_(z, g, m, v, None, 1, 0.1, 0.9, 0.999, 1e-8, backend)
     z = torch.zeros(8, 3)
     with pytest.raises(ValueError, match="active must be a bool tensor of shape"):
         OPS.latent_adam_(
-            z, g, m, v, torch.ones(3, dtype=torch.bool), 0.1, 0.9, 0.999, 1e-8, 0.1, 0.001, backend
+            z, g, m, v, torch.ones(3, dtype=torch.bool), 1, 0.1, 0.9, 0.999, 1e-8, backend
         )
-    with pytest.raises(ValueError, match="bias_c2 must be in"):
-        OPS.latent_adam_(z, g, m, v, None, 0.1, 0.9, 0.999, 1e-8, 0.1, 0.0, backend)
+    with pytest.raises(ValueError, match="step must be in"):
+        OPS.latent_adam_(z, g, m, v, None, 0, 0.1, 0.9, 0.999, 1e-8, backend)
 
 
 @pytest.mark.parametrize("backend", FUSED)

@@ -10,6 +10,12 @@ reordered per call by :func:`_auto_order`), then eager with one warning.
 The fused paths read the critics' weights directly, so the critics must follow the contract of
 :mod:`.prepare` (:class:`~.prepare.CriticNet`). Critics that do not fall back to the eager loop
 under ``auto`` (with one warning) and raise under an explicit fused backend.
+
+Not traceable: the op is no ``torch.library`` op (it runs a whole host-driven loop and reads the
+critics' weights), so it is wrapped in ``torch.compiler.disable``. ``torch.compile`` runs it
+eagerly at a graph break; ``fullgraph=True`` and strict ``torch.export`` stop with
+:data:`NOT_TRACEABLE` as the reason; non-strict ``torch.export`` (and any fake-tensor tracing)
+raises ``RuntimeError(NOT_TRACEABLE)`` before looking at the inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from ...backend import AUTO_ORDER, native_module, requested_backend, unavailable_reason
 from ...reference import optimize_latents_ref
 from ...validation import check_int, check_positive_float
+from .._common import is_tracing
 from .config import OptimizeHyperParams, OptimizeTuning, resolve_tuning
 from .prepare import Critics, forward_mismatch, parse_critics, prepare
 
@@ -39,6 +46,12 @@ ROW_TILE_MAX_WIDTH = 256
 NATIVE_FIRST_MAX_ROWS = 65536
 
 _warned: set[str] = set()
+
+NOT_TRACEABLE = (
+    "lcengine.optimize_latents cannot be traced by torch.compile(fullgraph=True) or "
+    "torch.export: it is not a torch.library op (it runs a whole multi-step loop driven from the "
+    "host and reads the critics' weights); call it outside the compiled or exported code"
+)
 
 
 @dataclass
@@ -168,6 +181,7 @@ def _warn_once(reason: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@torch.compiler.disable(reason=NOT_TRACEABLE)
 def optimize_latents(
     z_start: torch.Tensor,
     y: torch.Tensor,
@@ -231,8 +245,11 @@ def optimize_latents(
 
     Raises:
         TypeError, ValueError: bad inputs or unsupported critic structure (before any work).
-        RuntimeError: an explicitly requested backend that cannot run this op.
+        RuntimeError: an explicitly requested backend that cannot run this op, or a call
+            inside ``torch.export`` tracing (:data:`NOT_TRACEABLE`).
     """
+    if is_tracing(z_start if isinstance(z_start, torch.Tensor) else None):
+        raise RuntimeError(NOT_TRACEABLE)
     yf = _check_inputs(z_start, y, mask, sigma_bar)
     b, d = z_start.shape
     num_attr = y.shape[1]
