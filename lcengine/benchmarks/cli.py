@@ -306,7 +306,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         with open(args.json_path, "w") as fh:
             json.dump(report, fh, indent=2)
         print(f"saved {args.json_path}")
-    if plot_path and ("rows" in report or "optimizer" in report):  # the fit table has no plot
+    if plot_path and any(k in report for k in ("rows", "optimizer", "serving")):  # no fit plot
         _plot(report, plot_path)
     return 0
 

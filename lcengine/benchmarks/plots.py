@@ -12,7 +12,7 @@ can be drawn again later.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional
+from typing import Callable, Optional
 
 # shades per contender family: eager grey, torch.compile oranges, lcengine blues/greens
 _EAGER_COLOR = "#8c8c8c"
@@ -82,6 +82,26 @@ def optimizer_rates(report: dict) -> "OrderedDict[str, OrderedDict]":
     return cases
 
 
+def _serving_color_key(label: str) -> str:
+    """Eager contenders grey, torch.compile orange, lcengine's own in the lcengine shades."""
+    if label in ("eager module", "optimize (eager)"):
+        return "eager"
+    return "compile" if label == "torch.compile" else f"lcengine[{label}]"
+
+
+def serving_latencies(report: dict) -> "OrderedDict[str, OrderedDict[str, OrderedDict]]":
+    """p50 ms per mode ("actor", "optimize"), batch label and contender, from the report's
+    ``serving`` rows (skipped rows left out)."""
+    out: "OrderedDict[str, OrderedDict[str, OrderedDict]]" = OrderedDict()
+    for r in (report.get("serving") or {}).get("rows") or []:
+        if r.get("skipped") or r.get("p50_ms") is None:
+            continue
+        mode = "optimize" if r["contender"].startswith("optimize") else "actor"
+        batches = out.setdefault(mode, OrderedDict())
+        batches.setdefault(f"batch {r['batch']}", OrderedDict())[r["contender"]] = r["p50_ms"]
+    return out
+
+
 def _bars(
     ax,
     groups: "OrderedDict[str, OrderedDict]",
@@ -89,9 +109,11 @@ def _bars(
     probe: Optional[float],
     probe_label: str,
     colors: dict,
+    color_key: Optional[Callable[[str], str]] = None,
 ) -> None:
     """Grouped bars (one group per x label, one bar per contender present, centred on the
-    label), value labels on the bars, and the probe as a dashed horizontal line."""
+    label), value labels on the bars, and the probe as a dashed horizontal line. A contender's
+    color is picked by ``color_key(label)`` (default: the label's first word)."""
     contenders = list(OrderedDict.fromkeys(c for rates in groups.values() for c in rates))
     width = 0.8 / max(max(len(rates) for rates in groups.values()), 1)
     top = max([v for rates in groups.values() for v in rates.values()] + [probe or 0.0])
@@ -101,7 +123,8 @@ def _bars(
         for j, label in enumerate(present):
             x = i + width * (j - (len(present) - 1) / 2)
             y = rates[label]
-            color = _contender_color(label.split(" ")[0], colors)
+            key = color_key(label) if color_key else label.split(" ")[0]
+            color = _contender_color(key, colors)
             ax.bar(
                 [x],
                 [y],
@@ -131,7 +154,7 @@ def _bars(
             linestyle="--",
             linewidth=1.2,
             zorder=1,
-            label=f"{probe_label}: {probe:.1f} {unit}",
+            label=f"{probe_label}: {probe:.3g} {unit}",
         )
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(list(groups), fontsize=8)
@@ -175,10 +198,11 @@ def plot_report(report: dict, path: str) -> None:
 
     row_groups = row_op_rates(report)
     opt_cases = optimizer_rates(report)
-    panels = len(row_groups) + (1 if opt_cases else 0)
+    serving = serving_latencies(report)
+    panels = len(row_groups) + (1 if opt_cases else 0) + len(serving)
     if panels == 0:
         raise ValueError("the report has no row to plot")
-    n_x = max([len(g) for g in row_groups.values()] + [len(opt_cases)])
+    n_x = max([len(g) for g in row_groups.values()] + [len(opt_cases)] + [2 * len(serving)])
     fig, axes = plt.subplots(
         panels, 1, figsize=(max(9.0, 1.7 * n_x + 2.5), 4.6 * panels), squeeze=False
     )
@@ -217,6 +241,36 @@ def plot_report(report: dict, path: str) -> None:
                 fontsize=7,
                 color="#555555",
             )
+        i += 1
+    for mode, batches in serving.items():
+        ax = axes[i][0]
+        floor = ((report.get("serving") or {}).get("weight_read_floor") or {}).get("p50_ms")
+        _bars(
+            ax,
+            batches,
+            "ms",
+            floor if mode == "actor" else None,
+            "weight-read floor (batch 1)",
+            colors,
+            _serving_color_key,
+        )
+        ax.set_ylabel(
+            "p50 ms" + ("  (bar labels: ms, % of the floor)" if mode == "actor" else ""),
+            fontsize=9,
+        )
+        ax.set_title(
+            f"serving, {mode} mode: p50 ms per request (lower is better)"
+            + (", log scale" if mode == "optimize" else ""),
+            fontsize=10,
+        )
+        if mode == "optimize":
+            values = [v for b in batches.values() for v in b.values()]
+            ax.set_yscale("log")
+            ax.set_ylim(min(values) / 3, max(values) * 10)
+        i += 1
+    if serving and not (row_groups or opt_cases):
+        env = (report.get("serving") or {}).get("environment") or {}
+        report = {**report, "environment": env}
     fig.suptitle(_device_title(report), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

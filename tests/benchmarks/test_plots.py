@@ -3,7 +3,7 @@
 
 import pytest
 
-from lcengine.benchmarks.plots import optimizer_rates, plot_report, row_op_rates
+from lcengine.benchmarks.plots import optimizer_rates, plot_report, row_op_rates, serving_latencies
 
 
 def test_rates_per_contender(reports):
@@ -37,3 +37,34 @@ def test_plot_writes_a_png(reports, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no row to plot"):
         plot_report({"kind": "lcengine bench", "rows": []}, str(tmp_path / "empty.png"))
+
+
+def test_serving_panels(tmp_path):
+    def row(contender, batch, p50, skipped=None):
+        return {"contender": contender, "batch": batch, "p50_ms": p50, "skipped": skipped}
+
+    report = {
+        "kind": "lcengine bench",
+        "serving": {
+            "rows": [
+                row("eager module", 1, 0.4),
+                row("AOTInductor package", 1, 0.15),
+                row("ONNX Runtime", 1, None, skipped="onnxruntime is not installed"),
+                row("optimize (fused)", 1, 44.0),
+                row("optimize (eager)", 1, 480.0),
+                row("eager module", 64, 2.0),
+            ],
+            "weight_read_floor": {"p50_ms": 0.13},
+            "environment": {"device": "cpu", "cpu_name": "test", "torch_threads": 1},
+        },
+    }
+    panels = serving_latencies(report)
+    assert list(panels) == ["actor", "optimize"]
+    assert panels["actor"] == {
+        "batch 1": {"eager module": 0.4, "AOTInductor package": 0.15},
+        "batch 64": {"eager module": 2.0},
+    }
+    assert panels["optimize"] == {"batch 1": {"optimize (fused)": 44.0, "optimize (eager)": 480.0}}
+    path = tmp_path / "serving.png"
+    plot_report(report, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
