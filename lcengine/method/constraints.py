@@ -59,7 +59,8 @@ from .sampling import (
     SampleResult,
     TransformResult,
     constraint_satisfied,
-    optimize_latents_eager,
+    optimizer_arguments,
+    run_optimizer,
 )
 from .streams import derive_seed
 from .training import ConstraintTrainer, TrainingData
@@ -639,16 +640,7 @@ class LatentConstraints:
 
     def optimizer_arguments(self, cfg: SamplingConfig) -> dict:
         """Keyword arguments of :func:`lcengine.optimize_latents` for a sampling config."""
-        return dict(
-            w_realism=cfg.w_realism,
-            w_attr=cfg.w_attr,
-            w_dist=cfg.w_dist,
-            tau_r=cfg.tau_r,
-            tau_a=cfg.tau_a,
-            steps=cfg.steps,
-            lr=cfg.lr,
-            realism_attributes=len(self.base_attribute_names),
-        )
+        return optimizer_arguments(cfg, len(self.base_attribute_names))
 
     def run_optimizer(
         self,
@@ -660,28 +652,12 @@ class LatentConstraints:
         progress: bool,
         desc: str,
     ) -> lcengine.OptimizeResult:
-        """Latent optimization through the op :func:`lcengine.optimize_latents` (fused where
-        built, else the eager loop). The op runs the whole loop in one call, so ``progress``
-        shows no per-step bar there; it takes ``steps >= 1``, so ``steps == 0`` (evaluate the
-        start, no update) goes through :func:`~lcengine.method.sampling.optimize_latents_eager`.
-        """
+        """:func:`~lcengine.method.sampling.run_optimizer` with this object's critics."""
         t = self.require_trainer("optimize")
-        kwargs = self.optimizer_arguments(cfg)
-        if cfg.steps == 0:
-            return optimize_latents_eager(
-                z0,
-                y,
-                mask,
-                t.realism,
-                self.attribute_critic,
-                self.sigma_bar,
-                progress=progress,
-                desc=desc,
-                **kwargs,
-            )
-        return lcengine.optimize_latents(
-            z0, y, mask, t.realism, self.attribute_critic, self.sigma_bar, **kwargs
-        )
+        return run_optimizer(
+            z0, y, mask, t.realism, self.attribute_critic, self.sigma_bar, cfg,
+            realism_attributes=len(self.base_attribute_names), progress=progress, desc=desc,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ generating
     def sample(

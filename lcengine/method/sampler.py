@@ -45,7 +45,7 @@ from .data import DeviceLike, resolve_device
 from .latent_model import LatentModel
 from .requests import complete_requests, parse_request
 from .run import CONSTRAINTS_DIR, load_run_decoder
-from .sampling import constraint_satisfied
+from .sampling import constraint_satisfied, run_optimizer
 from .store import load_checkpoint
 from .streams import derive_seed
 
@@ -305,22 +305,10 @@ class ConditionalSampler:
             return z, None
         cfg = self.sampling
         z0 = z if cfg.start == "actor" else latents
-        res = lcengine.optimize_latents(
-            z0,
-            targets,
-            mask,
-            self.realism,
-            self.attribute_critic,
-            self.sigma_bar,
-            w_realism=cfg.w_realism,
-            w_attr=cfg.w_attr,
-            w_dist=cfg.w_dist,
-            tau_r=cfg.tau_r,
-            tau_a=cfg.tau_a,
-            steps=max(1, cfg.steps),
-            lr=cfg.lr,
+        res = run_optimizer(
+            z0, targets, mask, self.realism, self.attribute_critic, self.sigma_bar, cfg,
             realism_attributes=self.num_data_attributes,
-        )
+        )  # fmt: skip
         return res.latents, res
 
     def __call__(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import lcengine
 from lcengine import OptimizeResult  # the op's result type: one definition
 from lcengine.reference import constraint_satisfied_ref, optimize_latents_ref
 from lcengine.validation import (
@@ -174,6 +175,50 @@ def optimize_latents_eager(
     )
 
 
+def optimizer_arguments(cfg, realism_attributes: int) -> dict:
+    """Keyword arguments of :func:`lcengine.optimize_latents` for a
+    :class:`~lcengine.method.config.SamplingConfig` and the realism critic's attribute count."""
+    return dict(
+        w_realism=cfg.w_realism,
+        w_attr=cfg.w_attr,
+        w_dist=cfg.w_dist,
+        tau_r=cfg.tau_r,
+        tau_a=cfg.tau_a,
+        steps=cfg.steps,
+        lr=cfg.lr,
+        realism_attributes=realism_attributes,
+    )
+
+
+def run_optimizer(
+    z0: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    realism_critic: Callable,
+    attribute_critic: Callable,
+    sigma_bar: torch.Tensor,
+    cfg,
+    *,
+    realism_attributes: int,
+    progress: bool = False,
+    desc: str = "optimize",
+) -> OptimizeResult:
+    """Latent optimization with a sampling config through the op
+    :func:`lcengine.optimize_latents` (fused where built, else the eager loop). The op runs the
+    whole loop in one call, so ``progress`` shows no per-step bar there; it takes
+    ``steps >= 1``, so ``steps == 0`` (evaluate the start, no update) goes through
+    :func:`optimize_latents_eager`. # z0 [B, D], y [B, A], mask [B, A]"""
+    kwargs = optimizer_arguments(cfg, realism_attributes)
+    if cfg.steps == 0:
+        return optimize_latents_eager(
+            z0, y, mask, realism_critic, attribute_critic, sigma_bar,
+            progress=progress, desc=desc, **kwargs,
+        )  # fmt: skip
+    return lcengine.optimize_latents(
+        z0, y, mask, realism_critic, attribute_critic, sigma_bar, **kwargs
+    )
+
+
 @torch.no_grad()
 def actor_latents(
     actor: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -283,4 +328,6 @@ __all__ = [
     "actor_latents",
     "constraint_satisfied",
     "optimize_latents_eager",
+    "optimizer_arguments",
+    "run_optimizer",
 ]

@@ -154,3 +154,13 @@ def test_the_sampler_imports_no_training_code(toy_run):
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_sampling_overrides_match_the_method(toy_run, sampler):
+    lc = load_run(toy_run).constraints
+    for overrides in ({"steps": 0}, {"steps": 3, "start": "latents"}):
+        ref = lc.sample("a1", 5, method="optimize", seed=2, **overrides)
+        out = sampler.with_sampling(**overrides).sample("a1", 5, seed=2, mode="optimize")
+        np.testing.assert_array_equal(out.images.numpy(), ref.images)
+        np.testing.assert_array_equal(out.steps.numpy(), ref.steps)
+    assert sampler.sampling.steps == lc.sampling.steps  # the copies left the sampler alone
