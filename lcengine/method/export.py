@@ -26,15 +26,16 @@ no partial artifact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import tempfile
+import secrets
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -104,10 +105,24 @@ def artifact_metadata(sampler: ConditionalSampler) -> dict[str, str]:
     return {METADATA_PREFIX + k: json.dumps(v) for k, v in sampler.metadata().items()}
 
 
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temp(folder: Path, name: str, suffix: str) -> Path:
+    """An empty file of a fresh hidden name in ``folder``, created as ``open()`` would create it
+    (mode 0666 less the umask; ``tempfile.mkstemp`` would make it 0600)."""
+    while True:
+        path = folder / f".{name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def _quiet_pytree_warning() -> Iterator[None]:
+    """torch's own pytree deprecation (``LeafSpec``), raised while exporting and packaging."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*", category=FutureWarning)
+        yield
 
 
 def _exported_program(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], max_batch: int):
@@ -121,8 +136,7 @@ def _write_aoti(module, inputs, tmp: Path, metadata: dict[str, str], max_batch: 
     from torch._inductor import aoti_compile_and_package, aoti_load_package
 
     ep = _exported_program(module, inputs, max_batch)
-    with warnings.catch_warnings():  # torch's own pytree deprecation, raised while packaging
-        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*", category=FutureWarning)
+    with _quiet_pytree_warning():
         aoti_compile_and_package(
             ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": metadata}
         )
@@ -142,7 +156,8 @@ def _write_onnx(module, inputs, tmp: Path, metadata: dict[str, str], max_batch: 
     # the exporter logs one line per torchvision op it cannot register; none is used here
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with warnings.catch_warnings():  # both inputs share the batch axis: one name is dropped
+    with _quiet_pytree_warning(), warnings.catch_warnings():
+        # both inputs share the batch axis: the exporter drops one of its names and says so
         warnings.filterwarnings("ignore", message="# The axis name")
         program = torch.onnx.export(
             module,
@@ -221,12 +236,8 @@ def export_sampler(
     expected = sampler(full, inputs[1])  # [n, *data_shape]
     metadata = artifact_metadata(sampler)
     example = example_path_for(out)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    fd, ex_name = tempfile.mkstemp(prefix=f".{example.name}.", suffix=".pt", dir=out.parent)
-    os.close(fd)
-    tmp_example = Path(ex_name)
+    tmp = _new_temp(out.parent, out.name, out.suffix)
+    tmp_example = _new_temp(out.parent, example.name, ".pt")
     try:
         say(f"tracing and compiling ({format}) ...")
         writer = _write_aoti if format == "aoti" else _write_onnx
@@ -252,9 +263,6 @@ def export_sampler(
             },
             tmp_example,
         )
-        mode = _file_mode()
-        for p in (tmp, tmp_example):
-            os.chmod(p, mode)  # mkstemp's 0600 -> what a plain open() would have made
         os.replace(tmp_example, example)
         os.replace(tmp, out)
     finally:

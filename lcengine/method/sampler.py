@@ -225,14 +225,10 @@ class ConditionalSampler:
 
     # ------------------------------------------------------------------ inputs
     def module(self) -> SamplerModule:
-        """The actor-mode graph as an ``nn.Module`` (the one :meth:`__call__` runs in actor
-        mode); ValueError when the decoder is not an ``nn.Module``."""
+        """The actor-mode graph as an ``nn.Module``: what :meth:`__call__` computes in actor
+        mode, without its input checks; ValueError when the decoder is not an ``nn.Module``."""
         if self._module is None:
-            raise ValueError(
-                f"{_WHAT}: the decoder must be an nn.Module (LatentModel.from_module or "
-                "from_decoder with a module) for the exportable module; this model wraps "
-                "plain functions"
-            )
+            return SamplerModule(self.actor, self.model)  # raises, naming the reason
         return self._module
 
     def parse(self, request: Any) -> tuple[np.ndarray, np.ndarray]:
